@@ -1,0 +1,157 @@
+"""What every torch backend shares: dtype/device handling and the runner contract.
+
+A torch backend only supplies an ``nn.Module`` whose parameters carry the
+canonical names (``weight_ih_l0`` ...) and whose ``forward(x, state)`` returns
+``(y, final_state)`` like ``nn.LSTM``.  Gradients, state handling, ``put``/``get``
+and ``sync`` are written once here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .spec import DTYPES, RNNSpec, Unsupported, check_device, check_dtype, check_weights
+
+TORCH_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def cuda_device_ok(device: str) -> tuple[bool, str]:
+    if not device.startswith("cuda"):
+        return True, ""
+    if not torch.cuda.is_available():
+        return False, "no CUDA device visible to torch"
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        return False, f"{device} absent: torch sees {torch.cuda.device_count()} CUDA device(s)"
+    return True, ""
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def to_numpy(a):
+    """Tensor (or tuple of them) -> NumPy; half types come back as float32 (NumPy has no bfloat16)."""
+    if isinstance(a, (tuple, list)):
+        return type(a)(to_numpy(v) for v in a)
+    if isinstance(a, torch.Tensor):
+        a = a.detach()
+        if a.dtype in (torch.bfloat16, torch.float16):
+            a = a.float()
+        return a.cpu().numpy()
+    return np.asarray(a)
+
+
+class TorchBackend:
+    """A registered torch backend: availability, dtype support, and the runner class to build."""
+
+    framework = "torch"
+    kind = "rnn"
+
+    def __init__(self, name: str, runner_cls, cpu_dtypes=("float32", "float64"), cuda_dtypes=DTYPES):
+        self.name = name
+        self.runner_cls = runner_cls
+        self.dtypes = {"cpu": tuple(cpu_dtypes), "cuda": tuple(cuda_dtypes)}
+
+    def available(self, device: str = "cpu") -> tuple[bool, str]:
+        check_device(device)
+        return cuda_device_ok(device)
+
+    def supports(self, device: str, dtype: str) -> tuple[bool, str]:
+        allowed = self.dtypes["cuda" if device.startswith("cuda") else "cpu"]
+        if dtype not in allowed:
+            return False, f"{self.name} on {device} supports dtypes {', '.join(allowed)}, not {dtype}"
+        return True, ""
+
+    def build(self, spec: RNNSpec, weights, device: str = "cpu", dtype: str = "float32"):
+        check_device(device)
+        check_dtype(dtype)
+        check_weights(spec, weights)
+        for ok, reason in (self.available(device), self.supports(device, dtype)):
+            if not ok:
+                raise Unsupported(reason)
+        return self.runner_cls(self, spec, weights, device, dtype)
+
+
+class TorchRunner:
+    """Runner contract of DESIGN.md for any module with canonical parameter names."""
+
+    def __init__(self, backend: TorchBackend, spec: RNNSpec, weights, device: str, dtype: str):
+        self.backend, self.spec, self.device, self.dtype = backend, spec, device, dtype
+        self.torch_dtype = TORCH_DTYPES[dtype]
+        self._module = self.make_module().to(device=device, dtype=self.torch_dtype)
+        with torch.no_grad():
+            params = dict(self._module.named_parameters())
+            for name in spec.weight_names():
+                params[name].copy_(torch.as_tensor(np.asarray(weights[name])))
+        self._params = [params[n] for n in spec.weight_names()]
+
+    # -- what a backend supplies --------------------------------------------------
+    def make_module(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def impl_label(self) -> str:
+        raise NotImplementedError
+
+    # -- the contract -------------------------------------------------------------
+    def module(self) -> torch.nn.Module:
+        """The trainable form: ``forward(x, state) -> (y, final_state)``, differentiable by autograd."""
+        return self._module
+
+    def put(self, a):
+        if a is None or isinstance(a, torch.Tensor):
+            return a
+        if isinstance(a, (tuple, list)):
+            return tuple(self.put(v) for v in a)
+        return torch.as_tensor(np.asarray(a), dtype=self.torch_dtype, device=self.device)
+
+    def get(self, a):
+        return to_numpy(a)
+
+    def sync(self) -> None:
+        sync(self.device)
+
+    def _state(self, state, batch: int, requires_grad: bool = False):
+        """None | h0 | (h0, c0) -> a list of tensors [L, B, H], zeros where absent."""
+        n = 2 if self.spec.has_cell_state else 1
+        if state is None:
+            parts = [None] * n
+        elif isinstance(state, (tuple, list)):
+            parts = list(state)
+        else:
+            parts = [state]
+        shape = (self.spec.num_layers, batch, self.spec.hidden_size)
+        out = []
+        for part in parts:
+            t = torch.zeros(shape, dtype=self.torch_dtype, device=self.device) if part is None else self.put(part)
+            if requires_grad:
+                t = t.detach().requires_grad_(True)
+            out.append(t)
+        return out
+
+    def _pack(self, parts):
+        return tuple(parts) if self.spec.has_cell_state else parts[0]
+
+    def forward(self, x, state=None):
+        x = self.put(x)
+        with torch.no_grad():
+            return self._module(x, self._pack(self._state(state, x.shape[1])))
+
+    def forward_backward(self, x, state, dy) -> dict:
+        """Gradients of L = sum(y * dy): every canonical weight, ``x``, ``h0`` (and ``c0``)."""
+        x = self.put(x).detach().requires_grad_(True)
+        states = self._state(state, x.shape[1], requires_grad=True)
+        y, _ = self._module(x, self._pack(states))
+        grads = torch.autograd.grad(y, self._params + [x] + states, self.put(dy))
+        return dict(zip(self.spec.weight_names() + ["x"] + self.spec.state_names(), grads))
+
+    def step(self, x_t, state=None):
+        """One timestep: x_t [B, I] -> the new state."""
+        x_t = self.put(x_t)
+        return self.forward(x_t[None], state)[1]
