@@ -1,0 +1,1 @@
+"""rnnbench: the harness.  It reaches torch, triton and jax only through ``impls``."""

@@ -1,0 +1,64 @@
+"""Gradient flow through time and agreement with the oracle.
+
+Profile: L = <y_{T-1}, u> with u a fixed seeded unit vector per batch row;
+g_t = ||dL/dx_t|| for t = 0..T-1.  ``grad_decay_per_step`` =
+(log10 g_0 - log10 g_{T-1}) / (T - 1): negative when gradients vanish going
+back in time, positive when they explode.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MAX_PROFILE_POINTS = 64
+MAX_ORACLE_STEPS = 64
+
+
+def probe_direction(batch: int, out_size: int, seed: int = 0) -> np.ndarray:
+    """The fixed unit vector u (one per batch row), [B, H]."""
+    u = np.random.default_rng(10_000 + seed).standard_normal((batch, out_size))
+    return u / np.linalg.norm(u)
+
+
+def downsample(profile: np.ndarray, points: int = MAX_PROFILE_POINTS) -> list[float]:
+    if len(profile) <= points:
+        return [float(v) for v in profile]
+    idx = np.unique(np.round(np.linspace(0, len(profile) - 1, points)).astype(int))
+    return [float(profile[i]) for i in idx]
+
+
+def decay_per_step(profile: np.ndarray) -> float | None:
+    g0, g_last = float(profile[0]), float(profile[-1])
+    if len(profile) < 2 or not (g0 > 0 and g_last > 0) or not (math.isfinite(g0) and math.isfinite(g_last)):
+        return None
+    return (math.log10(g0) - math.log10(g_last)) / (len(profile) - 1)
+
+
+def gradient_profile(runner, x, out_size: int, seed: int = 0) -> dict:
+    """The stability fields of a record, from one forward_backward of ``runner`` on x [T, B, I]."""
+    T, B = x.shape[0], x.shape[1]
+    dy = np.zeros((T, B, out_size))  # [T, B, H]: only the last step carries the probe
+    dy[-1] = probe_direction(B, out_size, seed)
+    grads = runner.forward_backward(runner.put(x), None, runner.put(dy))
+    dx = np.asarray(runner.get(grads["x"]), dtype=np.float64)  # [T, B, I]
+    profile = np.sqrt((dx.reshape(T, -1) ** 2).sum(axis=1))  # [T]
+    all_grads = [np.asarray(runner.get(g), dtype=np.float64) for g in grads.values()]
+    return {
+        "grad_profile": downsample(profile),
+        "grad_decay_per_step": decay_per_step(profile),
+        "nan_count": int(sum(np.isnan(g).sum() for g in all_grads)),
+        "inf_count": int(sum(np.isinf(g).sum() for g in all_grads)),
+    }
+
+
+def max_rel_err(runner, spec, weights, x) -> float:
+    """Forward output against the float64 oracle on the same weights, over at most 64 steps."""
+    from impls import reference
+
+    x = x[:MAX_ORACLE_STEPS]
+    y_ref, _ = reference.forward(spec, weights, x, None)
+    y, _ = runner.forward(runner.put(x), None)
+    y = np.asarray(runner.get(y), dtype=np.float64)
+    scale = np.max(np.abs(y_ref))
+    return float(np.max(np.abs(y - y_ref)) / (scale if scale > 0 else 1.0))

@@ -1,0 +1,47 @@
+"""Entry point of a fresh measuring process (process and ray executors, memory probes).
+
+``python -m rnnbench.worker [--memory-only] CONFIG_JSON`` prints each record on
+a line starting with ``RNNBENCH_RECORD``; anything else on stdout is ignored.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _prepare_environment() -> None:
+    # Triton's interpreter must be chosen before triton is imported; JAX must not
+    # grab the whole GPU when it shares the process with torch.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    if "TRITON_INTERPRET" not in os.environ:
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                os.environ["TRITON_INTERPRET"] = "1"
+        except ImportError:
+            pass
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    memory_only = "--memory-only" in argv
+    argv = [a for a in argv if a != "--memory-only"]
+    _prepare_environment()
+    from .config import Config
+    from .measure import RECORD_PREFIX, Prepared, measure
+
+    cfg = Config.from_dict(json.loads(argv[0]))
+    if memory_only:
+        peak, method = Prepared(cfg).peak_memory(fresh_process=True)
+        records = [{"peak_bytes": peak, "peak_method": method}]
+    else:
+        records = measure(cfg, memory="fresh")
+    for rec in records:
+        print(RECORD_PREFIX + json.dumps(rec), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
