@@ -10,7 +10,8 @@ import os
 import sys
 
 
-def _prepare_environment() -> None:
+def prepare_environment() -> None:
+    """Process-wide settings that must precede framework imports."""
     # Triton's interpreter must be chosen before triton is imported; JAX must not
     # grab the whole GPU when it shares the process with torch.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -28,7 +29,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     memory_only = "--memory-only" in argv
     argv = [a for a in argv if a != "--memory-only"]
-    _prepare_environment()
+    prepare_environment()
     from .config import Config
     from .measure import RECORD_PREFIX, Prepared, measure
 
