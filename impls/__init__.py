@@ -13,6 +13,13 @@ import importlib
 _REGISTRY: dict[str, tuple[str, str, dict]] = {
     "torch_eager": ("rnn", "impls.torch_eager", {}),
     "torch_cudnn": ("rnn", "impls.torch_cudnn", {}),
+    "jax_scan": ("rnn", "impls.jax_scan", {"unroll": 1, "bptt": "custom"}),
+    "jax_scan_unroll8": ("rnn", "impls.jax_scan", {"unroll": 8, "bptt": "custom"}),
+    "jax_scan_autodiff": ("rnn", "impls.jax_scan", {"unroll": 1, "bptt": "autodiff"}),
+    "triton": ("rnn", "impls.triton", {"path": "fused"}),
+    "triton_stepwise": ("rnn", "impls.triton", {"path": "stepwise"}),
+    "transformer_sdpa": ("baseline", "impls.transformer", {"framework": "torch"}),
+    "transformer_jax": ("baseline", "impls.transformer", {"framework": "jax"}),
 }
 
 KINDS = ("rnn", "baseline")

@@ -1,1 +1,10 @@
 """rnnbench: the harness.  It reaches torch, triton and jax only through ``impls``."""
+
+
+def __getattr__(name):
+    # ``rnnbench.recommend(...)`` without making ``import rnnbench`` load pandas
+    if name == "recommend":
+        import importlib
+
+        return importlib.import_module(".recommend", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ import importlib.util
 import shlex
 import sys
 
-from .config import ConfigError, MODES
+from .config import Config, ConfigError, MODES
 
 EXIT_BAD_INPUT = 2
 
@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", type=comma_list())
     r.add_argument("--config", help="JSON or TOML file with the same axes as the flags")
     r.add_argument("--suite", default=None, help=f"one of {', '.join(suite_names())} (default quick)")
-    r.add_argument("--executor", choices=["inline", "process", "ray"], default="inline")
+    r.add_argument("--executor", choices=["inline", "process", "ray"], default=None,
+                   help="default inline; --resume keeps the run's own")
     r.add_argument("--isolate", action="store_true", help="same as --executor process")
     r.add_argument("--ray-address", default=None)
     r.add_argument("--machine", default=None, help="folder name for this machine (default: host name)")
@@ -193,13 +194,22 @@ def cmd_run(args) -> int:
     from .sweep import job_from_dict, job_to_dict, run_sweep
 
     executor = "process" if args.isolate else args.executor
-    if executor == "ray" and importlib.util.find_spec("ray") is None:
-        raise ConfigError("--executor ray needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')")
+    resumed = None
     if args.resume:
         try:
-            run = Run.resume(args.resume)
+            resumed = Run.resume(args.resume)
         except FileNotFoundError as exc:
             raise ConfigError(str(exc)) from None
+        executor = executor or resumed.info.get("executor", "inline")  # a Ray run resumes on Ray
+    executor = executor or "inline"
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("--executor ray needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')")
+    if executor == "ray" and args.ray_address:  # a dead address fails here, before a run folder exists
+        from .ray_executor import check_listening
+
+        check_listening(args.ray_address)
+    if resumed is not None:
+        run = resumed
         jobs = [job_from_dict(d) for d in run.info["jobs"]]
     else:
         jobs, devices = plan_jobs(args)
@@ -208,6 +218,11 @@ def cmd_run(args) -> int:
         info["jobs"] = [job_to_dict(j) for j in jobs]
         run = Run.create(args.out, args.machine, info)
     print(f"run folder: {run.path}  ({len(jobs)} configurations, executor {executor})", file=sys.stderr)
+    timing_jobs = [j for j in jobs if isinstance(j, Config)]
+    if timing_jobs and "ceilings" not in run.info:  # once per run: what fraction_of_peak is measured against
+        from .cost import measure_ceilings
+
+        run.update_info(ceilings=measure_ceilings(timing_jobs))
     run_sweep(run, jobs, executor, args.ray_address, progress=not args.quiet)
     print_table(run.records())
     print(f"\nrecords: {run.path / 'records.jsonl'}")
@@ -223,19 +238,28 @@ def print_table(records) -> None:
     import pandas as pd
 
     timing = [r for r in records if r.get("kind") == "timing"]
+    training = [r for r in records if r.get("kind") == "training"]
+    if training:
+        from .train import print_summary
+
+        print_summary(training)
     if not timing:
-        print("no timing records")
+        if not training:
+            print("no timing records")
         return
     df = pd.DataFrame(timing)
-    for col in ("median_s", "iqr_s", "tokens_per_s", "peak_bytes", "impl_label"):
+    for col in ("median_s", "iqr_s", "tokens_per_s", "peak_bytes", "impl_label", "achieved_flops_per_s",
+                "fraction_of_peak", "fraction_of_step_bound"):
         if col not in df:
             df[col] = None
     df["median_ms"] = df["median_s"] * 1e3
     df["iqr_ms"] = df["iqr_s"] * 1e3
     df["peak_MB"] = df["peak_bytes"] / 1e6
-    df = df.rename(columns={"impl_label": "impl", "seq_len": "T", "batch": "B", "hidden": "H", "input_size": "I"})
+    df["GFLOP_s"] = df["achieved_flops_per_s"].astype(float) / 1e9
+    df = df.rename(columns={"impl_label": "impl", "seq_len": "T", "batch": "B", "hidden": "H", "input_size": "I",
+                            "fraction_of_peak": "of_peak", "fraction_of_step_bound": "of_step_bound"})
     cols = ["backend", "impl", "cell", "mode", "dtype", "B", "T", "I", "H", "median_ms", "iqr_ms", "tokens_per_s",
-            "peak_MB", "status"]
+            "peak_MB", "GFLOP_s", "of_peak", "of_step_bound", "status"]
     df = df[cols].sort_values(["cell", "mode", "T", "median_ms"])
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_columns", 20):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import Config
+from .cost import record_cost
 
 RECORD_PREFIX = "RNNBENCH_RECORD "
 
@@ -226,6 +227,8 @@ def measure(cfg: Config, memory: str = "subprocess") -> list[dict]:
         rec.update(median_s=t.median_s, iqr_s=t.iqr_s, samples_s=t.samples_s)
         tokens = cfg.batch * (1 if cfg.mode == "step" else cfg.seq_len)
         rec["tokens_per_s"] = tokens / t.median_s if t.median_s > 0 else None
+        # flops, bytes; the sweep adds the fractions of the run's ceilings
+        rec.update(record_cost(cfg, p.kind, getattr(p.runner, "dims", None)))
         if p.kind == "rnn":
             from .stability import max_rel_err
 

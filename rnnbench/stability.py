@@ -29,10 +29,18 @@ def downsample(profile: np.ndarray, points: int = MAX_PROFILE_POINTS) -> list[fl
 
 
 def decay_per_step(profile: np.ndarray) -> float | None:
-    g0, g_last = float(profile[0]), float(profile[-1])
-    if len(profile) < 2 or not (g0 > 0 and g_last > 0) or not (math.isfinite(g0) and math.isfinite(g_last)):
+    """(log10 g_0 - log10 g_{T-1}) / (T - 1).
+
+    When the earliest gradients underflow to exactly zero (a long float32 sequence), the slope is
+    taken from the first non-zero step instead of being undefined; None only when fewer than two
+    steps are finite and non-zero.
+    """
+    profile = np.asarray(profile, dtype=np.float64)
+    usable = np.flatnonzero((profile > 0) & np.isfinite(profile))
+    if len(usable) < 2 or usable[-1] != len(profile) - 1:
         return None
-    return (math.log10(g0) - math.log10(g_last)) / (len(profile) - 1)
+    first = usable[0]
+    return (math.log10(profile[first]) - math.log10(profile[-1])) / (len(profile) - 1 - first)
 
 
 def gradient_profile(runner, x, out_size: int, seed: int = 0) -> dict:

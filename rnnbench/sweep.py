@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import cost
 from .config import Config, ConfigError, MODES, record_key, validate
 
 SWEEP_AXES = ("backends", "cells", "batch", "seq_len", "input_size", "hidden", "layers", "dtype", "mode", "device")
@@ -74,8 +75,8 @@ def build_configs(suite: str = "quick", overrides: dict | None = None) -> list[C
     axes = {k: v for k, v in SUITES[suite].items() if k not in ("timing", "extra")}
     extra = SUITES[suite].get("extra", [])
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if overrides:
-        extra = []  # a suite's fixed extras belong to the suite, not to a custom sweep
+    if set(overrides) - {"backends", "device"}:
+        extra = []  # a suite's fixed extras belong to the suite's shapes, not to a custom grid
     axes.update(overrides)
     timing = SUITES[suite]["timing"]
     devices = axes["device"]
@@ -139,7 +140,9 @@ def job_to_dict(job) -> dict:
 
 
 def run_job(job, fresh_process: bool) -> list[dict]:
-    """All records of one job, in this process."""
+    """All records of one job, in this process (a job with its own ``run`` method runs itself)."""
+    if callable(getattr(job, "run", None)):  # e.g. the faults that the executors' tests inject
+        return job.run(fresh_process)
     if isinstance(job, Config):
         from .measure import measure
 
@@ -219,10 +222,11 @@ def run_sweep(run, jobs, executor: str = "inline", ray_address: str | None = Non
     bar = tqdm(total=len(pending), disable=not progress, unit="config", dynamic_ncols=True, file=sys.stderr)
     written = []
     start = time.perf_counter()
+    ceilings = run.info.get("ceilings")
     try:
         for job, records in EXECUTORS[executor](pending, **kwargs):
             for rec in records:
-                written.append(run.append(rec))
+                written.append(run.append(cost.complete(rec, ceilings)))
             bar.set_postfix_str(describe(job), refresh=False)
             bar.update(1)
     finally:

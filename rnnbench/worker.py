@@ -30,15 +30,15 @@ def main(argv=None) -> int:
     memory_only = "--memory-only" in argv
     argv = [a for a in argv if a != "--memory-only"]
     prepare_environment()
-    from .config import Config
-    from .measure import RECORD_PREFIX, Prepared, measure
+    from .measure import RECORD_PREFIX, Prepared
+    from .sweep import job_from_dict, run_job
 
-    cfg = Config.from_dict(json.loads(argv[0]))
+    job = job_from_dict(json.loads(argv[0]))  # a timing Config, or a TrainConfig ("job": "train")
     if memory_only:
-        peak, method = Prepared(cfg).peak_memory(fresh_process=True)
+        peak, method = Prepared(job).peak_memory(fresh_process=True)
         records = [{"peak_bytes": peak, "peak_method": method}]
     else:
-        records = measure(cfg, memory="fresh")
+        records = run_job(job, fresh_process=True)
     for rec in records:
         print(RECORD_PREFIX + json.dumps(rec), flush=True)
     return 0

@@ -23,6 +23,20 @@ CASES = [  # (cell, layers, T, B, I, H, with_state)
 ]
 
 
+@pytest.fixture(autouse=True)
+def jax_x64_for_float64(request):
+    """JAX runs float64 only with jax_enable_x64, a process-wide flag: on for a JAX backend's
+    float64 case alone (a context that restores it), so it never leaks into other tests."""
+    params = request.node.callspec.params if hasattr(request.node, "callspec") else {}
+    if params.get("dtype") == "float64" and impls.get(params["name"]).framework == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
 def run_case(name, device, dtype, cell, layers, T, B, I, H, with_state, seed=0):
     """Build the backend, run forward and forward_backward; return the worst error per tensor."""
     spec = RNNSpec(cell, I, H, layers)

@@ -61,6 +61,9 @@ def test_gradient_profile_matches_the_oracle():
 def test_decay_is_signed_and_profile_downsampled():
     assert decay_per_step(np.array([1e-4, 1e-3, 1e-2])) == pytest.approx(-1.0)  # vanishing going back
     assert decay_per_step(np.array([1.0, 0.1])) == pytest.approx(1.0)
+    # early steps underflowed to 0 in float32: the slope starts at the first non-zero step
+    assert decay_per_step(np.array([0.0, 0.0, 1e-6, 1e-4, 1e-2])) == pytest.approx(-2.0)
+    assert decay_per_step(np.array([0.0, 0.0, 1.0])) is None
     from rnnbench.stability import downsample
 
     assert len(downsample(np.arange(1000.0))) <= 64

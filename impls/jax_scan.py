@@ -1,0 +1,416 @@
+"""JAX: each layer one ``jax.lax.scan`` under ``jax.jit``, gradients by ``jax.vjp``.
+
+The canonical weights are the parameters as they are (``params`` maps the
+``state_dict`` names to arrays of the same shapes), so the gradients that
+``jax.vjp`` returns are already in the canonical layout.  Each layer's input
+projection for all timesteps is one matmul before its scan, which then holds
+only the recurrent matmul and the gate math (layout ``[T, B, G*H]``).
+
+Two ways to get the gradient, chosen by the registered name:
+
+* ``bptt="custom"``: each layer is a ``jax.custom_vjp`` whose backward is a
+  hand-written reverse scan (backpropagation through time) that keeps only the
+  recurrent matmul ``dG @ W_hh`` and the gate derivatives inside the loop; the
+  weight gradients ``dG^T [x, h_prev]``, the biases and ``dx = dG @ W_ih`` are
+  then one matmul each over all timesteps, as cuDNN and oneDNN do.
+* ``bptt="autodiff"``: JAX transposes the forward scan itself; its reverse loop
+  accumulates ``dW_hh`` one outer product per step.  Kept as a backend (what a
+  user gets by default) and as the check of the custom backward in the tests.
+
+``float64`` needs ``jax_enable_x64``, which is process-wide: it is never turned
+on here.  A build for float64 is ``Unsupported`` unless the flag is already on
+(a test's ``jax.enable_x64`` context, or a process started with
+``JAX_ENABLE_X64=1``).  jax itself is imported lazily, after setting
+``XLA_PYTHON_CLIENT_PREALLOCATE=false`` so that JAX does not claim most of the
+GPU memory that torch shares with it in one process.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import numpy as np
+
+from .spec import RNNSpec, Unsupported, check_device, check_dtype, check_weights
+
+CPU_DTYPES = ("float32", "float64")
+CUDA_DTYPES = ("float32", "float64", "bfloat16")
+X64_REASON = (
+    "float64 in JAX needs jax_enable_x64, a process-wide flag that would change every other JAX "
+    "computation in this process; run it in a process of its own started with JAX_ENABLE_X64=1"
+)
+
+
+def _jax():
+    """Import jax (and jax.numpy) late, with preallocation off: torch shares the GPU."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import jax
+    import jax.numpy as jnp
+
+    return jax, jnp
+
+
+def _jax_device(device: str):
+    """The jax Device for ``cpu`` / ``cuda[:N]``; raises RuntimeError or IndexError when absent."""
+    jax, _ = _jax()
+    if device == "cpu":
+        return jax.devices("cpu")[0]
+    index = int(device.split(":")[1]) if ":" in device else 0
+    return jax.devices("gpu")[index]
+
+
+# -- the cell math ----------------------------------------------------------------------------
+
+
+def _sigmoid(a):
+    _, jnp = _jax()
+    return 0.5 + 0.5 * jnp.tanh(0.5 * a)  # one tanh: cheaper on XLA CPU than exp and a division
+
+
+def _cell(cell: str, gi_t, gh, h, c):
+    """Gate math of one step; gi_t = x_t W_ih^T + its biases, gh = h W_hh^T (+ b_hh for GRU), [B, G*H].
+
+    Returns (h_new, c_new, local, aux): the local derivatives that the hand-written backward
+    reads, so that its loop is a few products (XLA drops them where nothing reads them).
+    LSTM: local = d(h, c)/d(gate pre-activations) factors [B, 4H] = [g i(1-i), c f(1-f), i(1-g^2),
+    tanh(c') o(1-o)], aux = [o (1 - tanh(c')^2), f] [B, 2H].  GRU: local = [B, 3H] with
+    dgi = dh * local, aux = [r, z] [B, 2H].  rnn_tanh: both None (its backward needs h_new only).
+    """
+    _, jnp = _jax()
+    H = h.shape[-1]
+    if cell == "rnn_tanh":
+        return jnp.tanh(gi_t + gh), None, None, None
+    if cell == "lstm":
+        is_g = jnp.arange(4 * H) // H == 2  # [4H]: the g block takes tanh, i, f and o a sigmoid
+        scale = jnp.where(is_g, 1.0, 0.5).astype(gh.dtype)
+        acts = scale * jnp.tanh(scale * (gi_t + gh)) + (0.5 - 0.5 * is_g).astype(gh.dtype)  # [B, 4H], one tanh each
+        i, f, g, o = (acts[:, k * H:(k + 1) * H] for k in range(4))
+        c_new = f * c + i * g
+        tc = jnp.tanh(c_new)
+        local = jnp.concatenate([g * i * (1 - i), c * f * (1 - f), i * (1 - g * g), tc * o * (1 - o)], axis=-1)
+        return o * tc, c_new, local, jnp.concatenate([o * (1 - tc * tc), f], axis=-1)
+    rz = _sigmoid(gi_t[:, :2 * H] + gh[:, :2 * H])  # [B, 2H]
+    r, z = rz[:, :H], rz[:, H:]
+    hn = gh[:, 2 * H:]
+    n = jnp.tanh(gi_t[:, 2 * H:] + r * hn)
+    dn = (1 - z) * (1 - n * n)  # dh_new/d(n pre-activation)
+    local = jnp.concatenate([dn * hn * r * (1 - r), (h - n) * z * (1 - z), dn], axis=-1)
+    return n + z * (h - n), None, local, rz
+
+
+def _index(buf, t):
+    jax, _ = _jax()
+    return jax.lax.dynamic_index_in_dim(buf, t, 0, keepdims=False)
+
+
+def _update(buf, value, t):
+    jax, _ = _jax()
+    return jax.lax.dynamic_update_index_in_dim(buf, value, t, 0)
+
+
+# -- bptt="autodiff": what a user writes, lax.scan transposed by JAX ------------------------------
+
+
+def _layer_autodiff(cell, unroll, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    """One layer: the input projection with its biases for all timesteps, then lax.scan."""
+    jax, _ = _jax()
+    gi = x @ w_ih.T + (b_ih if cell == "gru" else b_ih + b_hh)  # [T, B, G*H]
+    w_t = w_hh.T  # [H, G*H]
+
+    def step(carry, gi_t):
+        h, c = carry
+        gh = h @ w_t  # [B, G*H]
+        h, c, _, _ = _cell(cell, gi_t, gh + b_hh if cell == "gru" else gh, h, c)
+        return (h, c), h
+
+    (h_n, c_n), y = jax.lax.scan(step, (h0, c0), gi, unroll=unroll)
+    return y, h_n, c_n
+
+
+# -- bptt="custom": in-place loops and the hand-written backward ---------------------------------
+
+
+def _forward_loop(cell, unroll, gi, h0, c0, w_hh, b_ih, b_hh, train):
+    """Forward loop of one layer over gi = x W_ih^T [T, B, G*H]; the biases are added inside,
+    where they fuse with the gate math instead of costing a pass over gi.
+
+    With ``train`` it keeps what the backward reads, in place: step t's local derivatives
+    overwrite gi's step t (read just before, same shape), and aux [T, B, 2H] takes the rest
+    (see ``_cell``).  Returns (y [T, B, H], h_n, c_n, kept = (local, aux) or None).
+    """
+    jax, jnp = _jax()
+    T, B, H = gi.shape[0], gi.shape[1], h0.shape[-1]
+    w_t = w_hh.T  # [H, G*H]
+    b_i = b_ih if cell == "gru" else b_ih + b_hh
+    keep = train and cell != "rnn_tanh"
+
+    def body(t, carry):
+        h, c, y, kept = carry
+        gh = h @ w_t  # [B, G*H]
+        gi_t = _index(kept[0] if keep else gi, t) + b_i
+        h, c, local, aux = _cell(cell, gi_t, gh + b_hh if cell == "gru" else gh, h, c)
+        if keep:
+            kept = (_update(kept[0], local, t), _update(kept[1], aux, t))
+        return h, c, _update(y, h, t), kept
+
+    y = jnp.zeros((T, B, H), gi.dtype)  # [T, B, H]
+    kept = (gi, jnp.zeros((T, B, 2 * H), gi.dtype)) if keep else None
+    h_n, c_n, y, kept = jax.lax.fori_loop(0, T, body, (h0, c0, y, kept), unroll=unroll)
+    return y, h_n, c_n, kept
+
+
+def _backward_loop(cell, unroll, w_hh, y, kept, dy, dh_n, dc_n):
+    """Reverse loop of the hand-written BPTT: a few products and ``@ w_hh`` per step.
+
+    Returns (dgi [T, B, G*H], dh0, dc0): dgi is the gradient at gi, and at gh too except in
+    GRU's n block, which reaches W_hn h + b_hn through r.
+    """
+    jax, jnp = _jax()
+    T, H = dy.shape[0], dy.shape[-1]
+
+    def body(j, carry):
+        t = T - 1 - j
+        dh, dc, dgi = carry
+        dh = dh + _index(dy, t)
+        if cell == "rnn_tanh":
+            y_t = _index(y, t)
+            d = dh * (1 - y_t * y_t)  # [B, H]
+            return d @ w_hh, None, _update(dgi, d, t)
+        local, aux = _index(kept[0], t), _index(kept[1], t)
+        if cell == "lstm":
+            dct = dc + dh * aux[:, :H]  # dL/dc_t
+            d = local * jnp.concatenate([dct, dct, dct, dh], axis=-1)  # [B, 4H]
+            return d @ w_hh, dct * aux[:, H:], _update(dgi, d, t)
+        d = local * jnp.concatenate([dh, dh, dh], axis=-1)  # [B, 3H]
+        dgh = jnp.concatenate([d[:, :2 * H], d[:, 2 * H:] * aux[:, :H]], axis=-1)
+        return dgh @ w_hh + dh * aux[:, H:], None, _update(dgi, d, t)
+
+    dgi = jnp.zeros(dy.shape[:2] + (w_hh.shape[0],), dy.dtype)  # [T, B, G*H]
+    dh0, dc0, dgi = jax.lax.fori_loop(0, T, body, (dh_n, dc_n, dgi), unroll=unroll)
+    return dgi, dh0, dc0
+
+
+def _weight_grads(inputs, d):
+    """Weight [G*H, K] and bias [G*H] gradients of all T*B rows in one matmul, [inputs | 1]^T d:
+    the ones column gives the bias gradient, and the transposed copy is of the narrow operand."""
+    _, jnp = _jax()
+    T, B, K = inputs.shape
+    lhs = jnp.concatenate([inputs, jnp.ones((T, B, 1), d.dtype)], axis=-1).reshape(T * B, K + 1)  # [T*B, K+1]
+    g = lhs.T @ d.reshape(T * B, -1)  # [K+1, G*H]
+    return g[:K].T, g[K]
+
+
+@functools.cache
+def _layer_custom():
+    """One layer as a ``jax.custom_vjp`` with the hand-written BPTT backward (made once, lazily)."""
+    jax, jnp = _jax()
+
+    def primal(cell, unroll, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        y, h_n, c_n, _ = _forward_loop(cell, unroll, x @ w_ih.T, h0, c0, w_hh, b_ih, b_hh, train=False)
+        return y, h_n, c_n
+
+    def fwd(cell, unroll, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        y, h_n, c_n, kept = _forward_loop(cell, unroll, x @ w_ih.T, h0, c0, w_hh, b_ih, b_hh, train=True)
+        return (y, h_n, c_n), (x, h0, c0, w_ih, w_hh, y, kept)
+
+    def bwd(cell, unroll, res, cts):
+        x, h0, c0, w_ih, w_hh, y, kept = res
+        dgi, dh0, dc0 = _backward_loop(cell, unroll, w_hh, y, kept, *cts)
+        h_prev = jnp.concatenate([h0[None], y[:-1]], axis=0)  # [T, B, H]
+        if cell == "gru":
+            H = h0.shape[-1]
+            dgh = jnp.concatenate([dgi[..., :2 * H], dgi[..., 2 * H:] * kept[1][..., :H]], axis=-1)  # n block times r
+            (dw_ih, db_ih), (dw_hh, db_hh) = _weight_grads(x, dgi), _weight_grads(h_prev, dgh)
+        else:  # dgh = dgi: both weights in one matmul
+            dw, db_ih = _weight_grads(jnp.concatenate([x, h_prev], axis=-1), dgi)
+            dw_ih, dw_hh, db_hh = dw[:, :x.shape[-1]], dw[:, x.shape[-1]:], db_ih
+        return dgi @ w_ih, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
+
+    layer = jax.custom_vjp(primal, nondiff_argnums=(0, 1))
+    layer.defvjp(fwd, bwd)
+    return layer
+
+
+def apply(cell: str, unroll: int, bptt: str, params: dict, x, state=None):
+    """The pure sequence function: params (canonical names), x [T, B, I], state -> (y, final).
+
+    state is None (zeros), h0 or (h0, c0), each [L, B, H]; final likewise (h_n or (h_n, c_n)).
+    Differentiable by ``jax.grad`` / ``jax.vjp`` in both ``bptt`` modes.
+    """
+    _, jnp = _jax()
+    layers = sum(1 for name in params if name.startswith("weight_ih_l"))
+    H = params["weight_hh_l0"].shape[1]
+    zeros = jnp.zeros((layers, x.shape[1], H), x.dtype)  # [L, B, H]
+    if cell == "lstm":
+        h0, c0 = state if state is not None else (zeros, zeros)
+    else:
+        h0, c0 = (state if state is not None else zeros), None
+    layer = _layer_custom() if bptt == "custom" else _layer_autodiff
+    h_n, c_n = [], []
+    for k in range(layers):
+        w = [params[f"{p}_l{k}"] for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        x, h, c = layer(cell, unroll, x, h0[k], None if c0 is None else c0[k], *w)
+        h_n.append(h)
+        c_n.append(c)
+    final = (jnp.stack(h_n), jnp.stack(c_n)) if cell == "lstm" else jnp.stack(h_n)
+    return x, final
+
+
+_EXECUTABLES: dict = {}  # compiled once per configuration and argument signature, shared by runners
+
+
+@functools.cache
+def _jitted(cell: str, unroll: int, bptt: str):
+    """jit-wrapped forward and forward+backward of one configuration."""
+    jax, jnp = _jax()
+    run = functools.partial(apply, cell, unroll, bptt)
+
+    def forward(params, x, state):
+        return run(params, x, state)
+
+    def forward_backward(params, x, state, dy):
+        (y, final), vjp = jax.vjp(run, params, x, state)
+        d_final = jax.tree.map(jnp.zeros_like, final)
+        d_params, dx, d_state = vjp((dy, d_final))
+        d_state = d_state if cell == "lstm" else (d_state,)
+        return {**d_params, "x": dx, **dict(zip(("h0", "c0"), d_state))}
+
+    return jax.jit(forward), jax.jit(forward_backward)
+
+
+class JaxScanRunner:
+    """Runner contract of DESIGN.md; ``params`` and ``apply`` are the trainable form."""
+
+    def __init__(self, backend, spec: RNNSpec, weights, device: str, dtype: str):
+        jax, jnp = _jax()
+        self.backend, self.spec, self.device, self.dtype = backend, spec, device, dtype
+        self._jax_device = _jax_device(device)
+        self._np_dtype = np.dtype(jnp.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+        self.params = {name: self.put(weights[name]) for name in spec.weight_names()}
+        self._fns = dict(zip(("forward", "forward_backward"), _jitted(spec.cell, backend.unroll, backend.bptt)))
+        self._zeros = {}
+        self._last = None
+
+    def apply(self, params: dict, x, state=None):
+        """Pure: (y [T, B, H], final state) from params with the canonical names; see ``apply``."""
+        return apply(self.spec.cell, self.backend.unroll, self.backend.bptt, params, x, state)
+
+    def impl_label(self) -> str:
+        return "xla-gpu" if self._jax_device.platform in ("gpu", "cuda", "rocm") else "xla-cpu"
+
+    def put(self, a):
+        jax, _ = _jax()
+        if a is None or isinstance(a, jax.Array):
+            return a
+        if isinstance(a, (tuple, list)):
+            return tuple(self.put(v) for v in a)
+        return jax.device_put(np.asarray(a).astype(self._np_dtype), self._jax_device)
+
+    def get(self, a):
+        """Array (or tuple of them) -> NumPy; bfloat16 comes back as float32 (as torch runners do)."""
+        if isinstance(a, (tuple, list)):
+            return type(a)(self.get(v) for v in a)
+        a = np.asarray(a)
+        return a.astype(np.float32) if a.dtype == self._np_dtype and self.dtype == "bfloat16" else a
+
+    def sync(self) -> None:
+        """Wait for the last call's results (JAX dispatches asynchronously)."""
+        jax, _ = _jax()
+        if self._last is not None:
+            jax.block_until_ready(self._last)
+
+    def _state(self, state, batch: int):
+        """None | h0 | (h0, c0) -> device arrays; zeros [L, B, H] made once per batch size, so that
+        a zero state and a given one share one executable and dL/dh0 (dL/dc0) still comes back."""
+        if state is not None:
+            return self.put(state)
+        if batch not in self._zeros:
+            zeros = self.put(np.zeros((self.spec.num_layers, batch, self.spec.hidden_size)))  # [L, B, H]
+            self._zeros[batch] = (zeros, zeros) if self.spec.has_cell_state else zeros
+        return self._zeros[batch]
+
+    def _executable(self, kind: str, *args):
+        """The compiled executable for these arguments' shapes, dtypes and device: compiled ahead
+        (``lower(...).compile()``) on first sight, then reused by every runner of this variant."""
+        jax, _ = _jax()
+        leaves, tree = jax.tree.flatten(args)
+        key = (kind, self.spec.cell, self.backend.unroll, self.backend.bptt, jax.config.jax_enable_x64, tree,
+               tuple((a.shape, a.dtype, a.sharding) for a in leaves))
+        if key not in _EXECUTABLES:
+            _EXECUTABLES[key] = self._fns[kind].lower(*args).compile()
+        return _EXECUTABLES[key]
+
+    def compile(self, x, state=None, dy=None) -> float:
+        """Compile ahead (``jit(...).lower(...).compile()``) the forward, and forward_backward when
+        dy is given, for these shapes; returns the seconds spent.  The harness calls this before
+        timing so that compile time is reported apart and never falls inside a timed repeat."""
+        t0 = time.perf_counter()
+        x = self.put(x)
+        state = self._state(state, x.shape[1])
+        self._executable("forward", self.params, x, state)
+        if dy is not None:
+            self._executable("forward_backward", self.params, x, state, self.put(dy))
+        return time.perf_counter() - t0
+
+    def forward(self, x, state=None):
+        x = self.put(x)
+        args = (self.params, x, self._state(state, x.shape[1]))
+        self._last = self._executable("forward", *args)(*args)
+        return self._last
+
+    def forward_backward(self, x, state, dy) -> dict:
+        """Gradients of L = sum(y * dy): every canonical weight, ``x``, ``h0`` (and ``c0``)."""
+        x = self.put(x)
+        args = (self.params, x, self._state(state, x.shape[1]), self.put(dy))
+        self._last = self._executable("forward_backward", *args)(*args)
+        return self._last
+
+    def step(self, x_t, state=None):
+        """One timestep: x_t [B, I] -> the new state."""
+        return self.forward(self.put(x_t)[None], state)[1]
+
+
+class JaxScanBackend:
+    """A registered JAX variant: ``unroll`` of both scans and the ``bptt`` mode (custom | autodiff)."""
+
+    framework = "jax"
+    kind = "rnn"
+
+    def __init__(self, name: str, unroll: int = 1, bptt: str = "custom"):
+        if bptt not in ("custom", "autodiff"):
+            raise ValueError(f"bptt must be custom or autodiff, got {bptt!r}")
+        self.name, self.unroll, self.bptt = name, unroll, bptt
+
+    def available(self, device: str = "cpu") -> tuple[bool, str]:
+        check_device(device)
+        try:
+            _jax()
+        except ImportError as exc:
+            return False, f"jax is not installed: {exc}"
+        try:
+            _jax_device(device)
+        except (RuntimeError, IndexError) as exc:
+            return False, f"jax sees no {device}: {exc}"
+        return True, ""
+
+    def supports(self, device: str, dtype: str) -> tuple[bool, str]:
+        allowed = CUDA_DTYPES if device.startswith("cuda") else CPU_DTYPES
+        if dtype not in allowed:
+            return False, f"{self.name} on {device} supports dtypes {', '.join(allowed)}, not {dtype}"
+        if dtype == "float64" and not _jax()[0].config.jax_enable_x64:
+            return False, X64_REASON
+        return True, ""
+
+    def build(self, spec: RNNSpec, weights, device: str = "cpu", dtype: str = "float32") -> JaxScanRunner:
+        check_device(device)
+        check_dtype(dtype)
+        check_weights(spec, weights)
+        for ok, reason in (self.available(device), self.supports(device, dtype)):
+            if not ok:
+                raise Unsupported(reason)
+        return JaxScanRunner(self, spec, weights, device, dtype)
+
+
+def make_backend(name: str, unroll: int = 1, bptt: str = "custom") -> JaxScanBackend:
+    return JaxScanBackend(name, unroll, bptt)

@@ -1,0 +1,345 @@
+"""Triton kernels for the recurrent part of rnn_tanh, LSTM and GRU layers.
+
+One forward and one backward kernel serve the three launch plans of ``function.py``:
+
+* fused (``SPLIT=False``): a program owns a batch tile and every hidden unit, keeps W_hh on
+  chip (Triton stages the loop-invariant tiles in shared memory) and the state in registers,
+  and loops over all timesteps in one launch;
+* persistent (``SPLIT=True, BARRIER=True``): the hidden (and gate) dimension is split across
+  programs, each keeping its slice of W_hh; each step's h (forward) or gate gradients
+  (backward) go through global memory, and the programs of a batch tile meet at an
+  atomic-counter barrier every step;
+* stepwise (``SPLIT=True, BARRIER=False``): the same split, one launch per timestep, so the
+  launch boundary is the barrier.
+
+The cell is selected by ``G``, the number of gate blocks: 1 rnn_tanh, 4 LSTM (i, f, g, o),
+3 GRU (r, z, n).  The input projection (with b_ih) is computed outside, for all timesteps at
+once; the kernels add W_hh h + b_hh and do the gate math in float32.  Tensors are contiguous;
+``B``/``H`` are the real sizes, ``BLOCK_B``/``BLOCK_H``/``H_PAD`` powers of two >= 16 (the
+``tl.dot`` minimum), with masks for the padding.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _tanh(x):
+    """tanh(x) = 2 sigmoid(2x) - 1: triton 3.6 has no tl.tanh, and a where(x >= 0, ..) form sends
+    triton 3.9's LLVM SLP vectorizer into an assertion beside fp32 dots."""
+    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def _plane(t, size):
+    """Offset of timestep t in a [T, ...] buffer whose steps hold `size` elements, in int64."""
+    return tl.cast(t, tl.int64) * size
+
+
+@triton.jit
+def _rows_if(rows, B, cond):
+    """rows < B where the scalar cond holds, else no row.  A tensor comparison, because the
+    interpreter turns `mask & scalar_condition` into an int32 mask that tl.load rejects."""
+    return rows < tl.where(cond, B, 0)
+
+
+@triton.jit
+def _grid_barrier(counter_ptr, target):
+    """Arrive, then wait until `target` arrivals: every program of this batch tile has finished
+    the step.  As in CUDA cooperative groups' grid sync: a CTA barrier so all threads' stores are
+    issued, a gpu-scope release by one thread, an acquire spin, and a CTA barrier again."""
+    tl.debug_barrier()
+    tl.atomic_add(counter_ptr, 1, sem="release", scope="gpu")
+    while tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu") < target:
+        pass
+    tl.debug_barrier()
+
+
+@triton.jit
+def _store4(ptr, H, a, b, c, d, mask):
+    """Store four [BB, BH] tiles one gate block (H) apart, in the buffer's dtype."""
+    ty = ptr.dtype.element_ty
+    tl.store(ptr, a.to(ty), mask=mask)
+    tl.store(ptr + H, b.to(ty), mask=mask)
+    tl.store(ptr + 2 * H, c.to(ty), mask=mask)
+    tl.store(ptr + 3 * H, d.to(ty), mask=mask)
+
+
+@triton.jit(do_not_specialize=["t_start", "tile_b0"])
+def rnn_fwd_kernel(
+    gi_ptr,  # [T, B, G*H] input projection, b_ih included
+    w_ptr,  # [G*H, H] W_hh
+    b_ptr,  # [G*H] b_hh
+    hs_ptr,  # [T+1, B, H] hs[0] = h0 on entry; the kernel writes hs[t+1] = h_t
+    c_ptr,  # [B, H] float32 LSTM cell carry: c0 on entry, c of the last step run on exit
+    cs_ptr,  # [T+1, B, H] LSTM c history, cs[0] = c0 (SAVE)
+    acts_ptr,  # [T, B, 4H] gate activations: LSTM i f g o, GRU r z n hn (SAVE)
+    bar_ptr,  # [batch tiles] int32 arrival counters, zeroed (BARRIER)
+    t_start,
+    n_steps,
+    B,
+    H,
+    tile_b0,  # first batch tile of this launch
+    G: tl.constexpr,
+    SAVE: tl.constexpr,
+    SPLIT: tl.constexpr,
+    BARRIER: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    H_PAD: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    pid_b = tile_b0 + tl.program_id(0)
+    n_h = tl.num_programs(1)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # batch rows of this program
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)  # hidden units it computes
+    ks = tl.arange(0, H_PAD)  # every hidden unit: the dot's K
+    own = (rows < B)[:, None] & (cols < H)[None, :]  # [BB, BH]
+    full = (rows < B)[:, None] & (ks < H)[None, :]  # [BB, HP]
+    own_hw = rows[:, None] * H + cols[None, :]  # offsets in a [B, H] plane
+    full_hw = rows[:, None] * H + ks[None, :]
+    gate_hw = rows[:, None] * (G * H) + cols[None, :]  # gate 0 in a [B, G*H] plane
+    act_hw = rows[:, None] * (4 * H) + cols[None, :]  # gate 0 in a [B, 4H] plane
+
+    # W_hh^T for this program's units, one [HP, BH] tile per gate: (k, j) -> W_hh[g*H + cols_j, k]
+    w_tile = w_ptr + cols[None, :] * H + ks[:, None]
+    w_mask = (ks < H)[:, None] & (cols < H)[None, :]
+    w0 = tl.load(w_tile, mask=w_mask, other=0.0)
+    b0 = tl.load(b_ptr + cols, mask=cols < H, other=0.0).to(tl.float32)
+    if G >= 3:
+        w1 = tl.load(w_tile + H * H, mask=w_mask, other=0.0)
+        w2 = tl.load(w_tile + 2 * H * H, mask=w_mask, other=0.0)
+        b1 = tl.load(b_ptr + H + cols, mask=cols < H, other=0.0).to(tl.float32)
+        b2 = tl.load(b_ptr + 2 * H + cols, mask=cols < H, other=0.0).to(tl.float32)
+    if G == 4:
+        w3 = tl.load(w_tile + 3 * H * H, mask=w_mask, other=0.0)
+        b3 = tl.load(b_ptr + 3 * H + cols, mask=cols < H, other=0.0).to(tl.float32)
+        c = tl.load(c_ptr + own_hw, mask=own, other=0.0)
+    if not SPLIT:
+        h = tl.load(hs_ptr + _plane(t_start, B * H) + full_hw, mask=full, other=0.0).to(tl.float32)  # [BB, HP]
+
+    # per-step scalar pointers, advanced one plane a step
+    gi_s = gi_ptr + _plane(t_start, B * G * H)
+    hs_s = hs_ptr + _plane(t_start, B * H)  # h of the step before
+    if SAVE:  # rnn_tanh saves nothing: h_t is in hs
+        if G > 1:
+            acts_s = acts_ptr + _plane(t_start, B * 4 * H)
+        if G == 4:
+            cs_s = cs_ptr + _plane(t_start + 1, B * H)
+    x0 = tl.load(gi_s + gate_hw, mask=own, other=0.0)
+    if G >= 3:
+        x1 = tl.load(gi_s + H + gate_hw, mask=own, other=0.0)
+        x2 = tl.load(gi_s + 2 * H + gate_hw, mask=own, other=0.0)
+    if G == 4:
+        x3 = tl.load(gi_s + 3 * H + gate_hw, mask=own, other=0.0)
+
+    for s in range(n_steps):
+        # prefetch the next step's input projection; its latency hides behind this step
+        gi_s += B * G * H
+        more = _rows_if(rows, B, s + 1 < n_steps)[:, None] & (cols < H)[None, :]
+        n0 = tl.load(gi_s + gate_hw, mask=more, other=0.0)
+        if G >= 3:
+            n1 = tl.load(gi_s + H + gate_hw, mask=more, other=0.0)
+            n2 = tl.load(gi_s + 2 * H + gate_hw, mask=more, other=0.0)
+        if G == 4:
+            n3 = tl.load(gi_s + 3 * H + gate_hw, mask=more, other=0.0)
+
+        if SPLIT:  # h_{t-1} of every unit, written by all programs of the tile (.cg: from L2, not a stale L1)
+            hk = tl.load(hs_s + full_hw, mask=full, other=0.0, cache_modifier=".cg")
+            if G == 3:
+                h_own = tl.load(hs_s + own_hw, mask=own, other=0.0, cache_modifier=".cg").to(tl.float32)
+        else:
+            hk = h.to(w0.dtype)
+            h_own = h
+        a0 = x0.to(tl.float32) + b0 + tl.dot(hk, w0, input_precision=PRECISION)
+        if G == 1:
+            h_new = _tanh(a0)
+        elif G == 4:
+            i = tl.sigmoid(a0)
+            f = tl.sigmoid(x1.to(tl.float32) + b1 + tl.dot(hk, w1, input_precision=PRECISION))
+            g = _tanh(x2.to(tl.float32) + b2 + tl.dot(hk, w2, input_precision=PRECISION))
+            o = tl.sigmoid(x3.to(tl.float32) + b3 + tl.dot(hk, w3, input_precision=PRECISION))
+            c = f * c + i * g
+            h_new = o * _tanh(c)
+            if SAVE:
+                _store4(acts_s + act_hw, H, i, f, g, o, own)
+                tl.store(cs_s + own_hw, c.to(cs_ptr.dtype.element_ty), mask=own)
+                acts_s += B * 4 * H
+                cs_s += B * H
+        else:
+            r = tl.sigmoid(a0)
+            z = tl.sigmoid(x1.to(tl.float32) + b1 + tl.dot(hk, w1, input_precision=PRECISION))
+            hn = b2 + tl.dot(hk, w2, input_precision=PRECISION)
+            n = _tanh(x2.to(tl.float32) + r * hn)
+            h_new = n + z * (h_own - n)
+            if SAVE:
+                _store4(acts_s + act_hw, H, r, z, n, hn, own)
+                acts_s += B * 4 * H
+        hs_s += B * H
+        tl.store(hs_s + own_hw, h_new.to(hs_ptr.dtype.element_ty), mask=own)
+        x0 = n0
+        if G >= 3:
+            x1 = n1
+            x2 = n2
+        if G == 4:
+            x3 = n3
+        if not SPLIT:
+            h = h_new
+        if BARRIER:
+            _grid_barrier(bar_ptr + pid_b, (s + 1) * n_h)
+    if G == 4:
+        tl.store(c_ptr + own_hw, c, mask=own)
+
+
+@triton.jit(do_not_specialize=["t_start", "tile_b0"])
+def rnn_bwd_kernel(
+    w_ptr,  # [G*H, H] W_hh
+    hs_ptr,  # [T+1, B, H] h0, h_1 .. h_T
+    cs_ptr,  # [T+1, B, H] LSTM c0, c_1 .. c_T
+    acts_ptr,  # [T, B, 4H] gate activations: LSTM i f g o, GRU r z n hn
+    dy_ptr,  # [T, B, H] gradient arriving at y
+    dg_ptr,  # [T, B, G*H] out: gradient of the recurrent pre-activation W_hh h_{t-1} + b_hh
+    dn_ptr,  # [T, B, H] out, GRU: gradient of the input side's n pre-activation
+    dh_ptr,  # [B, H] float32 carry: dh_T on entry, dh of the earliest step reached on exit
+    dc_ptr,  # [B, H] float32 LSTM carry, as dh_ptr
+    bar_ptr,  # [batch tiles] int32 arrival counters, zeroed (BARRIER)
+    t_start,  # latest step of this launch; it runs t_start, t_start - 1, .. down to t_start - n_steps + 1
+    n_steps,
+    T,
+    B,
+    H,
+    tile_b0,
+    G: tl.constexpr,
+    SPLIT: tl.constexpr,
+    BARRIER: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    H_PAD: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Reverse loop.  Step t: dh_t = dy_t + (dG_{t+1} @ W_hh)[own units] (+ GRU's z_{t+1} * dh_{t+1}),
+    then the gate gradients dG_t.  A fused program applies dG_t @ W_hh as soon as it has dG_t
+    (T steps); split programs read every unit's dG_{t+1} at the start of step t (after the
+    barrier, or in the next launch), so they run one step more, t = -1, which only completes
+    h0's gradient."""
+    pid_b = tile_b0 + tl.program_id(0)
+    n_h = tl.num_programs(1)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    ks = tl.arange(0, H_PAD)
+    own = (rows < B)[:, None] & (cols < H)[None, :]  # [BB, BH]
+    own_hw = rows[:, None] * H + cols[None, :]
+    gate_hw = rows[:, None] * (G * H) + cols[None, :]
+    gate_full = rows[:, None] * (G * H) + ks[None, :]  # [BB, HP] gate 0 of every unit
+    act_hw = rows[:, None] * (4 * H) + cols[None, :]
+
+    # W_hh for this program's units, one [HP, BH] tile per gate: (k, j) -> W_hh[g*H + k, cols_j]
+    w_tile = w_ptr + ks[:, None] * H + cols[None, :]
+    w_mask = (ks < H)[:, None] & (cols < H)[None, :]
+    w0 = tl.load(w_tile, mask=w_mask, other=0.0)
+    if G >= 3:
+        w1 = tl.load(w_tile + H * H, mask=w_mask, other=0.0)
+        w2 = tl.load(w_tile + 2 * H * H, mask=w_mask, other=0.0)
+    if G == 4:
+        w3 = tl.load(w_tile + 3 * H * H, mask=w_mask, other=0.0)
+        dc = tl.load(dc_ptr + own_hw, mask=own, other=0.0)
+        c_hi = tl.load(cs_ptr + _plane(t_start + 1, B * H) + own_hw, mask=own, other=0.0)  # c_t
+    dh = tl.load(dh_ptr + own_hw, mask=own, other=0.0)  # [BB, BH] fp32
+
+    # per-step scalar pointers at step t, moved back one plane a step
+    hs_s = hs_ptr + _plane(t_start, B * H)  # h_{t-1}; h_t is one plane on
+    dy_s = dy_ptr + _plane(t_start, B * H)
+    dg_s = dg_ptr + _plane(t_start, B * G * H)
+    if G > 1:
+        acts_s = acts_ptr + _plane(t_start, B * 4 * H)
+    if G == 4:
+        cs_s = cs_ptr + _plane(t_start, B * H)  # c_{t-1}
+    if G == 3:
+        dn_s = dn_ptr + _plane(t_start, B * H)
+
+    for s in range(n_steps):
+        t = t_start - s
+        # this step's saved values first (none at t = -1), so their latency overlaps the recurrent half
+        live = _rows_if(rows, B, t >= 0)[:, None] & (cols < H)[None, :]
+        dy = tl.load(dy_s + own_hw, mask=live, other=0.0)
+        if G == 1:
+            h_t = tl.load(hs_s + B * H + own_hw, mask=live, other=0.0).to(tl.float32)
+        elif G == 4:
+            a_i = tl.load(acts_s + act_hw, mask=live, other=0.0).to(tl.float32)
+            a_f = tl.load(acts_s + H + act_hw, mask=live, other=0.0).to(tl.float32)
+            a_g = tl.load(acts_s + 2 * H + act_hw, mask=live, other=0.0).to(tl.float32)
+            a_o = tl.load(acts_s + 3 * H + act_hw, mask=live, other=0.0).to(tl.float32)
+            c_lo = tl.load(cs_s + own_hw, mask=live, other=0.0)
+        else:
+            a_r = tl.load(acts_s + act_hw, mask=live, other=0.0).to(tl.float32)
+            a_z = tl.load(acts_s + H + act_hw, mask=live, other=0.0).to(tl.float32)
+            a_n = tl.load(acts_s + 2 * H + act_hw, mask=live, other=0.0).to(tl.float32)
+            a_hn = tl.load(acts_s + 3 * H + act_hw, mask=live, other=0.0).to(tl.float32)
+            h_prev = tl.load(hs_s + own_hw, mask=live, other=0.0).to(tl.float32)
+
+        if SPLIT:  # dh_t += dG_{t+1} @ W_hh; every unit's dG_{t+1}, from L2 (.cg); none at t = T-1
+            after = _rows_if(rows, B, t < T - 1)[:, None] & (ks < H)[None, :]
+            dg_next = dg_s + B * G * H + gate_full
+            d0 = tl.load(dg_next, mask=after, other=0.0, cache_modifier=".cg")
+            dh += tl.dot(d0, w0, input_precision=PRECISION)
+            if G >= 3:
+                d1 = tl.load(dg_next + H, mask=after, other=0.0, cache_modifier=".cg")
+                d2 = tl.load(dg_next + 2 * H, mask=after, other=0.0, cache_modifier=".cg")
+                dh += tl.dot(d1, w1, input_precision=PRECISION)
+                dh += tl.dot(d2, w2, input_precision=PRECISION)
+            if G == 4:
+                d3 = tl.load(dg_next + 3 * H, mask=after, other=0.0, cache_modifier=".cg")
+                dh += tl.dot(d3, w3, input_precision=PRECISION)
+
+        # gate gradients of step t (no runtime branch: one in the loop makes Triton keep the
+        # gradients in replicated dot-operand layouts and spill; step -1 is masked instead)
+        dht = dh + dy.to(tl.float32)
+        dg_own = dg_s + gate_hw
+        ty = dg_ptr.dtype.element_ty
+        if G == 1:
+            e0 = dht * (1.0 - h_t * h_t)
+            dh_new = tl.zeros_like(dh)
+            tl.store(dg_own, e0.to(ty), mask=live)
+        elif G == 4:
+            tc = _tanh(c_hi.to(tl.float32))
+            dct = dc + dht * a_o * (1.0 - tc * tc)
+            e0 = dct * a_g * a_i * (1.0 - a_i)
+            e1 = dct * c_lo.to(tl.float32) * a_f * (1.0 - a_f)
+            e2 = dct * a_i * (1.0 - a_g * a_g)
+            e3 = dht * tc * a_o * (1.0 - a_o)
+            dc = tl.where(t >= 0, dct * a_f, dc)
+            c_hi = c_lo
+            dh_new = tl.zeros_like(dh)
+            _store4(dg_own, H, e0, e1, e2, e3, live)
+        else:
+            dnn = dht * (1.0 - a_z) * (1.0 - a_n * a_n)
+            e0 = dnn * a_hn * a_r * (1.0 - a_r)
+            e1 = dht * (h_prev - a_n) * a_z * (1.0 - a_z)
+            e2 = dnn * a_r
+            dh_new = dht * a_z
+            tl.store(dn_s + own_hw, dnn.to(ty), mask=live)
+            tl.store(dg_own, e0.to(ty), mask=live)
+            tl.store(dg_own + H, e1.to(ty), mask=live)
+            tl.store(dg_own + 2 * H, e2.to(ty), mask=live)
+        if SPLIT:
+            dh = tl.where(t >= 0, dh_new, dh)
+        else:  # dh_{t-1} += dG_t @ W_hh at once, so no gate gradients are carried between steps
+            dh = dh_new + tl.dot(e0.to(ty), w0, input_precision=PRECISION)
+            if G >= 3:
+                dh += tl.dot(e1.to(ty), w1, input_precision=PRECISION)
+                dh += tl.dot(e2.to(ty), w2, input_precision=PRECISION)
+            if G == 4:
+                dh += tl.dot(e3.to(ty), w3, input_precision=PRECISION)
+        if BARRIER:
+            _grid_barrier(bar_ptr + pid_b, (s + 1) * n_h)
+        hs_s -= B * H
+        dy_s -= B * H
+        dg_s -= B * G * H
+        if G > 1:
+            acts_s -= B * 4 * H
+        if G == 4:
+            cs_s -= B * H
+        if G == 3:
+            dn_s -= B * H
+    tl.store(dh_ptr + own_hw, dh, mask=own)
+    if G == 4:
+        tl.store(dc_ptr + own_hw, dc, mask=own)

@@ -1,0 +1,223 @@
+"""Analytical FLOPs and bytes of a configuration, and where a timing stands against the machine.
+
+"Backend A is 2x faster than B" does not say whether A is good.  Each timing
+record therefore carries the work it did (``flops``, ``bytes``, from the counts
+below) and, once the run's measured ceilings are known, how close it came to
+them: ``fraction_of_peak`` against a large matmul's FLOP/s (what the hardware
+can do at best) and ``fraction_of_step_bound`` against one recurrent-shaped
+matmul's ([B, H] x [H, G*H]) FLOP/s (a recurrence is a chain of those).
+
+Counting conventions (one FLOP per multiply or add; a matmul [M, K] x [K, N]
+is 2*M*K*N; a sigmoid or tanh counts as one FLOP; a bias add or a reduction
+one per element):
+
+* forward, per layer: the input projection over all steps (2*T*B*I*G*H), the
+  recurrent matmul at every step (2*T*B*H*G*H), the gate math (bias adds, gate
+  sums, nonlinearities, state update; ``FORWARD_GATE_OPS`` per hidden unit).
+* backward, term by term: each matmul Y = X W^T needs dX = dY W and
+  dW = dY^T X, two matmuls of Y's size (dx and dh0 are part of the runner
+  contract, so layer 0's dX is counted too); the gate derivatives and the bias
+  reductions (``BACKWARD_GATE_OPS``).
+* bytes: the least traffic of a layer-by-layer implementation that keeps
+  nothing between passes on chip: each pass reads the weights once, the layer
+  input and the initial state, writes the output and the final state; training
+  also writes in the forward and reads in the backward the activations the
+  backward needs (``SAVED_PER_UNIT``), and the backward reads the output,
+  incoming gradient and input, and writes the weight, input and state gradients.
+
+This module is arithmetic; only ``measure_ceilings`` reaches torch, through
+``impls.runtime``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ITEMSIZE = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
+GATES = {"rnn_tanh": 1, "lstm": 4, "gru": 3}
+STATES = {"rnn_tanh": 1, "lstm": 2, "gru": 1}  # h (and c) per layer
+
+# Gate math FLOPs per hidden unit, per batch row, per step.
+FORWARD_GATE_OPS = {
+    "rnn_tanh": 3 + 1,  # + b_ih, + b_hh, gi + gh; tanh
+    "lstm": 3 * 4 + 4 + 3 + 1 + 1,  # bias adds and gate sums on 4 gates; 3 sigmoids + tanh(g); f*c + i*g; tanh(c); o*tanh(c)
+    "gru": 2 * 3 + 2 * 2 + 3 + 3,  # b_ih, b_hh on 3 gates; r, z: sum + sigmoid; n: r*hn, + in, tanh; n + z*(h - n)
+}
+BACKWARD_GATE_OPS = {
+    "rnn_tanh": 1 + 3 + 2,  # dh = dy + dh_next; da = dh*(1 - h^2); db_ih, db_hh
+    # dh; do, dtanh(c); dc = dtc*(1 - tc^2) + dc_next; df, di, dg, dc_prev; 4 pre-activations (3 each); db_ih, db_hh
+    "lstm": 1 + 2 + 4 + 4 + 4 * 3 + 2 * 4,
+    # dh; dn = dh*(1 - z), dz = dh*(h - n), dh*z; da_n = dn*(1 - n^2); dhn, dr; da_r, da_z (3 each); dh_prev sum; db
+    "gru": 1 + 5 + 3 + 2 + 2 * 3 + 1 + 2 * 3,
+}
+# Activations per hidden unit per step that a training forward stores for its backward
+# (besides the layer's output, which is stored anyway): LSTM gates i, f, g, o and c;
+# GRU r, z, n and W_hn h + b_hn; tanh RNN none (tanh' comes from h itself).
+SAVED_PER_UNIT = {"rnn_tanh": 0, "lstm": 5, "gru": 4}
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The analytical work of one timed call; ``terms`` holds each FLOP term by name."""
+
+    terms: dict = field(default_factory=dict)
+    bytes: int = 0
+
+    @property
+    def flops(self) -> int:
+        return sum(self.terms.values())
+
+    @property
+    def matmul_flops(self) -> int:
+        return sum(v for k, v in self.terms.items() if not k.startswith(("gate_math", "elementwise")))
+
+
+def rnn_cost(cell: str, layers: int, batch: int, seq_len: int, input_size: int, hidden: int,
+             mode: str, dtype: str = "float32") -> Cost:
+    """FLOPs and least bytes of ``mode`` (forward | train | step) for a stacked RNN."""
+    G, H, B = GATES[cell], hidden, batch
+    T = 1 if mode == "step" else seq_len
+    train = mode == "train"
+    S, n_state = SAVED_PER_UNIT[cell], STATES[cell]
+    terms = dict.fromkeys(("input_projection", "recurrent", "gate_math"), 0)
+    if train:
+        terms.update(dict.fromkeys(("input_projection_backward", "recurrent_backward", "gate_math_backward"), 0))
+    elements = 0
+    for k in range(layers):
+        I = input_size if k == 0 else H
+        terms["input_projection"] += 2 * T * B * I * G * H
+        terms["recurrent"] += 2 * T * B * H * G * H
+        terms["gate_math"] += FORWARD_GATE_OPS[cell] * T * B * H
+        weights = G * H * (I + H) + 2 * G * H
+        state = n_state * B * H
+        elements += weights + T * B * I + state + T * B * H + state  # read W, x, h0; write y, h_n
+        if train:
+            terms["input_projection_backward"] += 2 * (2 * T * B * I * G * H)  # d(input), dW_ih
+            terms["recurrent_backward"] += 2 * (2 * T * B * H * G * H)  # dh_prev, dW_hh
+            terms["gate_math_backward"] += BACKWARD_GATE_OPS[cell] * T * B * H
+            elements += 2 * S * T * B * H  # saved activations: written forward, read backward
+            # backward reads W, input, output, dy, initial state; writes dW, d(input), d(state)
+            elements += 2 * weights + 2 * T * B * I + 2 * T * B * H + 2 * state
+    return Cost(terms, elements * ITEMSIZE[dtype])
+
+
+# Transformer elementwise FLOPs, same conventions: a LayerNorm forward is 7 per element (sum, centre,
+# square, sum, scale, weight, bias) and 11 backward (dy*w, dw, db, two means, the combination);
+# softmax 6 per score (scale, max, subtract, exp, sum, divide) and 3 backward (dP - D, times P,
+# scale), plus D = rowsum(dO * O), 2 per output element; GELU 1 forward, 2 backward.
+LN_FORWARD, LN_BACKWARD, SOFTMAX_FORWARD, SOFTMAX_BACKWARD = 7, 11, 6, 3
+
+
+def transformer_cost(dims, batch: int, seq_len: int, mode: str, dtype: str = "float32") -> Cost:
+    """FLOPs and least bytes of the causal pre-LN transformer baseline (``impls.transformer``).
+
+    ``dims`` has input_size, d_model, heads, layers, ffn.  Attention counts the
+    score pairs a causal mask keeps, T(T+1)/2 per sequence (what a fused kernel
+    that skips masked blocks does), and assumes the scores never reach memory;
+    ``step`` decodes one position with an empty KV cache (what the timing runs).
+    """
+    I, d, heads, L, f = dims.input_size, dims.d_model, dims.heads, dims.layers, dims.ffn
+    T = 1 if mode == "step" else seq_len
+    N = batch * T  # tokens
+    pairs = batch * T * (T + 1) // 2  # (query, key) pairs kept by the causal mask, per head
+    params = I * d + d + L * (3 * d * d + 3 * d + d * d + d + 2 * d * f + f + d + 4 * d) + 2 * d
+    terms = {
+        "input_projection": 2 * N * I * d,
+        "qkv_out_projection": L * 2 * N * d * 4 * d,
+        "attention": L * 2 * (2 * pairs * d),  # QK^T and PV over every head
+        "ffn": L * 2 * (2 * N * d * f),
+        # input bias + positions; per block 2 LayerNorms, 5 biases, 2 residual adds, GELU, softmax; final LN
+        "elementwise": 2 * N * d + L * (N * (2 * LN_FORWARD * d + 5 * d + f + 2 * d + f)
+                                        + SOFTMAX_FORWARD * heads * pairs) + LN_FORWARD * N * d,
+    }
+    # each stage reads its input and writes its output: input projection, L blocks, final norm
+    elements = params + N * I + N * d + L * 2 * N * d + 2 * N * d
+    if mode == "train":
+        terms.update({f"{k}_backward": 2 * terms[k] for k in ("input_projection", "qkv_out_projection",
+                                                              "attention", "ffn")})  # dX and dW / dQ dK dV dP
+        terms["elementwise_backward"] = N * d + L * (
+            N * (2 * LN_BACKWARD * d + 3 * d + d + f + d + 2 * f + 2 * d + 2 * d)  # LNs, bias grads, GELU', merges, D
+            + SOFTMAX_BACKWARD * heads * pairs) + LN_BACKWARD * N * d
+        # saved for the backward per token and block: qkv, attention output, log-sum-exp per head,
+        # the mid-block residual, the FFN pre-activation, 2 LayerNorms' mean and rstd; final LN's 2
+        saved = L * N * (3 * d + d + heads + d + f + 4) + 2 * N
+        # backward: weights read, gradients written; each stage re-reads its input, reads the
+        # gradient of its output and writes the gradient of its input
+        elements += 2 * saved + 2 * params + (N * I + N * d + N * I) + L * 3 * N * d + 3 * N * d
+    return Cost(terms, elements * ITEMSIZE[dtype])
+
+
+def record_cost(cfg, backend_kind: str, model_dims=None) -> dict:
+    """``flops`` and ``bytes`` for a timing record; a baseline's come from its runner's ``dims``."""
+    if backend_kind == "rnn":
+        c = rnn_cost(cfg.cell, cfg.layers, cfg.batch, cfg.seq_len, cfg.input_size, cfg.hidden, cfg.mode, cfg.dtype)
+    elif model_dims is not None:
+        c = transformer_cost(model_dims, cfg.batch, cfg.seq_len, cfg.mode, cfg.dtype)
+    else:
+        return {"flops": None, "bytes": None}
+    return {"flops": c.flops, "bytes": c.bytes}
+
+
+# -- the machine's ceilings ---------------------------------------------------------------
+
+
+def ceiling_plan(configs) -> dict:
+    """Per device: the dtypes to measure a large matmul in and the recurrent shapes of the run.
+
+    CUDA always gets float32, bfloat16 and float16 (cheap there, and what a reader
+    compares against); a CPU gets the dtypes its configurations use.
+    """
+    import impls
+
+    plan: dict = {}
+    for cfg in configs:
+        p = plan.setdefault(cfg.device, {"dtypes": set(), "shapes": set(), "tf32": False})
+        p["dtypes"].add(cfg.dtype)
+        p["tf32"] |= cfg.tf32
+        if impls.kind_of(cfg.backend) == "rnn":
+            p["shapes"].add((cfg.batch, cfg.hidden, GATES[cfg.cell], cfg.dtype))
+    for device, p in plan.items():
+        if device.startswith("cuda"):
+            p["dtypes"] |= {"float32", "bfloat16", "float16"}
+        p["dtypes"], p["shapes"] = sorted(p["dtypes"]), sorted(p["shapes"])
+    return plan
+
+
+def measure_ceilings(configs) -> dict:
+    """device -> measured ceilings for the run's timing configurations (stored in ``run.json``)."""
+    from impls import runtime
+
+    from .measure import repeat
+
+    def fastest_s(fn, sync, device):
+        """A ceiling is the best the machine did: the fastest sample (a busy neighbour only slows samples)."""
+        timer = runtime.DeviceTimer("torch", device, sync)
+        timer.time(fn)  # warm-up: allocator, BLAS threads, cuBLAS handles
+        return min(repeat(lambda: timer.time(fn), min_repeats=10, min_time_s=0.05, max_time_s=0.5).samples_s)
+
+    return {device: runtime.measure_ceilings(device, p["dtypes"], p["shapes"],
+                                             lambda fn, sync, d=device: fastest_s(fn, sync, d), tf32=p["tf32"])
+            for device, p in ceiling_plan(configs).items()}
+
+
+def step_ceiling(ceilings: dict, rec: dict) -> float | None:
+    """FLOP/s of the recurrent-shaped matmul measured at this record's B, H, gates and dtype."""
+    for m in (ceilings.get(rec.get("device")) or {}).get("recurrent_matmul", []):
+        if (m["batch"], m["hidden"], m["gates"], m["dtype"]) == (
+                rec.get("batch"), rec.get("hidden"), GATES.get(rec.get("cell")), rec.get("dtype")):
+            return m["flops_per_s"]
+    return None
+
+
+def complete(rec: dict, ceilings: dict | None) -> dict:
+    """Add achieved FLOP/s and the fractions of the ceilings to a timing record (None where unknown)."""
+    if rec.get("kind") != "timing":
+        return rec
+    flops, median = rec.get("flops"), rec.get("median_s")
+    achieved = flops / median if rec.get("status") == "ok" and flops and median else None
+    device = (ceilings or {}).get(rec.get("device")) or {}
+    peak = (device.get("matmul_flops_per_s") or {}).get(rec.get("dtype"))
+    # a transformer has no chain of recurrent steps: the step bound is the RNNs' alone
+    step = step_ceiling(ceilings or {}, rec) if rec.get("backend_kind") == "rnn" else None
+    return {**rec, "flops": flops, "bytes": rec.get("bytes"), "achieved_flops_per_s": achieved,
+            "fraction_of_peak": achieved / peak if achieved and peak else None,
+            "fraction_of_step_bound": achieved / step if achieved and step else None}

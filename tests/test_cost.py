@@ -1,0 +1,180 @@
+"""The analytical cost model against hand counts and torch's FLOP counter; ceilings and fractions."""
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import impls
+from impls.spec import RNNSpec, init_weights, make_inputs
+from rnnbench import cli, cost, store
+from rnnbench.config import Config
+
+
+def test_lstm_hand_count():
+    # T=2, B=3, I=5, H=4, G=4 (G*H = 16), one layer
+    c = cost.rnn_cost("lstm", 1, batch=3, seq_len=2, input_size=5, hidden=4, mode="train", dtype="float32")
+    assert c.terms == {
+        "input_projection": 2 * 2 * 3 * 5 * 16,  # 960
+        "recurrent": 2 * 2 * 3 * 4 * 16,  # 768
+        "gate_math": 21 * 2 * 3 * 4,  # 504: 12 bias/sum + 4 activations + 3 for c + tanh(c) + o*tanh(c)
+        "input_projection_backward": 1920,  # d(x) and dW_ih, each the forward's size
+        "recurrent_backward": 1536,  # dh_prev and dW_hh
+        "gate_math_backward": 31 * 24,  # 744
+    }
+    assert c.flops == 6432 and c.matmul_flops == 6432 - 504 - 744
+    # forward: W 16*9 + 32 = 176, x 30, h0 c0 24, y 24, h_n c_n 24 -> 278 elements
+    # saved i f g o c: 5*24 = 120, written and read -> 240
+    # backward: W read + dW written 352, x read + dx written 60, y read + dy read 48, h0 c0 read + d written 48 -> 508
+    assert c.bytes == (278 + 240 + 508) * 4
+    fwd = cost.rnn_cost("lstm", 1, batch=3, seq_len=2, input_size=5, hidden=4, mode="forward", dtype="float32")
+    assert fwd.flops == 960 + 768 + 504 and fwd.bytes == 278 * 4
+
+
+def test_two_layer_gru_hand_count():
+    # T=2, B=1, I=3, H=2, G=3 (G*H = 6); layer 1 reads layer 0's output (I=2)
+    c = cost.rnn_cost("gru", 2, batch=1, seq_len=2, input_size=3, hidden=2, mode="forward", dtype="float64")
+    assert c.terms == {"input_projection": 72 + 48, "recurrent": 48 + 48, "gate_math": 2 * 16 * 4}
+    # layer 0: W 6*5 + 12 = 42, x 6, h0 2, y 4, h_n 2 -> 56; layer 1: W 6*4 + 12 = 36, in 4, 2, 4, 2 -> 48
+    assert c.bytes == (56 + 48) * 8
+
+
+def test_step_is_one_timestep_and_half_types_halve_bytes():
+    c = cost.rnn_cost("rnn_tanh", 1, batch=4, seq_len=999, input_size=3, hidden=2, mode="step", dtype="float32")
+    assert c.flops == 2 * 4 * 3 * 2 + 2 * 4 * 2 * 2 + 4 * 4 * 2  # 48 + 32 + 32
+    assert c.bytes == (2 * 5 + 4 + 12 + 8 + 8 + 8) * 4
+    bf16 = cost.rnn_cost("rnn_tanh", 1, batch=4, seq_len=999, input_size=3, hidden=2, mode="step", dtype="bfloat16")
+    assert bf16.bytes * 2 == c.bytes and bf16.flops == c.flops
+
+
+def test_the_issue_reference_lstm_train_step():
+    c = cost.rnn_cost("lstm", 1, batch=32, seq_len=128, input_size=64, hidden=128, mode="train")
+    assert c.matmul_flops == 3 * 2 * 128 * 32 * 512 * (64 + 128)  # 2.416 GFLOP
+    assert 2.4e9 < c.flops < 2.5e9  # the gate math adds about 1%
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+def test_matmul_flops_match_torch_flop_counter_over_torch_eager(cell, layers):
+    T, B, I, H = 5, 3, 7, 6
+    spec = RNNSpec(cell, I, H, layers)
+    x, state, dy = make_inputs(spec, T, B, seed=1, with_state=True)
+    runner = impls.get("torch_eager").build(spec, init_weights(spec), "cpu", "float32")
+    x, state, dy = runner.put(x), runner.put(state), runner.put(dy)
+    with FlopCounterMode(display=False) as forward:
+        runner.forward(x, state)
+    # the backward of forward_backward, with .backward(): FlopCounterMode's module tracker
+    # rejects autograd.grad() on leaf inputs, and .backward() computes the same gradients
+    leaves = [x] + (list(state) if spec.has_cell_state else [state])
+    for t in leaves:
+        t.requires_grad_(True)
+    with FlopCounterMode(display=False) as train:
+        y, _ = runner.module()(x, state if spec.has_cell_state else leaves[1])
+        torch.autograd.backward(y, dy)
+    assert all(t.grad is not None for t in leaves + list(runner.module().parameters()))
+    ops = {str(op) for op in train.get_flop_counts()["Global"]}
+    assert ops == {"aten.addmm", "aten.mm"}, ops  # only matmuls are counted by torch
+    for mode, counter in (("forward", forward), ("train", train)):
+        c = cost.rnn_cost(cell, layers, B, T, I, H, mode)
+        assert c.matmul_flops == counter.get_total_flops(), mode
+
+
+def test_transformer_hand_count():
+    from impls.transformer import TransformerDims
+
+    dims = TransformerDims(input_size=2, d_model=4, heads=2, layers=1, ffn=8)
+    c = cost.transformer_cost(dims, batch=1, seq_len=2, mode="forward")  # N = 2 tokens, 3 causal pairs
+    assert c.terms == {
+        "input_projection": 2 * 2 * 2 * 4,  # 32
+        "qkv_out_projection": 2 * 2 * 4 * 16,  # 256: [4, 12] and [4, 4] per token
+        "attention": 2 * (2 * 3 * 4),  # 48: QK^T and PV over 3 pairs, 4 channels
+        "ffn": 2 * (2 * 2 * 4 * 8),  # 256
+        # input bias + positions 16; over 2 tokens: 2 LNs 112, 5 biases 56, residuals 16, GELU 16 -> 200;
+        # softmax 6 * 2 heads * 3 pairs = 36; final LN 56
+        "elementwise": 16 + 200 + 36 + 56,
+    }
+    params = 192
+    assert dims.param_count() == params
+    # params, x 4, input stage output 8, the block reads and writes 16, final norm 16
+    assert c.bytes == (params + 4 + 8 + 16 + 16) * 4
+    step = cost.transformer_cost(dims, batch=1, seq_len=99, mode="step")  # one token attends to itself
+    assert step.terms["attention"] == 2 * (2 * 1 * 4)
+
+
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_transformer_linear_flops_match_torch_flop_counter(mode):
+    import numpy as np
+
+    spec = RNNSpec("lstm", 8, 16, 1)
+    runner = impls.get("transformer_sdpa").build(spec, None, "cpu", "float32")
+    T, B = 6, 3
+    x = runner.put(np.random.default_rng(0).standard_normal((T, B, 8)))
+    with FlopCounterMode(display=False) as counter:
+        if mode == "forward":
+            runner.forward(x, None)
+        else:
+            x.requires_grad_(True)
+            y, _ = runner.module()(x, None)
+            torch.autograd.backward(y, torch.ones_like(y))
+    counts = counter.get_flop_counts()["Global"]
+    linear = sum(v for op, v in counts.items() if str(op) in ("aten.addmm", "aten.mm"))
+    c = cost.transformer_cost(runner.dims, B, T, mode)
+    # the attention kernel is not always counted by torch (its CPU flash kernel is not): compare the linears
+    assert linear == sum(v for k, v in c.terms.items() if not k.startswith(("attention", "elementwise")))
+    assert cost.record_cost(Config("transformer_sdpa", batch=B, seq_len=T, mode=mode), "baseline",
+                            runner.dims)["flops"] == c.flops
+
+
+def test_complete_divides_by_the_ceilings():
+    ceilings = {"cpu": {"matmul_flops_per_s": {"float32": 100e9},
+                        "recurrent_matmul": [{"batch": 8, "hidden": 16, "gates": 4, "dtype": "float32",
+                                              "flops_per_s": 40e9}]}}
+    rec = {"kind": "timing", "status": "ok", "backend_kind": "rnn", "device": "cpu", "dtype": "float32", "cell": "lstm", "batch": 8,
+           "hidden": 16, "flops": 2e9, "bytes": 10, "median_s": 0.1}
+    out = cost.complete(rec, ceilings)
+    assert out["achieved_flops_per_s"] == pytest.approx(20e9)
+    assert out["fraction_of_peak"] == pytest.approx(0.2) and out["fraction_of_step_bound"] == pytest.approx(0.5)
+    other_shape = cost.complete({**rec, "cell": "gru"}, ceilings)  # no gru shape measured
+    assert other_shape["fraction_of_peak"] == pytest.approx(0.2) and other_shape["fraction_of_step_bound"] is None
+    failed = cost.complete({**rec, "status": "error", "flops": None, "median_s": None}, ceilings)
+    assert failed["achieved_flops_per_s"] is None and failed["fraction_of_peak"] is None
+    assert cost.complete({"kind": "stability"}, ceilings) == {"kind": "stability"}
+
+
+def test_ceiling_plan_takes_the_run_dtypes_and_recurrent_shapes():
+    configs = [Config("torch_eager", cell="gru", batch=8, hidden=16), Config("torch_cudnn", cell="gru", batch=8, hidden=16),
+               Config("torch_eager", cell="lstm", batch=8, hidden=16, dtype="float64"),
+               Config("torch_eager", cell="lstm", device="cuda", dtype="bfloat16")]
+    plan = cost.ceiling_plan(configs)
+    assert plan["cpu"]["dtypes"] == ["float32", "float64"]
+    assert plan["cpu"]["shapes"] == [(8, 16, 3, "float32"), (8, 16, 4, "float64")]
+    assert plan["cuda"]["dtypes"] == ["bfloat16", "float16", "float32"]
+
+
+def test_cli_run_stores_ceilings_once_and_completes_the_records(tmp_path, capsys):
+    argv = ["run", "--backends", "torch_eager", "--cells", "lstm", "--batch", "4", "--seq-len", "8",
+            "--hidden", "16", "--input-size", "8", "--mode", "train", "--out", str(tmp_path), "--quiet",
+            "--no-report", "--machine", "box"]
+    assert cli.main(argv) == 0
+    (run_dir,) = (tmp_path / "box").iterdir()
+    ceilings = json.loads((run_dir / "run.json").read_text())["ceilings"]["cpu"]
+    assert ceilings["matmul_flops_per_s"]["float32"] > 1e8 and ceilings["copy_bytes_per_s"] > 1e7
+    assert ceilings["matmul_precision"] == "ieee" and ceilings["load_average_1min"] >= 0
+    (step,) = ceilings["recurrent_matmul"]
+    assert (step["batch"], step["hidden"], step["gates"], step["dtype"]) == (4, 16, 4, "float32")
+    (rec,) = [r for r in store.read_records(run_dir / store.RECORDS) if r["kind"] == "timing"]
+    expected = cost.rnn_cost("lstm", 1, 4, 8, 8, 16, "train")
+    assert (rec["flops"], rec["bytes"]) == (expected.flops, expected.bytes)
+    assert rec["achieved_flops_per_s"] == pytest.approx(rec["flops"] / rec["median_s"])
+    assert rec["fraction_of_peak"] == pytest.approx(rec["achieved_flops_per_s"] / ceilings["matmul_flops_per_s"]["float32"])
+    assert rec["fraction_of_step_bound"] == pytest.approx(rec["achieved_flops_per_s"] / step["flops_per_s"])
+    assert cli.main(["run", "--resume", str(run_dir), "--quiet", "--no-report"]) == 0  # nothing left to do
+    assert json.loads((run_dir / "run.json").read_text())["ceilings"]["cpu"] == ceilings  # not measured again
+
+
+def test_recommend_states_the_headroom():
+    from rnnbench import recommend
+
+    line = recommend._headroom({"median_s": 0.1, "fraction_of_peak": 0.25, "fraction_of_step_bound": 0.5})
+    assert "25.0% of this machine's large-matmul FLOP/s" in line and "25 ms, 4x below" in line and "0.5x" in line
+    assert recommend._headroom({"median_s": 0.1, "fraction_of_peak": None}) == ""

@@ -1,0 +1,252 @@
+"""rnnbench report: every file and figure from a synthetic result set, absent data said aloud, a
+self-contained HTML page whose images decode, two-run comparisons that flag only significant
+changes, and pytest-benchmark JSON read into the records' table."""
+import base64
+import io
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnbench import cli, report
+from rnnbench.store import Run
+
+from .synthetic_results import make_run, timing_record
+
+SMALL = dict(cells=("lstm",), modes=("forward", "train"), batch=(16, 64), seq_len=(16, 64), hidden=(64,))
+FIGURE_KINDS = ("throughput", "memory", "speedup", "gradient", "training", "efficiency")
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    run = make_run(root, shapes=SMALL, efficiency=True)
+    out = root / "report"
+    path = report.write_report([run.path], out)
+    return path, out
+
+
+def png_decodes(data: bytes) -> tuple:
+    import matplotlib.image
+
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    return matplotlib.image.imread(io.BytesIO(data), format="png").shape
+
+
+def test_report_writes_every_file_and_figure(written):
+    path, out = written
+    assert path == out / "report.html" and path.is_file() and (out / "report.md").is_file()
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    for kind in FIGURE_KINDS:
+        assert [f for f in figures if f.startswith(kind + "_")], (kind, figures)
+    md = (out / "report.md").read_text()
+    for name in figures:  # each figure is in the report, and each one the report names exists
+        assert f"(figures/{name})" in md
+    for p in (out / "figures").glob("*.png"):
+        height, width, _ = png_decodes(p.read_bytes())
+        assert height > 100 and width > 100
+    for title in ("Runs", "Fastest backend per regime", "Throughput vs sequence length", "Peak memory vs sequence",
+                  "Speedup over torch_cudnn", "Gradient flow", "Training curves", "Efficiency", "Failures"):
+        assert f"## {title}" in md
+    assert "No data" not in md and "Not recorded" not in md
+    assert "out of memory" in md  # the failed record is listed, not plotted
+    assert "Triton under its interpreter (triton_fused)" in md
+    assert "synthbox" in md and "2.13.0" in md  # the run's machine and versions in the header
+
+
+class Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs, self.external = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.srcs.append(attrs.get("src", ""))
+        if tag in ("script", "link") and (attrs.get("src") or attrs.get("href")):
+            self.external.append(tag)
+
+
+def test_html_is_self_contained_and_every_image_decodes(written):
+    path, out = written
+    parser = Images()
+    parser.feed(path.read_text())
+    assert not parser.external
+    assert len(parser.srcs) == len(list((out / "figures").glob("*.png")))
+    for src in parser.srcs:
+        assert src.startswith("data:image/png;base64,")
+        png_decodes(base64.b64decode(src.split(",", 1)[1], validate=True))
+
+
+BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium (apt-get install chromium)")
+def test_html_loads_in_a_headless_browser(written, tmp_path):
+    """Chromium opens the page and every <img> has loaded with a width (a broken image has none)."""
+    path, _ = written
+    probe = ("<script>window.addEventListener('load', () => { const imgs = [...document.images];"
+             "const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0));"
+             "document.title = 'images=' + imgs.length + ' broken=' + bad.length; });</script>")
+    page = tmp_path / "probe.html"
+    page.write_text(path.read_text().replace("</body>", probe + "</body>"))
+    dom = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    n = len(list((path.parent / "figures").glob("*.png")))
+    assert f"<title>images={n} broken=0</title>" in dom
+
+
+def test_absent_data_is_said_not_dropped(tmp_path):
+    """One backend at one T: every section stays and says what is missing; no figure is drawn."""
+    run = Run.create(tmp_path, "lonely", {})
+    run.append(timing_record("torch_eager", "lstm", "forward", 8, 16, 32, 0.01, np.random.default_rng(0)))
+    out = tmp_path / "report"
+    report.write_report([run.path], out)
+    md = (out / "report.md").read_text()
+    assert not list((out / "figures").glob("*.png"))
+    for said in ("No data: the fastest backend needs timings of at least two RNN backends",
+                 "No data: no finished timings at two or more sequence lengths",
+                 "No data: no peak-memory measurements at two or more",
+                 "No data: no timing of torch_cudnn beside another backend",
+                 "No data: no gradient-profile", "No data: no training records", "Not recorded"):
+        assert said in md, said
+
+
+def test_a_run_without_records_still_gets_a_report(tmp_path):
+    run = Run.create(tmp_path, "empty", {})
+    out = tmp_path / "report"
+    report.write_report([run.path], out)
+    md = (out / "report.md").read_text()
+    assert "No records in the inputs" in md and "## Throughput vs sequence length" in md
+
+
+def test_compare_samples_is_a_rank_test_and_a_factor():
+    rng = np.random.default_rng(0)
+    a = 1.0 + 0.01 * rng.standard_normal(9)
+    slower = report.compare_samples(a, 1.3 * (1.0 + 0.01 * rng.standard_normal(9)))
+    assert slower.significant and slower.verdict.startswith("slower x1.") and slower.p < report.P_THRESHOLD
+    small = report.compare_samples(a, 1.05 * (1.0 + 0.01 * rng.standard_normal(9)))
+    assert small.p < report.P_THRESHOLD and not small.significant  # real, but under the factor
+    noise = report.compare_samples(a, 1.0 + 0.01 * rng.standard_normal(9))
+    assert not noise.significant and noise.verdict == ""
+    few = report.compare_samples([1.0, 1.01, 0.99], [2.0, 2.01, 1.99])
+    assert few.p is None and not few.significant and few.verdict == "too few samples"
+
+
+def test_two_runs_flag_only_significant_changes(tmp_path):
+    a = make_run(tmp_path, shapes=SMALL, seed=1, extras=False)
+    b = make_run(tmp_path, shapes=SMALL, seed=2, extras=False, slower={"torch_eager": 1.3, "jax_scan": 1.04})
+    section = report.comparison_section(report.load_inputs([a.path, b.path]))
+    table = next(block[1] for block in section.blocks if block[0] == "table")
+    flagged = table[table["change"] != ""]
+    assert set(flagged["backend"]) == {"torch_eager"} and len(flagged) == len(table[table["backend"] == "torch_eager"])
+    assert all(v.startswith("slower x1.") for v in flagged["change"])
+    assert section.summary.endswith("8 significantly slower in B, 0 significantly faster.")
+    assert "Every row: device=cpu, dtype=float32, cell=lstm, layers=1, I=32, H=64." in \
+        [block[1] for block in section.blocks if block[0] == "text"]
+
+
+def test_cli_report_of_two_runs_prints_the_changes(tmp_path, capsys):
+    shapes = dict(cells=("gru",), modes=("forward",), batch=(16, 64), seq_len=(16,), hidden=(64,))
+    a = make_run(tmp_path, shapes=shapes, seed=1, extras=False, backends=("torch_cudnn", "torch_eager"))
+    b = make_run(tmp_path, shapes=shapes, seed=2, extras=False, backends=("torch_cudnn", "torch_eager"),
+                 slower={"torch_cudnn": 0.5})
+    assert cli.main(["report", str(a.path), str(b.path), "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    assert f"report: {tmp_path / 'cmp' / 'report.html'}" in out
+    assert "4 configurations in both runs: 0 significantly slower in B, 2 significantly faster." in out
+    assert "## Comparison of two runs" in (tmp_path / "cmp" / "report.md").read_text()
+
+
+BENCH = textwrap.dedent("""
+    import pytest
+
+    @pytest.mark.parametrize("backend,seq_len", [("torch_cudnn", 16), ("torch_cudnn", 64),
+                                                 ("torch_eager", 16), ("torch_eager", 64)])
+    def test_bench(benchmark, backend, seq_len):
+        benchmark.extra_info.update(backend=backend, framework="torch", impl_label="aten", device="cpu",
+                                    dtype="float32", cell="lstm", layers=1, batch=4, seq_len=seq_len,
+                                    input_size=8, hidden=8, mode="forward", threads=1)
+        benchmark(lambda: sum(range(50 * seq_len)))
+
+    def test_unrelated(benchmark):
+        benchmark(lambda: None)
+""")
+
+
+@pytest.fixture(scope="module")
+def bench_json(tmp_path_factory):
+    """A real ``pytest --benchmark-json`` file with extra_info as tests/bench writes it."""
+    d = tmp_path_factory.mktemp("bench")
+    (d / "test_tiny_bench.py").write_text(BENCH)
+    out = d / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(d),
+                           "-c", "/dev/null", str(d / "test_tiny_bench.py"), "--benchmark-enable",
+                           f"--benchmark-json={out}", "--benchmark-save-data", "--benchmark-min-rounds=5",
+                           "--benchmark-max-time=0.02", "--benchmark-warmup=off"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def test_pytest_benchmark_json_reads_into_the_records_table(bench_json, tmp_path):
+    df = report.load_inputs([bench_json])
+    raw = {b["extra_info"].get("backend", "") + str(b["extra_info"].get("seq_len")): b
+           for b in json.loads(bench_json.read_text())["benchmarks"]}
+    assert len(df) == 4  # the benchmark without extra_info is not rnnbench's
+    for _, row in df.iterrows():
+        stats = raw[row["backend"] + str(row["seq_len"])]["stats"]
+        assert row["median_s"] == stats["median"] and row["iqr_s"] == stats["iqr"]
+        assert len(row["samples_s"]) == stats["rounds"] >= 5
+        assert row["tokens_per_s"] == pytest.approx(4 * row["seq_len"] / stats["median"])
+        assert (row["kind"], row["status"], row["cell"], row["mode"], row["device"]) == \
+            ("timing", "ok", "lstm", "forward", "cpu")
+    assert df["run_id"].unique().tolist() == ["pytest-benchmark:bench"]
+    out = tmp_path / "from_json"
+    assert cli.main(["report", str(bench_json), "--out", str(out)]) == 0
+    names = {p.name.split("_")[0] for p in (out / "figures").glob("*.png")}
+    assert {"throughput", "speedup"} <= names
+
+
+@pytest.mark.parametrize("make_bad", [
+    lambda tmp: tmp / "missing",
+    lambda tmp: (tmp / "empty").mkdir() or tmp / "empty",  # a folder holding no run
+    lambda tmp: (tmp / "x.json").write_text('{"not": "pytest-benchmark"}') and tmp / "x.json",
+])
+def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, make_bad):
+    bad = make_bad(tmp_path)
+    assert cli.main(["report", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert "run folder" in err or "pytest-benchmark" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_ends_by_writing_its_report(tmp_path, capsys):
+    argv = ["run", "--backends", "torch_cudnn", "--cells", "gru", "--batch", "2", "--seq-len", "4", "--hidden", "4",
+            "--input-size", "4", "--mode", "forward", "--out", str(tmp_path), "--quiet"]
+    assert cli.main(argv) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("report: ")]
+    path = Path(lines[-1].split(" ", 1)[1])
+    assert path.name == "report.html" and path.parent.name == "report" and path.is_file()
+    assert path.parent.parent.parent.parent == tmp_path  # ROOT/<machine>/<run-id>/report/
+
+
+def test_pytest_benchmark_runs_without_samples_are_never_flagged(bench_json, tmp_path):
+    """Without --benchmark-save-data a JSON file has no samples: ratios are shown, nothing is flagged."""
+    data = json.loads(bench_json.read_text())
+    for bench in data["benchmarks"]:
+        del bench["stats"]["data"]
+        bench["stats"]["median"] *= 2
+    stripped = tmp_path / "stripped.json"
+    stripped.write_text(json.dumps(data))
+    section = report.comparison_section(report.load_inputs([bench_json, stripped]))
+    table = next(block[1] for block in section.blocks if block[0] == "table")
+    assert set(table["change"]) == {"no samples kept"} and len(table) == 4
+    assert section.summary.endswith("0 significantly slower in B, 0 significantly faster.")
