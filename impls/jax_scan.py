@@ -1,21 +1,26 @@
-"""JAX: each layer one ``jax.lax.scan`` under ``jax.jit``, gradients by ``jax.vjp``.
+"""JAX: each layer a loop under ``jax.jit`` (``lax.scan`` / ``fori_loop``), gradients by ``jax.vjp``.
 
 The canonical weights are the parameters as they are (``params`` maps the
 ``state_dict`` names to arrays of the same shapes), so the gradients that
 ``jax.vjp`` returns are already in the canonical layout.  Each layer's input
-projection for all timesteps is one matmul before its scan, which then holds
+projection for all timesteps is one matmul before its loop, which then holds
 only the recurrent matmul and the gate math (layout ``[T, B, G*H]``).
 
 Two ways to get the gradient, chosen by the registered name:
 
-* ``bptt="custom"``: each layer is a ``jax.custom_vjp`` whose backward is a
-  hand-written reverse scan (backpropagation through time) that keeps only the
-  recurrent matmul ``dG @ W_hh`` and the gate derivatives inside the loop; the
-  weight gradients ``dG^T [x, h_prev]``, the biases and ``dx = dG @ W_ih`` are
-  then one matmul each over all timesteps, as cuDNN and oneDNN do.
-* ``bptt="autodiff"``: JAX transposes the forward scan itself; its reverse loop
-  accumulates ``dW_hh`` one outer product per step.  Kept as a backend (what a
-  user gets by default) and as the check of the custom backward in the tests.
+* ``bptt="custom"`` (``jax_scan``, ``jax_scan_unroll8``): each layer is a
+  ``jax.custom_vjp`` with a hand-written backpropagation through time, laid out
+  for XLA on a CPU, where each loop step runs on one core and every kernel in it
+  costs a few microseconds.  The forward loop adds the biases inside (where they
+  fuse with the gate math), and for training stores each step's local
+  derivatives in place of that step's input projection; the reverse loop then
+  holds only a few products and ``dG @ W_hh``, writing dG over those derivatives
+  in place.  After it, the weight and bias gradients of all T*B rows are one
+  matmul (``[x, h_prev, 1]^T dG``) and ``dx = dG @ W_ih`` another, as cuDNN and
+  oneDNN do.
+* ``bptt="autodiff"`` (``jax_scan_autodiff``): ``lax.scan`` transposed by JAX,
+  what a user gets by writing the cell; its reverse loop accumulates ``dW_hh``
+  one outer product per step.  Also the check of the custom backward in the tests.
 
 ``float64`` needs ``jax_enable_x64``, which is process-wide: it is never turned
 on here.  A build for float64 is ``Unsupported`` unless the flag is already on
@@ -26,6 +31,7 @@ GPU memory that torch shares with it in one process.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -61,6 +67,16 @@ def _jax_device(device: str):
 
 
 # -- the cell math ----------------------------------------------------------------------------
+
+
+def _matmul_precision(dtype):
+    """Context for tracing the matmuls: the precision the config names, else full float32 (on a
+    GPU, TF32 stays off unless a run asks for it, as for torch); half types keep their default."""
+    jax, jnp = _jax()
+    configured = jax.config.jax_default_matmul_precision
+    if configured is None and jnp.dtype(dtype) in (jnp.float32, jnp.float64):
+        return jax.default_matmul_precision("highest")
+    return contextlib.nullcontext()
 
 
 def _sigmoid(a):
@@ -168,6 +184,10 @@ def _backward_loop(cell, unroll, w_hh, y, kept, dy, dh_n, dc_n):
     """
     jax, jnp = _jax()
     T, H = dy.shape[0], dy.shape[-1]
+    # LSTM writes dgi over the local derivatives, in place: one fusion reads step t before the
+    # write.  GRU reads them in several fusions, which would make XLA copy the whole buffer
+    # every step, so it (and rnn_tanh, which keeps nothing) writes into a new buffer.
+    in_place = cell == "lstm"
 
     def body(j, carry):
         t = T - 1 - j
@@ -177,7 +197,7 @@ def _backward_loop(cell, unroll, w_hh, y, kept, dy, dh_n, dc_n):
             y_t = _index(y, t)
             d = dh * (1 - y_t * y_t)  # [B, H]
             return d @ w_hh, None, _update(dgi, d, t)
-        local, aux = _index(kept[0], t), _index(kept[1], t)
+        local, aux = _index(dgi if in_place else kept[0], t), _index(kept[1], t)
         if cell == "lstm":
             dct = dc + dh * aux[:, :H]  # dL/dc_t
             d = local * jnp.concatenate([dct, dct, dct, dh], axis=-1)  # [B, 4H]
@@ -186,14 +206,14 @@ def _backward_loop(cell, unroll, w_hh, y, kept, dy, dh_n, dc_n):
         dgh = jnp.concatenate([d[:, :2 * H], d[:, 2 * H:] * aux[:, :H]], axis=-1)
         return dgh @ w_hh + dh * aux[:, H:], None, _update(dgi, d, t)
 
-    dgi = jnp.zeros(dy.shape[:2] + (w_hh.shape[0],), dy.dtype)  # [T, B, G*H]
+    dgi = kept[0] if in_place else jnp.zeros(dy.shape[:2] + (w_hh.shape[0],), dy.dtype)  # [T, B, G*H]
     dh0, dc0, dgi = jax.lax.fori_loop(0, T, body, (dh_n, dc_n, dgi), unroll=unroll)
     return dgi, dh0, dc0
 
 
 def _weight_grads(inputs, d):
     """Weight [G*H, K] and bias [G*H] gradients of all T*B rows in one matmul, [inputs | 1]^T d:
-    the ones column gives the bias gradient, and the transposed copy is of the narrow operand."""
+    the ones column gives the bias gradient without another pass over d."""
     _, jnp = _jax()
     T, B, K = inputs.shape
     lhs = jnp.concatenate([inputs, jnp.ones((T, B, 1), d.dtype)], axis=-1).reshape(T * B, K + 1)  # [T*B, K+1]
@@ -216,16 +236,17 @@ def _layer_custom():
 
     def bwd(cell, unroll, res, cts):
         x, h0, c0, w_ih, w_hh, y, kept = res
-        dgi, dh0, dc0 = _backward_loop(cell, unroll, w_hh, y, kept, *cts)
-        h_prev = jnp.concatenate([h0[None], y[:-1]], axis=0)  # [T, B, H]
-        if cell == "gru":
-            H = h0.shape[-1]
-            dgh = jnp.concatenate([dgi[..., :2 * H], dgi[..., 2 * H:] * kept[1][..., :H]], axis=-1)  # n block times r
-            (dw_ih, db_ih), (dw_hh, db_hh) = _weight_grads(x, dgi), _weight_grads(h_prev, dgh)
-        else:  # dgh = dgi: both weights in one matmul
-            dw, db_ih = _weight_grads(jnp.concatenate([x, h_prev], axis=-1), dgi)
-            dw_ih, dw_hh, db_hh = dw[:, :x.shape[-1]], dw[:, x.shape[-1]:], db_ih
-        return dgi @ w_ih, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
+        with _matmul_precision(x.dtype):  # traced after apply's context has closed
+            dgi, dh0, dc0 = _backward_loop(cell, unroll, w_hh, y, kept, *cts)
+            h_prev = jnp.concatenate([h0[None], y[:-1]], axis=0)  # [T, B, H]
+            if cell == "gru":
+                H = h0.shape[-1]
+                dgh = jnp.concatenate([dgi[..., :2 * H], dgi[..., 2 * H:] * kept[1][..., :H]], axis=-1)  # n block * r
+                (dw_ih, db_ih), (dw_hh, db_hh) = _weight_grads(x, dgi), _weight_grads(h_prev, dgh)
+            else:  # dgh = dgi: both weights in one matmul
+                dw, db_ih = _weight_grads(jnp.concatenate([x, h_prev], axis=-1), dgi)
+                dw_ih, dw_hh, db_hh = dw[:, :x.shape[-1]], dw[:, x.shape[-1]:], db_ih
+            return dgi @ w_ih, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
 
     layer = jax.custom_vjp(primal, nondiff_argnums=(0, 1))
     layer.defvjp(fwd, bwd)
@@ -248,11 +269,12 @@ def apply(cell: str, unroll: int, bptt: str, params: dict, x, state=None):
         h0, c0 = (state if state is not None else zeros), None
     layer = _layer_custom() if bptt == "custom" else _layer_autodiff
     h_n, c_n = [], []
-    for k in range(layers):
-        w = [params[f"{p}_l{k}"] for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-        x, h, c = layer(cell, unroll, x, h0[k], None if c0 is None else c0[k], *w)
-        h_n.append(h)
-        c_n.append(c)
+    with _matmul_precision(x.dtype):
+        for k in range(layers):
+            w = [params[f"{p}_l{k}"] for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            x, h, c = layer(cell, unroll, x, h0[k], None if c0 is None else c0[k], *w)
+            h_n.append(h)
+            c_n.append(c)
     final = (jnp.stack(h_n), jnp.stack(c_n)) if cell == "lstm" else jnp.stack(h_n)
     return x, final
 
@@ -312,7 +334,7 @@ class JaxScanRunner:
         if isinstance(a, (tuple, list)):
             return type(a)(self.get(v) for v in a)
         a = np.asarray(a)
-        return a.astype(np.float32) if a.dtype == self._np_dtype and self.dtype == "bfloat16" else a
+        return a.astype(np.float32) if a.dtype.name == "bfloat16" else a
 
     def sync(self) -> None:
         """Wait for the last call's results (JAX dispatches asynchronously)."""
@@ -335,8 +357,8 @@ class JaxScanRunner:
         (``lower(...).compile()``) on first sight, then reused by every runner of this variant."""
         jax, _ = _jax()
         leaves, tree = jax.tree.flatten(args)
-        key = (kind, self.spec.cell, self.backend.unroll, self.backend.bptt, jax.config.jax_enable_x64, tree,
-               tuple((a.shape, a.dtype, a.sharding) for a in leaves))
+        key = (kind, self.spec.cell, self.backend.unroll, self.backend.bptt, jax.config.jax_enable_x64,
+               jax.config.jax_default_matmul_precision, tree, tuple((a.shape, a.dtype, a.sharding) for a in leaves))
         if key not in _EXECUTABLES:
             _EXECUTABLES[key] = self._fns[kind].lower(*args).compile()
         return _EXECUTABLES[key]
@@ -372,7 +394,7 @@ class JaxScanRunner:
 
 
 class JaxScanBackend:
-    """A registered JAX variant: ``unroll`` of both scans and the ``bptt`` mode (custom | autodiff)."""
+    """A registered JAX variant: ``unroll`` of its loops and the ``bptt`` mode (custom | autodiff)."""
 
     framework = "jax"
     kind = "rnn"

@@ -13,6 +13,22 @@ import sys
 import time
 
 
+def prepare_process() -> None:
+    """Process-wide settings that must precede framework imports.
+
+    Triton's interpreter must be chosen before triton is imported (only where no CUDA device is
+    present); JAX must not grab the whole GPU when it shares the process with torch.
+    """
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    if "TRITON_INTERPRET" not in os.environ:
+        try:
+            import torch
+        except ImportError:
+            return
+        if not torch.cuda.is_available():
+            os.environ["TRITON_INTERPRET"] = "1"
+
+
 def _version(module: str) -> str | None:
     try:
         return importlib.import_module(module).__version__
@@ -102,7 +118,7 @@ def matmul_precision(framework: str, device: str) -> str:
         return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
     import jax
 
-    return str(jax.config.jax_default_matmul_precision or "default")
+    return str(jax.config.jax_default_matmul_precision or "ieee")  # jax_scan traces float32 at full precision
 
 
 class DeviceTimer:

@@ -292,9 +292,9 @@ COMMANDS = {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_
 
 
 def main(argv=None) -> int:
-    from .worker import prepare_environment
+    from impls.runtime import prepare_process
 
-    prepare_environment()
+    prepare_process()
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

@@ -42,10 +42,10 @@ EMBEDDED_SYSTEM_CONFIG = {
 @ray.remote(max_calls=1, max_retries=0)
 def run_in_worker(job):
     """Yield STARTED as the task begins (its timeout counts from here), then the job's records."""
-    from .worker import prepare_environment
+    from impls.runtime import prepare_process
 
     yield STARTED
-    prepare_environment()
+    prepare_process()
     yield run_job(job, fresh_process=True)
 
 

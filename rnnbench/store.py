@@ -26,11 +26,13 @@ COMMON_FIELDS = (
 )
 TIMING_FIELDS = (
     "mode", "median_s", "iqr_s", "samples_s", "compile_s", "tokens_per_s", "peak_bytes", "peak_method",
-    "max_rel_err", "sdpa_kernel",
+    "max_rel_err", "sdpa_kernel", "flops", "bytes", "achieved_flops_per_s", "fraction_of_peak",
+    "fraction_of_step_bound",
 )
 STABILITY_FIELDS = ("grad_profile", "grad_decay_per_step", "nan_count", "inf_count")
 TRAINING_FIELDS = (
     "task", "step", "loss", "grad_norm", "metric", "baseline_metric", "data_sha256", "step_s", "nan_count",
+    "metric_name", "param_count", "beats_baseline", "elapsed_s",
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

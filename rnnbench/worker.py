@@ -6,30 +6,16 @@ a line starting with ``RNNBENCH_RECORD``; anything else on stdout is ignored.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
-
-def prepare_environment() -> None:
-    """Process-wide settings that must precede framework imports."""
-    # Triton's interpreter must be chosen before triton is imported; JAX must not
-    # grab the whole GPU when it shares the process with torch.
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    if "TRITON_INTERPRET" not in os.environ:
-        try:
-            import torch
-
-            if not torch.cuda.is_available():
-                os.environ["TRITON_INTERPRET"] = "1"
-        except ImportError:
-            pass
+from impls.runtime import prepare_process
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     memory_only = "--memory-only" in argv
     argv = [a for a in argv if a != "--memory-only"]
-    prepare_environment()
+    prepare_process()
     from .measure import RECORD_PREFIX, Prepared
     from .sweep import job_from_dict, run_job
 

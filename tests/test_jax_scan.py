@@ -84,6 +84,17 @@ def test_float32_stays_float32_under_x64():
         assert {runner.get(g).dtype for g in grads.values()} == {np.dtype(np.float32)}
 
 
+@pytest.mark.parametrize("name", ["jax_scan", "jax_scan_autodiff"])
+def test_float32_matmuls_are_full_precision_unless_configured(name):
+    """TF32 stays off on a GPU unless a run asks for it (fair play); every matmul, backward included."""
+    _, runner, (x, state, dy) = _build(name, "gru", layers=1)
+    args = (runner.params, runner.put(x), runner.put(state), runner.put(dy))
+    text = runner._fns["forward_backward"].lower(*args).as_text()
+    assert text.count("dot_general") == text.count("precision = [HIGHEST, HIGHEST]") > 0
+    with jax.default_matmul_precision("tensorfloat32"):
+        assert "HIGHEST" not in runner._fns["forward_backward"].lower(*args).as_text()
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_types_on_cpu_are_unsupported_with_a_reason(dtype):
     spec = RNNSpec("lstm", 3, 5)
