@@ -54,24 +54,38 @@ def record_key(record: dict) -> tuple:
                                          "hidden", "dtype", "mode", "device"))
 
 
-def validate(cfg: Config) -> None:
-    """Raise ConfigError naming the valid choices; no framework is imported."""
+def check_common(backend: str, cell: str, dtype: str, device: str, sizes: dict) -> None:
+    """The checks every job shares; raise ConfigError naming the valid choices (no framework imported)."""
     import impls
     from impls.spec import CELLS, DTYPES, SpecError, check_device
 
-    if cfg.backend not in impls.names():
-        raise ConfigError(f"unknown backend {cfg.backend!r}; valid: {', '.join(impls.names())}")
-    if cfg.cell not in CELLS:
-        raise ConfigError(f"unknown cell {cfg.cell!r}; valid: {', '.join(CELLS)}")
-    if cfg.dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {cfg.dtype!r}; valid: {', '.join(DTYPES)}")
-    if cfg.mode not in MODES:
-        raise ConfigError(f"unknown mode {cfg.mode!r}; valid: {', '.join(MODES)}")
+    if backend not in impls.names():
+        raise ConfigError(f"unknown backend {backend!r}; valid: {', '.join(impls.names())}")
+    if cell not in CELLS:
+        raise ConfigError(f"unknown cell {cell!r}; valid: {', '.join(CELLS)}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     try:
-        check_device(cfg.device)
+        check_device(device)
     except SpecError as exc:
         raise ConfigError(str(exc)) from None
-    for name in ("layers", "batch", "seq_len", "input_size", "hidden"):
-        value = getattr(cfg, name)
+    for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+
+def validate(cfg: Config) -> None:
+    check_common(cfg.backend, cfg.cell, cfg.dtype, cfg.device,
+                 {n: getattr(cfg, n) for n in ("layers", "batch", "seq_len", "input_size", "hidden")})
+    if cfg.mode not in MODES:
+        raise ConfigError(f"unknown mode {cfg.mode!r}; valid: {', '.join(MODES)}")
+
+
+def backend_identity(name: str) -> dict:
+    """backend_kind and framework of a backend, or nothing when it cannot even load (a failure record)."""
+    import impls
+
+    try:
+        return {"backend_kind": impls.kind_of(name), "framework": impls.get(name).framework}
+    except Exception:  # noqa: BLE001 - the record must be written even when the backend cannot load
+        return {}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import Config
+from .config import Config, backend_identity
 from .cost import record_cost
 
 RECORD_PREFIX = "RNNBENCH_RECORD "
@@ -176,16 +176,7 @@ def base_record(cfg: Config, kind: str = "timing") -> dict:
 
 
 def failure_record(cfg: Config, status: str, message: str, kind: str = "timing") -> dict:
-    import impls
-
-    rec = base_record(cfg, kind)
-    rec.update(status=status, message=message[-2000:])
-    try:
-        rec["backend_kind"] = impls.kind_of(cfg.backend)
-        rec["framework"] = impls.get(cfg.backend).framework
-    except Exception:  # the record must be written even when the backend itself cannot load
-        pass
-    return rec
+    return {**base_record(cfg, kind), "status": status, "message": message[-2000:], **backend_identity(cfg.backend)}
 
 
 def classify(exc: BaseException) -> str:

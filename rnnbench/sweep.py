@@ -32,7 +32,7 @@ SUITES = {
     },
     "cpu": {  # the committed CPU result set
         "cells": ["lstm", "gru"], "batch": [16, 64], "seq_len": [32, 256], "input_size": [64],
-        "hidden": [64, 256], "layers": [1], "dtype": ["float32"], "mode": ["forward", "train"],
+        "hidden": [64, 256], "layers": [1], "dtype": ["float32"], "mode": ["train"],
         "device": ["cpu"], "timing": {"min_time_s": 0.3, "max_time_s": 1.5},
     },
     "kernels": {  # GPU kernels (DESIGN.md): LSTM grid, plus GRU and tanh RNN at one point

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .config import ConfigError
+from .config import ConfigError, backend_identity, check_common
 
 CLIP_NORM = 1.0
 TIMEOUT_SHARE = 0.8  # the rest is for start-up, so the process executor's kill never comes first
@@ -82,25 +82,10 @@ class TrainConfig:
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError naming the valid choices (the task was checked on construction)."""
-    import impls
-    from impls.spec import CELLS, DTYPES, SpecError, check_device
-
     from . import tasks
 
-    if cfg.backend not in impls.names():
-        raise ConfigError(f"unknown backend {cfg.backend!r}; valid: {', '.join(impls.names())}")
-    if cfg.cell not in CELLS:
-        raise ConfigError(f"unknown cell {cfg.cell!r}; valid: {', '.join(CELLS)}")
-    if cfg.dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {cfg.dtype!r}; valid: {', '.join(DTYPES)}")
-    try:
-        check_device(cfg.device)
-    except SpecError as exc:
-        raise ConfigError(str(exc)) from None
-    for name in ("hidden", "seq_len", "steps", "batch", "layers", "input_size", "eval_every"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    check_common(cfg.backend, cfg.cell, cfg.dtype, cfg.device, {n: getattr(cfg, n) for n in
+                 ("hidden", "seq_len", "steps", "batch", "layers", "input_size", "eval_every")})
     try:
         tasks.TASKS[cfg.task].check_seq_len(cfg.seq_len)
     except ValueError as exc:
@@ -109,15 +94,8 @@ def validate(cfg: TrainConfig) -> None:
 
 def failure_record(cfg: TrainConfig, status: str, message: str) -> dict:
     """A training record for a run that did not train (unsupported, error, timeout, oom)."""
-    import impls
-
-    rec = {"kind": "training", **cfg.record_fields, "status": status, "message": message[-2000:], "step": None}
-    try:
-        rec["backend_kind"] = impls.kind_of(cfg.backend)
-        rec["framework"] = impls.get(cfg.backend).framework
-    except Exception:  # the record must be written even when the backend itself cannot load
-        pass
-    return rec
+    return {"kind": "training", **cfg.record_fields, "status": status, "message": message[-2000:], "step": None,
+            **backend_identity(cfg.backend)}
 
 
 def run_training(cfg: TrainConfig) -> list[dict]:
