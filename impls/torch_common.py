@@ -79,7 +79,31 @@ class TorchBackend:
         return self.runner_cls(self, spec, weights, device, dtype)
 
 
-class TorchRunner:
+class TorchArrays:
+    """Arrays at a runner's boundary: NumPy in (``put``), NumPy out (``get``), device sync.
+
+    Subclasses set ``device``, ``torch_dtype`` and ``_module``.
+    """
+
+    def module(self) -> torch.nn.Module:
+        """The trainable form: ``forward(x, state) -> (y, final_state)``, differentiable by autograd."""
+        return self._module
+
+    def put(self, a):
+        if a is None or isinstance(a, torch.Tensor):
+            return a
+        if isinstance(a, (tuple, list)):
+            return tuple(self.put(v) for v in a)
+        return torch.as_tensor(np.asarray(a), dtype=self.torch_dtype, device=self.device)
+
+    def get(self, a):
+        return to_numpy(a)
+
+    def sync(self) -> None:
+        sync(self.device)
+
+
+class TorchRunner(TorchArrays):
     """Runner contract of DESIGN.md for any module with canonical parameter names."""
 
     def __init__(self, backend: TorchBackend, spec: RNNSpec, weights, device: str, dtype: str):
@@ -99,24 +123,7 @@ class TorchRunner:
     def impl_label(self) -> str:
         raise NotImplementedError
 
-    # -- the contract -------------------------------------------------------------
-    def module(self) -> torch.nn.Module:
-        """The trainable form: ``forward(x, state) -> (y, final_state)``, differentiable by autograd."""
-        return self._module
-
-    def put(self, a):
-        if a is None or isinstance(a, torch.Tensor):
-            return a
-        if isinstance(a, (tuple, list)):
-            return tuple(self.put(v) for v in a)
-        return torch.as_tensor(np.asarray(a), dtype=self.torch_dtype, device=self.device)
-
-    def get(self, a):
-        return to_numpy(a)
-
-    def sync(self) -> None:
-        sync(self.device)
-
+    # -- the contract (put, get, sync and module() come from TorchArrays) ----------
     def _state(self, state, batch: int, requires_grad: bool = False):
         """None | h0 | (h0, c0) -> a list of tensors [L, B, H], zeros where absent."""
         n = 2 if self.spec.has_cell_state else 1

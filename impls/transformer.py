@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .spec import DTYPES, RNNSpec, Unsupported, check_device, check_dtype
-from .torch_common import TORCH_DTYPES, cuda_device_ok, sync, to_numpy
+from .torch_common import TORCH_DTYPES, TorchArrays, cuda_device_ok
 
 TOLERANCE = 0.10  # the baseline's parameter count is within this fraction of the RNN's
 LN_EPS = 1e-5
@@ -198,7 +198,7 @@ _KERNEL_NAMES = {"FLASH_ATTENTION": "flash", "EFFICIENT_ATTENTION": "efficient",
                  "MATH": "math", "OVERRIDEABLE": "overrideable"}
 
 
-class TorchTransformerRunner:
+class TorchTransformerRunner(TorchArrays):
     """The RNN runner contract for the SDPA transformer; ``module()`` is the trainable form."""
 
     def __init__(self, backend, spec: RNNSpec, dims: TransformerDims, params: dict, device: str, dtype: str):
@@ -213,22 +213,6 @@ class TorchTransformerRunner:
         self._names = list(dims.param_shapes())
         self._params = [named[n] for n in self._names]
         self._seq_len = 16  # the sequence length sdpa_kernel() asks about: the last one run
-
-    def module(self) -> torch.nn.Module:
-        return self._module
-
-    def put(self, a):
-        if a is None or isinstance(a, torch.Tensor):
-            return a
-        if isinstance(a, (tuple, list)):
-            return tuple(self.put(v) for v in a)
-        return torch.as_tensor(np.asarray(a), dtype=self.torch_dtype, device=self.device)
-
-    def get(self, a):
-        return to_numpy(a)
-
-    def sync(self) -> None:
-        sync(self.device)
 
     def forward(self, x, state=None):
         x = self.put(x)

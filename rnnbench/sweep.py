@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 from . import cost
-from .config import Config, ConfigError, MODES, record_key, validate
+from .config import Config, ConfigError, record_key, validate
 
 SWEEP_AXES = ("backends", "cells", "batch", "seq_len", "input_size", "hidden", "layers", "dtype", "mode", "device")
 

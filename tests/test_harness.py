@@ -1,6 +1,5 @@
 """The measurement harness: timer, memory probe, isolation, stability, store, resume, CLI input."""
 import json
-import os
 import stat
 import sys
 import time
