@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from .spec import RNNSpec, Unsupported, check_device, check_dtype, check_weights
+from .spec import RNNSpec, check_buildable, check_device
 
 CPU_DTYPES = ("float32", "float64")
 CUDA_DTYPES = ("float32", "float64", "bfloat16")
@@ -425,12 +425,7 @@ class JaxScanBackend:
         return True, ""
 
     def build(self, spec: RNNSpec, weights, device: str = "cpu", dtype: str = "float32") -> JaxScanRunner:
-        check_device(device)
-        check_dtype(dtype)
-        check_weights(spec, weights)
-        for ok, reason in (self.available(device), self.supports(device, dtype)):
-            if not ok:
-                raise Unsupported(reason)
+        check_buildable(self, spec, weights, device, dtype)
         return JaxScanRunner(self, spec, weights, device, dtype)
 
 

@@ -137,3 +137,13 @@ def make_inputs(spec: RNNSpec, seq_len: int, batch: int, seed: int = 1, with_sta
 
 class Unsupported(RuntimeError):
     """This backend cannot run this configuration; the sweep records status ``unsupported``."""
+
+
+def check_buildable(backend, spec: RNNSpec, weights, device: str, dtype: str) -> None:
+    """What every backend's ``build`` checks first: valid arguments, then Unsupported with the reason."""
+    check_device(device)
+    check_dtype(dtype)
+    check_weights(spec, weights)
+    for ok, reason in (backend.available(device), backend.supports(device, dtype)):
+        if not ok:
+            raise Unsupported(reason)

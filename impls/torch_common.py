@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .spec import DTYPES, RNNSpec, Unsupported, check_device, check_dtype, check_weights
+from .spec import DTYPES, RNNSpec, check_buildable, check_device
 
 TORCH_DTYPES = {
     "float32": torch.float32,
@@ -70,12 +70,7 @@ class TorchBackend:
         return True, ""
 
     def build(self, spec: RNNSpec, weights, device: str = "cpu", dtype: str = "float32"):
-        check_device(device)
-        check_dtype(dtype)
-        check_weights(spec, weights)
-        for ok, reason in (self.available(device), self.supports(device, dtype)):
-            if not ok:
-                raise Unsupported(reason)
+        check_buildable(self, spec, weights, device, dtype)
         return self.runner_cls(self, spec, weights, device, dtype)
 
 
