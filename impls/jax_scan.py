@@ -301,7 +301,26 @@ def _jitted(cell: str, unroll: int, bptt: str):
     return jax.jit(forward), jax.jit(forward_backward)
 
 
-class JaxScanRunner:
+class JaxArrays:
+    """Arrays at a JAX runner's boundary; subclasses set ``_np_dtype`` and ``_jax_device``."""
+
+    def put(self, a):
+        jax, _ = _jax()
+        if a is None or isinstance(a, jax.Array):
+            return a
+        if isinstance(a, (tuple, list)):
+            return tuple(self.put(v) for v in a)
+        return jax.device_put(np.asarray(a).astype(self._np_dtype), self._jax_device)
+
+    def get(self, a):
+        """Array (or tuple of them) -> NumPy; bfloat16 comes back as float32 (as torch runners do)."""
+        if isinstance(a, (tuple, list)):
+            return type(a)(self.get(v) for v in a)
+        a = np.asarray(a)
+        return a.astype(np.float32) if a.dtype.name == "bfloat16" else a
+
+
+class JaxScanRunner(JaxArrays):
     """Runner contract of DESIGN.md; ``params`` and ``apply`` are the trainable form."""
 
     def __init__(self, backend, spec: RNNSpec, weights, device: str, dtype: str):
@@ -321,20 +340,6 @@ class JaxScanRunner:
     def impl_label(self) -> str:
         return "xla-gpu" if self._jax_device.platform in ("gpu", "cuda", "rocm") else "xla-cpu"
 
-    def put(self, a):
-        jax, _ = _jax()
-        if a is None or isinstance(a, jax.Array):
-            return a
-        if isinstance(a, (tuple, list)):
-            return tuple(self.put(v) for v in a)
-        return jax.device_put(np.asarray(a).astype(self._np_dtype), self._jax_device)
-
-    def get(self, a):
-        """Array (or tuple of them) -> NumPy; bfloat16 comes back as float32 (as torch runners do)."""
-        if isinstance(a, (tuple, list)):
-            return type(a)(self.get(v) for v in a)
-        a = np.asarray(a)
-        return a.astype(np.float32) if a.dtype.name == "bfloat16" else a
 
     def sync(self) -> None:
         """Wait for the last call's results (JAX dispatches asynchronously)."""

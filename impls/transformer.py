@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .jax_scan import JaxArrays
 from .spec import DTYPES, RNNSpec, Unsupported, check_device, check_dtype
 from .torch_common import TORCH_DTYPES, TorchArrays, cuda_device_ok
 
@@ -305,7 +306,7 @@ def _jax_fns(dims: TransformerDims, implementation: str):
     return jax.jit(apply), jax.jit(forward_backward)
 
 
-class JaxTransformerRunner:
+class JaxTransformerRunner(JaxArrays):
     """The RNN runner contract on ``jax.nn.dot_product_attention``; ``params``/``apply`` are trainable."""
 
     def __init__(self, backend, spec: RNNSpec, dims: TransformerDims, params: dict, device: str, dtype: str):
@@ -314,7 +315,7 @@ class JaxTransformerRunner:
         _, jnp = _jax()
         self.backend, self.spec, self.dims, self.device, self.dtype = backend, spec, dims, device, dtype
         self.output_size = dims.d_model
-        self._device = _jax_device(device)
+        self._jax_device = _jax_device(device)
         self._np_dtype = np.dtype(jnp.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
         self.params = {name: self.put(params[name]) for name in dims.param_shapes()}
         self.implementation = self._pick_implementation()
@@ -323,7 +324,7 @@ class JaxTransformerRunner:
 
     def _pick_implementation(self) -> str:
         """cuDNN's fused attention where it accepts this GPU and dtype (float16/bfloat16), else XLA's."""
-        if self._device.platform not in ("gpu", "cuda"):
+        if self._jax_device.platform not in ("gpu", "cuda"):
             return "xla"
         jax, jnp = _jax()
         q = self.put(np.zeros((1, 8, self.dims.heads, self.dims.head_dim)))
@@ -335,20 +336,6 @@ class JaxTransformerRunner:
 
     def apply(self, params: dict, x, state=None):
         return jax_apply(self.dims, self.implementation, params, x, state)
-
-    def put(self, a):
-        jax, _ = _jax()
-        if a is None or isinstance(a, jax.Array):
-            return a
-        if isinstance(a, (tuple, list)):
-            return tuple(self.put(v) for v in a)
-        return jax.device_put(np.asarray(a).astype(self._np_dtype), self._device)
-
-    def get(self, a):
-        if isinstance(a, (tuple, list)):
-            return type(a)(self.get(v) for v in a)
-        a = np.asarray(a)
-        return a.astype(np.float32) if self.dtype == "bfloat16" else a
 
     def sync(self) -> None:
         if self._last is not None:

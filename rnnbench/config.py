@@ -10,8 +10,26 @@ class ConfigError(ValueError):
     """Bad user input; the CLI prints it as one line and exits with status 2."""
 
 
+class JobFields:
+    """What timing and training jobs share: dict round trip and the record's configuration fields."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})  # unknown keys ("job") are ignored
+
+    @property
+    def record_fields(self) -> dict:
+        return {"backend": self.backend, "device": self.device, "dtype": self.dtype, "cell": self.cell,
+                "layers": self.layers, "batch": self.batch, "seq_len": self.seq_len,
+                "input_size": self.input_size, "hidden": self.hidden}
+
+
 @dataclass(frozen=True)
-class Config:
+class Config(JobFields):
     backend: str
     cell: str = "lstm"
     layers: int = 1
@@ -34,19 +52,6 @@ class Config:
         return (self.backend, self.cell, self.layers, self.batch, self.seq_len, self.input_size,
                 self.hidden, self.dtype, self.mode, self.device)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    @property
-    def record_fields(self) -> dict:
-        return {"backend": self.backend, "device": self.device, "dtype": self.dtype, "cell": self.cell,
-                "layers": self.layers, "batch": self.batch, "seq_len": self.seq_len,
-                "input_size": self.input_size, "hidden": self.hidden}
 
 
 def record_key(record: dict) -> tuple:

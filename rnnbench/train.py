@@ -16,11 +16,11 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ConfigError, backend_identity, check_common
+from .config import ConfigError, JobFields, backend_identity, check_common
 
 CLIP_NORM = 1.0
 TIMEOUT_SHARE = 0.8  # the rest is for start-up, so the process executor's kill never comes first
@@ -32,7 +32,7 @@ SUITE_BACKENDS = ("torch_cudnn", "torch_eager", "jax_scan", "triton", "transform
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JobFields):
     """One training run.  Sizes left as None take the task's default short setting."""
 
     task: str
@@ -65,19 +65,9 @@ class TrainConfig:
         if self.input_size is None:
             object.__setattr__(self, "input_size", self.hidden)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
     @property
     def record_fields(self) -> dict:
-        return {"backend": self.backend, "device": self.device, "dtype": self.dtype, "cell": self.cell,
-                "layers": self.layers, "batch": self.batch, "seq_len": self.seq_len,
-                "input_size": self.input_size, "hidden": self.hidden, "task": self.task}
+        return {**super().record_fields, "task": self.task}
 
 
 def validate(cfg: TrainConfig) -> None:
