@@ -1,7 +1,7 @@
 """What every asv benchmark here shares: the parameter grid and the skip rule.
 
 The benchmarks are thin wrappers over ``rnnbench.measure``: a configuration is a
-``rnnbench.config.Config`` and every number comes from the harness's own code.
+``rnnbench.jobs.TimingJob`` and every number comes from the harness's own code.
 Backends are read from the registry, so a newly registered backend joins the
 suite without an edit here.  A configuration this machine cannot run raises
 ``NotImplementedError`` in ``setup``, which asv records as skipped (n/a).
@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 
 import impls
+from impls.runner import interpreted
 from impls.spec import CELLS
-from rnnbench.config import Config
+from rnnbench.jobs import TimingJob
 
 BACKENDS = impls.names(kind="rnn") + impls.names(kind="baseline")
 SEQ_LENS = [64, 256]
@@ -29,9 +30,9 @@ def device() -> str:
     return "cuda" if device_present("cuda")[0] else "cpu"
 
 
-def config(backend: str, cell: str, seq_len: int, mode: str = "train") -> Config:
+def config(backend: str, cell: str, seq_len: int, mode: str = "train") -> TimingJob:
     """The configuration of one parameter combination; NotImplementedError if it cannot run here."""
-    cfg = Config(backend, cell, seq_len=seq_len, mode=mode, device=device(), **SHAPE)
+    cfg = TimingJob(backend, cell, seq_len=seq_len, mode=mode, device=device(), **SHAPE)
     skip_unless_runnable(cfg.backend, cfg.device)
     return cfg
 
@@ -40,11 +41,11 @@ def skip_unless_runnable(backend: str, device: str) -> None:
     ok, reason = impls.available(backend, device)
     if not ok:
         raise NotImplementedError(reason)
-    if getattr(impls.get(backend), "interpreted_on", lambda _: False)(device):
+    if interpreted(impls.get(backend), device):
         raise NotImplementedError(f"{backend} runs under an interpreter on {device}: not timed")
 
 
-def prepare(cfg: Config):
+def prepare(cfg: TimingJob):
     """The harness's built runner, inputs and timed callable, warmed up (first calls compile)."""
     from impls.spec import Unsupported
     from rnnbench.measure import Prepared

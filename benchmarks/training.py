@@ -1,7 +1,8 @@
 """The loss of a short training run of every backend (``rnnbench.train``), same data, same start."""
 import numpy as np
 
-from rnnbench.train import TrainConfig, run_training
+from rnnbench.jobs import TrainJob
+from rnnbench.train import run_training
 
 from .common import BACKENDS, checked, device, skip_unless_runnable
 
@@ -15,7 +16,7 @@ class Training:
 
     def setup(self, backend):
         skip_unless_runnable(backend, device())
-        self.records = checked(run_training(TrainConfig(task=TASK, backend=backend, steps=STEPS, device=device())))
+        self.records = checked(run_training(TrainJob(task=TASK, backend=backend, steps=STEPS, device=device())))
 
     def track_final_loss(self, backend):
         """Mean loss over the last steps: one batch's loss alone varies more than a regression does."""

@@ -13,11 +13,19 @@ import importlib
 _REGISTRY: dict[str, tuple[str, str, dict]] = {
     "torch_eager": ("rnn", "impls.torch_eager", {}),
     "torch_cudnn": ("rnn", "impls.torch_cudnn", {}),
+    "torch_cudnn_padded": ("rnn", "impls.torch_cudnn", {"ragged": "padded"}),
+    "torch_compile": ("rnn", "impls.torch_compile", {}),
+    "onnxruntime": ("rnn", "impls.onnx_rt", {}),
+    "flax_lstm": ("rnn", "impls.flax_cells", {"cell": "lstm"}),
+    "flax_gru": ("rnn", "impls.flax_cells", {"cell": "gru"}),
+    "flax_rnn": ("rnn", "impls.flax_cells", {"cell": "rnn_tanh"}),
+    "flashrnn": ("rnn", "impls.flashrnn_backend", {}),
     "jax_scan": ("rnn", "impls.jax_scan", {"unroll": 1, "bptt": "custom"}),
     "jax_scan_unroll8": ("rnn", "impls.jax_scan", {"unroll": 8, "bptt": "custom"}),
     "jax_scan_autodiff": ("rnn", "impls.jax_scan", {"unroll": 1, "bptt": "autodiff"}),
     "triton": ("rnn", "impls.triton", {"path": "fused"}),
     "triton_stepwise": ("rnn", "impls.triton", {"path": "stepwise"}),
+    "triton_wt": ("rnn", "impls.triton", {"path": "fused", "transposed": True, "fast_tanh": True}),
     "transformer_sdpa": ("baseline", "impls.transformer", {"framework": "torch"}),
     "transformer_jax": ("baseline", "impls.transformer", {"framework": "jax"}),
 }
@@ -41,6 +49,12 @@ def names(kind: str | None = None) -> list[str]:
 def kind_of(name: str) -> str:
     _check(name)
     return _REGISTRY[name][0]
+
+
+def module_of(name: str) -> str:
+    """The module that implements ``name``: registered names sharing one are variants of one model."""
+    _check(name)
+    return _REGISTRY[name][1]
 
 
 def _check(name: str) -> None:

@@ -22,6 +22,12 @@ Two ways to get the gradient, chosen by the registered name:
   what a user gets by writing the cell; its reverse loop accumulates ``dW_hh``
   one outer product per step.  Also the check of the custom backward in the tests.
 
+A ragged batch (``lengths`` [B]) is masked inside the loop: a padded step keeps
+the state and writes 0 to y, and the hand-written backward passes dh (dc)
+through it with a zero gate gradient.  The reverse direction is the same
+forward loop over each row's valid prefix reversed in time (padding stays in
+place), its output reversed back the same way.
+
 ``float64`` needs ``jax_enable_x64``, which is process-wide: it is never turned
 on here.  A build for float64 is ``Unsupported`` unless the flag is already on
 (a test's ``jax.enable_x64`` context, or a process started with
@@ -33,37 +39,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import time
 
 import numpy as np
 
-from .spec import RNNSpec, check_buildable, check_device
+from .jax_common import JaxArrays, _jax, _jax_device, jax_available
+from .spec import FEATURES, RNNSpec, check_buildable, check_device, require_unidirectional
 
-CPU_DTYPES = ("float32", "float64")
+CPU_DTYPES = ("float32", "float64", "bfloat16")
 CUDA_DTYPES = ("float32", "float64", "bfloat16")
 X64_REASON = (
     "float64 in JAX needs jax_enable_x64, a process-wide flag that would change every other JAX "
     "computation in this process; run it in a process of its own started with JAX_ENABLE_X64=1"
 )
-
-
-def _jax():
-    """Import jax (and jax.numpy) late, with preallocation off: torch shares the GPU."""
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    import jax
-    import jax.numpy as jnp
-
-    return jax, jnp
-
-
-def _jax_device(device: str):
-    """The jax Device for ``cpu`` / ``cuda[:N]``; raises RuntimeError or IndexError when absent."""
-    jax, _ = _jax()
-    if device == "cpu":
-        return jax.devices("cpu")[0]
-    index = int(device.split(":")[1]) if ":" in device else 0
-    return jax.devices("gpu")[index]
 
 
 # -- the cell math ----------------------------------------------------------------------------
@@ -128,32 +116,38 @@ def _update(buf, value, t):
 # -- bptt="autodiff": what a user writes, lax.scan transposed by JAX ------------------------------
 
 
-def _layer_autodiff(cell, unroll, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    """One layer: the input projection with its biases for all timesteps, then lax.scan."""
-    jax, _ = _jax()
+def _layer_autodiff(cell, unroll, x, h0, c0, w_ih, w_hh, b_ih, b_hh, valid=None):
+    """One layer: the input projection with its biases for all timesteps, then lax.scan;
+    valid [T, B, 1] (bool) or None marks the steps a ragged batch computes."""
+    jax, jnp = _jax()
     gi = x @ w_ih.T + (b_ih if cell == "gru" else b_ih + b_hh)  # [T, B, G*H]
     w_t = w_hh.T  # [H, G*H]
 
-    def step(carry, gi_t):
+    def step(carry, xs):
         h, c = carry
+        gi_t, m = xs
         gh = h @ w_t  # [B, G*H]
-        h, c, _, _ = _cell(cell, gi_t, gh + b_hh if cell == "gru" else gh, h, c)
-        return (h, c), h
+        h_new, c_new, _, _ = _cell(cell, gi_t, gh + b_hh if cell == "gru" else gh, h, c)
+        if m is None:
+            return (h_new, c_new), h_new
+        c = None if c is None else jnp.where(m, c_new, c)
+        return (jnp.where(m, h_new, h), c), jnp.where(m, h_new, 0)  # a padded step keeps the state
 
-    (h_n, c_n), y = jax.lax.scan(step, (h0, c0), gi, unroll=unroll)
+    (h_n, c_n), y = jax.lax.scan(step, (h0, c0), (gi, valid), unroll=unroll)
     return y, h_n, c_n
 
 
 # -- bptt="custom": in-place loops and the hand-written backward ---------------------------------
 
 
-def _forward_loop(cell, unroll, gi, h0, c0, w_hh, b_ih, b_hh, train):
+def _forward_loop(cell, unroll, gi, h0, c0, w_hh, b_ih, b_hh, valid, train):
     """Forward loop of one layer over gi = x W_ih^T [T, B, G*H]; the biases are added inside,
     where they fuse with the gate math instead of costing a pass over gi.
 
     With ``train`` it keeps what the backward reads, in place: step t's local derivatives
     overwrite gi's step t (read just before, same shape), and aux [T, B, 2H] takes the rest
-    (see ``_cell``).  Returns (y [T, B, H], h_n, c_n, kept = (local, aux) or None).
+    (see ``_cell``).  ``valid`` [T, B, 1] (bool) or None: a padded step keeps the state and
+    writes 0 to y.  Returns (y [T, B, H], h_n, c_n, kept = (local, aux) or None).
     """
     jax, jnp = _jax()
     T, B, H = gi.shape[0], gi.shape[1], h0.shape[-1]
@@ -165,10 +159,14 @@ def _forward_loop(cell, unroll, gi, h0, c0, w_hh, b_ih, b_hh, train):
         h, c, y, kept = carry
         gh = h @ w_t  # [B, G*H]
         gi_t = _index(kept[0] if keep else gi, t) + b_i
-        h, c, local, aux = _cell(cell, gi_t, gh + b_hh if cell == "gru" else gh, h, c)
+        h_new, c_new, local, aux = _cell(cell, gi_t, gh + b_hh if cell == "gru" else gh, h, c)
         if keep:
             kept = (_update(kept[0], local, t), _update(kept[1], aux, t))
-        return h, c, _update(y, h, t), kept
+        if valid is None:
+            return h_new, c_new, _update(y, h_new, t), kept
+        m = _index(valid, t)  # [B, 1]
+        c = None if c is None else jnp.where(m, c_new, c)
+        return jnp.where(m, h_new, h), c, _update(y, jnp.where(m, h_new, 0), t), kept
 
     y = jnp.zeros((T, B, H), gi.dtype)  # [T, B, H]
     kept = (gi, jnp.zeros((T, B, 2 * H), gi.dtype)) if keep else None
@@ -176,8 +174,9 @@ def _forward_loop(cell, unroll, gi, h0, c0, w_hh, b_ih, b_hh, train):
     return y, h_n, c_n, kept
 
 
-def _backward_loop(cell, unroll, w_hh, y, kept, dy, dh_n, dc_n):
-    """Reverse loop of the hand-written BPTT: a few products and ``@ w_hh`` per step.
+def _backward_loop(cell, unroll, w_hh, y, kept, valid, dy, dh_n, dc_n):
+    """Reverse loop of the hand-written BPTT: a few products and ``@ w_hh`` per step; a padded
+    step (``valid`` False) has a zero gate gradient and passes dh (dc) through unchanged.
 
     Returns (dgi [T, B, G*H], dh0, dc0): dgi is the gradient at gi, and at gh too except in
     GRU's n block, which reaches W_hn h + b_hn through r.
@@ -189,22 +188,32 @@ def _backward_loop(cell, unroll, w_hh, y, kept, dy, dh_n, dc_n):
     # every step, so it (and rnn_tanh, which keeps nothing) writes into a new buffer.
     in_place = cell == "lstm"
 
-    def body(j, carry):
-        t = T - 1 - j
-        dh, dc, dgi = carry
-        dh = dh + _index(dy, t)
+    def step(t, dh, dc, dgi):
+        """(d [B, G*H], dh_prev, dc_prev) of step t, dh already holding dy_t."""
         if cell == "rnn_tanh":
             y_t = _index(y, t)
             d = dh * (1 - y_t * y_t)  # [B, H]
-            return d @ w_hh, None, _update(dgi, d, t)
+            return d, d @ w_hh, None
         local, aux = _index(dgi if in_place else kept[0], t), _index(kept[1], t)
         if cell == "lstm":
             dct = dc + dh * aux[:, :H]  # dL/dc_t
             d = local * jnp.concatenate([dct, dct, dct, dh], axis=-1)  # [B, 4H]
-            return d @ w_hh, dct * aux[:, H:], _update(dgi, d, t)
+            return d, d @ w_hh, dct * aux[:, H:]
         d = local * jnp.concatenate([dh, dh, dh], axis=-1)  # [B, 3H]
         dgh = jnp.concatenate([d[:, :2 * H], d[:, 2 * H:] * aux[:, :H]], axis=-1)
-        return dgh @ w_hh + dh * aux[:, H:], None, _update(dgi, d, t)
+        return d, dgh @ w_hh + dh * aux[:, H:], None
+
+    def body(j, carry):
+        t = T - 1 - j
+        dh, dc, dgi = carry
+        d, dh_prev, dc_prev = step(t, dh + _index(dy, t), dc, dgi)
+        if valid is not None:  # a padded step: no gate gradient, dh and dc pass through
+            m = _index(valid, t)  # [B, 1]
+            d = jnp.where(m, d, 0)
+            dh_prev = jnp.where(m, dh_prev, dh)
+            dc_prev = None if dc is None else jnp.where(m, dc_prev, dc)
+            # (the GRU's masked d is zero, so the gh-side product in the weight gradients is too)
+        return dh_prev, dc_prev, _update(dgi, d, t)
 
     dgi = kept[0] if in_place else jnp.zeros(dy.shape[:2] + (w_hh.shape[0],), dy.dtype)  # [T, B, G*H]
     dh0, dc0, dgi = jax.lax.fori_loop(0, T, body, (dh_n, dc_n, dgi), unroll=unroll)
@@ -226,18 +235,19 @@ def _layer_custom():
     """One layer as a ``jax.custom_vjp`` with the hand-written BPTT backward (made once, lazily)."""
     jax, jnp = _jax()
 
-    def primal(cell, unroll, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        y, h_n, c_n, _ = _forward_loop(cell, unroll, x @ w_ih.T, h0, c0, w_hh, b_ih, b_hh, train=False)
+    def primal(cell, unroll, x, h0, c0, w_ih, w_hh, b_ih, b_hh, valid=None):
+        y, h_n, c_n, _ = _forward_loop(cell, unroll, x @ w_ih.T, h0, c0, w_hh, b_ih, b_hh, valid, train=False)
         return y, h_n, c_n
 
-    def fwd(cell, unroll, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        y, h_n, c_n, kept = _forward_loop(cell, unroll, x @ w_ih.T, h0, c0, w_hh, b_ih, b_hh, train=True)
-        return (y, h_n, c_n), (x, h0, c0, w_ih, w_hh, y, kept)
+    def fwd(cell, unroll, x, h0, c0, w_ih, w_hh, b_ih, b_hh, valid=None):
+        y, h_n, c_n, kept = _forward_loop(cell, unroll, x @ w_ih.T, h0, c0, w_hh, b_ih, b_hh, valid, train=True)
+        return (y, h_n, c_n), (x, h0, c0, w_ih, w_hh, y, kept, valid)
 
     def bwd(cell, unroll, res, cts):
-        x, h0, c0, w_ih, w_hh, y, kept = res
+        # h_prev below is y shifted by one; at a padded step y is 0, but its gate gradient is 0 too
+        x, h0, c0, w_ih, w_hh, y, kept, valid = res
         with _matmul_precision(x.dtype):  # traced after apply's context has closed
-            dgi, dh0, dc0 = _backward_loop(cell, unroll, w_hh, y, kept, *cts)
+            dgi, dh0, dc0 = _backward_loop(cell, unroll, w_hh, y, kept, valid, *cts)
             h_prev = jnp.concatenate([h0[None], y[:-1]], axis=0)  # [T, B, H]
             if cell == "gru":
                 H = h0.shape[-1]
@@ -246,35 +256,56 @@ def _layer_custom():
             else:  # dgh = dgi: both weights in one matmul
                 dw, db_ih = _weight_grads(jnp.concatenate([x, h_prev], axis=-1), dgi)
                 dw_ih, dw_hh, db_hh = dw[:, :x.shape[-1]], dw[:, x.shape[-1]:], db_ih
-            return dgi @ w_ih, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
+            return dgi @ w_ih, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, None  # valid: no cotangent
 
     layer = jax.custom_vjp(primal, nondiff_argnums=(0, 1))
     layer.defvjp(fwd, bwd)
     return layer
 
 
-def apply(cell: str, unroll: int, bptt: str, params: dict, x, state=None):
+def _time_reversal(x, lengths):
+    """The reverse direction's view of a sequence [T, B, K]: each row's valid prefix reversed in
+    time, its padding left in place (its own inverse); all of T reversed when lengths is None."""
+    _, jnp = _jax()
+    if lengths is None:
+        return x[::-1]
+    t = jnp.arange(x.shape[0])[:, None]  # [T, 1]
+    index = jnp.where(t < lengths, lengths - 1 - t, t)  # [T, B]
+    return jnp.take_along_axis(x, index[..., None], axis=0)
+
+
+def apply(cell: str, unroll: int, bptt: str, params: dict, x, state=None, lengths=None):
     """The pure sequence function: params (canonical names), x [T, B, I], state -> (y, final).
 
-    state is None (zeros), h0 or (h0, c0), each [L, B, H]; final likewise (h_n or (h_n, c_n)).
-    Differentiable by ``jax.grad`` / ``jax.vjp`` in both ``bptt`` modes.
+    state is None (zeros), h0 or (h0, c0), each [L*D, B, H]; final likewise (h_n or (h_n, c_n));
+    y [T, B, D*H], D = 2 when params hold ``_reverse`` weights.  lengths None or int [B]: row b
+    computes t < lengths[b] only (y is 0 past it).  Differentiable by ``jax.grad`` / ``jax.vjp``
+    in both ``bptt`` modes.
     """
     _, jnp = _jax()
-    layers = sum(1 for name in params if name.startswith("weight_ih_l"))
-    H = params["weight_hh_l0"].shape[1]
-    zeros = jnp.zeros((layers, x.shape[1], H), x.dtype)  # [L, B, H]
+    suffixes = ("", "_reverse") if "weight_ih_l0_reverse" in params else ("",)
+    layers = sum(1 for name in params if name.startswith("weight_ih_l") and not name.endswith("_reverse"))
+    T, B, H = x.shape[0], x.shape[1], params["weight_hh_l0"].shape[1]
+    zeros = jnp.zeros((layers * len(suffixes), B, H), x.dtype)  # [L*D, B, H]
     if cell == "lstm":
         h0, c0 = state if state is not None else (zeros, zeros)
     else:
         h0, c0 = (state if state is not None else zeros), None
+    valid = None if lengths is None else (jnp.arange(T)[:, None] < lengths)[..., None]  # [T, B, 1]
     layer = _layer_custom() if bptt == "custom" else _layer_autodiff
     h_n, c_n = [], []
     with _matmul_precision(x.dtype):
         for k in range(layers):
-            w = [params[f"{p}_l{k}"] for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            x, h, c = layer(cell, unroll, x, h0[k], None if c0 is None else c0[k], *w)
-            h_n.append(h)
-            c_n.append(c)
+            outs = []
+            for d, suffix in enumerate(suffixes):
+                w = [params[f"{p}_l{k}{suffix}"] for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                row = k * len(suffixes) + d
+                x_d = x if d == 0 else _time_reversal(x, lengths)
+                y, h, c = layer(cell, unroll, x_d, h0[row], None if c0 is None else c0[row], *w, valid)
+                outs.append(y if d == 0 else _time_reversal(y, lengths))
+                h_n.append(h)
+                c_n.append(c)
+            x = jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]  # [T, B, D*H]
     final = (jnp.stack(h_n), jnp.stack(c_n)) if cell == "lstm" else jnp.stack(h_n)
     return x, final
 
@@ -286,38 +317,21 @@ _EXECUTABLES: dict = {}  # compiled once per configuration and argument signatur
 def _jitted(cell: str, unroll: int, bptt: str):
     """jit-wrapped forward and forward+backward of one configuration."""
     jax, jnp = _jax()
-    run = functools.partial(apply, cell, unroll, bptt)
+    def forward(params, x, state, lengths):
+        return apply(cell, unroll, bptt, params, x, state, lengths)
 
-    def forward(params, x, state):
-        return run(params, x, state)
-
-    def forward_backward(params, x, state, dy):
+    def forward_backward(params, x, state, dy, lengths):
+        run = functools.partial(apply, cell, unroll, bptt, lengths=lengths)
         (y, final), vjp = jax.vjp(run, params, x, state)
         d_final = jax.tree.map(jnp.zeros_like, final)
         d_params, dx, d_state = vjp((dy, d_final))
         d_state = d_state if cell == "lstm" else (d_state,)
         return {**d_params, "x": dx, **dict(zip(("h0", "c0"), d_state))}
 
-    return jax.jit(forward), jax.jit(forward_backward)
+    def step(params, x_t, state):  # x_t [B, I] gains its time axis inside the jit: no eager reshape per step
+        return apply(cell, unroll, bptt, params, x_t[None], state)[1]
 
-
-class JaxArrays:
-    """Arrays at a JAX runner's boundary; subclasses set ``_np_dtype`` and ``_jax_device``."""
-
-    def put(self, a):
-        jax, _ = _jax()
-        if a is None or isinstance(a, jax.Array):
-            return a
-        if isinstance(a, (tuple, list)):
-            return tuple(self.put(v) for v in a)
-        return jax.device_put(np.asarray(a).astype(self._np_dtype), self._jax_device)
-
-    def get(self, a):
-        """Array (or tuple of them) -> NumPy; bfloat16 comes back as float32 (as torch runners do)."""
-        if isinstance(a, (tuple, list)):
-            return type(a)(self.get(v) for v in a)
-        a = np.asarray(a)
-        return a.astype(np.float32) if a.dtype.name == "bfloat16" else a
+    return jax.jit(forward), jax.jit(forward_backward), jax.jit(step)
 
 
 class JaxScanRunner(JaxArrays):
@@ -329,13 +343,13 @@ class JaxScanRunner(JaxArrays):
         self._jax_device = _jax_device(device)
         self._np_dtype = np.dtype(jnp.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
         self.params = {name: self.put(weights[name]) for name in spec.weight_names()}
-        self._fns = dict(zip(("forward", "forward_backward"), _jitted(spec.cell, backend.unroll, backend.bptt)))
+        self._fns = dict(zip(("forward", "forward_backward", "step"), _jitted(spec.cell, backend.unroll, backend.bptt)))
         self._zeros = {}
         self._last = None
 
-    def apply(self, params: dict, x, state=None):
-        """Pure: (y [T, B, H], final state) from params with the canonical names; see ``apply``."""
-        return apply(self.spec.cell, self.backend.unroll, self.backend.bptt, params, x, state)
+    def apply(self, params: dict, x, state=None, lengths=None):
+        """Pure: (y [T, B, D*H], final state) from params with the canonical names; see ``apply``."""
+        return apply(self.spec.cell, self.backend.unroll, self.backend.bptt, params, x, state, lengths)
 
     def impl_label(self) -> str:
         return "xla-gpu" if self._jax_device.platform in ("gpu", "cuda", "rocm") else "xla-cpu"
@@ -348,12 +362,12 @@ class JaxScanRunner(JaxArrays):
             jax.block_until_ready(self._last)
 
     def _state(self, state, batch: int):
-        """None | h0 | (h0, c0) -> device arrays; zeros [L, B, H] made once per batch size, so that
+        """None | h0 | (h0, c0) -> device arrays; zeros [L*D, B, H] made once per batch size, so that
         a zero state and a given one share one executable and dL/dh0 (dL/dc0) still comes back."""
         if state is not None:
             return self.put(state)
         if batch not in self._zeros:
-            zeros = self.put(np.zeros((self.spec.num_layers, batch, self.spec.hidden_size)))  # [L, B, H]
+            zeros = self.put(np.zeros(self.spec.state_shape(batch)))  # [L*D, B, H]
             self._zeros[batch] = (zeros, zeros) if self.spec.has_cell_state else zeros
         return self._zeros[batch]
 
@@ -368,34 +382,39 @@ class JaxScanRunner(JaxArrays):
             _EXECUTABLES[key] = self._fns[kind].lower(*args).compile()
         return _EXECUTABLES[key]
 
-    def compile(self, x, state=None, dy=None) -> float:
+    def compile(self, x, state=None, dy=None, lengths=None) -> float:
         """Compile ahead (``jit(...).lower(...).compile()``) the forward, and forward_backward when
         dy is given, for these shapes; returns the seconds spent.  The harness calls this before
         timing so that compile time is reported apart and never falls inside a timed repeat."""
         t0 = time.perf_counter()
         x = self.put(x)
-        state = self._state(state, x.shape[1])
-        self._executable("forward", self.params, x, state)
+        state, lengths = self._state(state, x.shape[1]), self.put_lengths(lengths, x)
+        self._executable("forward", self.params, x, state, lengths)
         if dy is not None:
-            self._executable("forward_backward", self.params, x, state, self.put(dy))
+            self._executable("forward_backward", self.params, x, state, self.put(dy), lengths)
         return time.perf_counter() - t0
 
-    def forward(self, x, state=None):
+    def forward(self, x, state=None, lengths=None):
+        """(y [T, B, D*H], final state); with ``lengths`` [B], row b computes t < lengths[b] only."""
         x = self.put(x)
-        args = (self.params, x, self._state(state, x.shape[1]))
+        args = (self.params, x, self._state(state, x.shape[1]), self.put_lengths(lengths, x))
         self._last = self._executable("forward", *args)(*args)
         return self._last
 
-    def forward_backward(self, x, state, dy) -> dict:
+    def forward_backward(self, x, state, dy, lengths=None) -> dict:
         """Gradients of L = sum(y * dy): every canonical weight, ``x``, ``h0`` (and ``c0``)."""
         x = self.put(x)
-        args = (self.params, x, self._state(state, x.shape[1]), self.put(dy))
+        args = (self.params, x, self._state(state, x.shape[1]), self.put(dy), self.put_lengths(lengths, x))
         self._last = self._executable("forward_backward", *args)(*args)
         return self._last
 
     def step(self, x_t, state=None):
-        """One timestep: x_t [B, I] -> the new state."""
-        return self.forward(self.put(x_t)[None], state)[1]
+        """One timestep: x_t [B, I] -> the new state (unidirectional models only)."""
+        require_unidirectional(self.spec, "step")
+        x_t = self.put(x_t)
+        args = (self.params, x_t, self._state(state, x_t.shape[0]))
+        self._last = self._executable("step", *args)(*args)
+        return self._last
 
 
 class JaxScanBackend:
@@ -403,6 +422,7 @@ class JaxScanBackend:
 
     framework = "jax"
     kind = "rnn"
+    features = tuple(FEATURES)  # bidirectional and lengths, in both bptt modes
 
     def __init__(self, name: str, unroll: int = 1, bptt: str = "custom"):
         if bptt not in ("custom", "autodiff"):
@@ -411,15 +431,7 @@ class JaxScanBackend:
 
     def available(self, device: str = "cpu") -> tuple[bool, str]:
         check_device(device)
-        try:
-            _jax()
-        except ImportError as exc:
-            return False, f"jax is not installed: {exc}"
-        try:
-            _jax_device(device)
-        except (RuntimeError, IndexError) as exc:
-            return False, f"jax sees no {device}: {exc}"
-        return True, ""
+        return jax_available(device)
 
     def supports(self, device: str, dtype: str) -> tuple[bool, str]:
         allowed = CUDA_DTYPES if device.startswith("cuda") else CPU_DTYPES

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .jax_common import _jax
+from .runner import hook
 from .spec import RNNSpec, init_weights
 
 INPUT_KINDS = ("tokens", "features")
@@ -82,7 +84,7 @@ def build_trainer(backend_name: str, spec: RNNSpec, io: ModelIO, device: str = "
         runner = backend.build(spec, weights, device, dtype)
     else:
         runner = backend.build(spec, None, device, dtype, seed=seed)
-    core_output = getattr(runner, "output_size", spec.hidden_size)
+    core_output = hook(runner, "output_size")()
     head = io_weights(io, spec.input_size, core_output, seed)
     trainer_cls = {"torch": TorchTrainer, "jax": JaxTrainer}[backend.framework]
     return trainer_cls(runner, io, head, lr, clip)
@@ -235,8 +237,3 @@ class JaxTrainer:
             _jax()[0].block_until_ready(self._last)
 
 
-def _jax():
-    """(jax, jax.numpy), imported late and with GPU preallocation off (see impls.jax_scan)."""
-    from .jax_scan import _jax as import_jax
-
-    return import_jax()

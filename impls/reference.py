@@ -4,12 +4,18 @@ Every backend is checked against this.  It is written for clarity, not speed:
 one loop over layers, one over timesteps, the gate math spelled out as in
 PyTorch's documentation (LSTM i, f, g, o; GRU r, z, n with
 n = tanh(W_in x + b_in + r * (W_hn h + b_hn))).
+
+Bidirectional models and ``lengths`` follow torch's packed sequences: row b
+computes only t < lengths[b]; the forward direction runs t = 0..len-1, the
+reverse direction starts from its h0 at t = len-1 and runs down to t = 0; y is
+exactly 0 at t >= len.  A padded step is spelled out as "the state passes
+through unchanged, the output is 0", so the backward gives exactly 0 there.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .spec import RNNSpec, check_weights, normalize_state
+from .spec import RNNSpec, check_lengths, check_weights, normalize_state
 
 
 def _sigmoid(a):
@@ -63,86 +69,107 @@ def _direct_dh(cell, saved, dh):
     return 0.0
 
 
-def _prepare(spec: RNNSpec, weights, x, state):
+def _prepare(spec: RNNSpec, weights, x, state, lengths):
     check_weights(spec, weights)
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 3 or x.shape[2] != spec.input_size:
         raise ValueError(f"x must have shape [T, B, {spec.input_size}], got {x.shape}")
+    T, B = x.shape[:2]
+    lengths = check_lengths(lengths, T, B)
+    valid = np.ones((T, B, 1), bool) if lengths is None else (np.arange(T)[:, None] < lengths)[..., None]  # [T, B, 1]
     w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
-    return w, x, normalize_state(spec, state, x.shape[1])
+    return w, x, normalize_state(spec, state, B), valid
 
 
-def _run(spec: RNNSpec, w, x, states):
-    """Forward over all layers; returns y, final states and the per-layer tape."""
+def _directions(spec: RNNSpec, T: int):
+    """(state row offset, weight suffix, time order) of each direction of a layer."""
+    orders = (list(range(T)), list(reversed(range(T))))
+    return list(zip(range(spec.directions), spec.suffixes(), orders))
+
+
+def _run(spec: RNNSpec, w, x, states, valid):
+    """Forward over all layers and directions; returns y, final states and the tape."""
     T = x.shape[0]
+    D, H = spec.directions, spec.hidden_size
     h0, c0 = states[0], (states[1] if spec.has_cell_state else None)
     tape, h_n, c_n = [], [], []
     layer_in = x
     for k in range(spec.num_layers):
-        w_ih, w_hh = w[f"weight_ih_l{k}"], w[f"weight_hh_l{k}"]
-        gi_all = layer_in @ w_ih.T + w[f"bias_ih_l{k}"]  # [T, B, G*H], hoisted input projection
-        h, c = h0[k], (c0[k] if c0 is not None else None)
-        hs, cs, saved = [h], [c], []
-        for t in range(T):
-            h, c, s = _cell_forward(spec.cell, gi_all[t], h, c, w_hh, w[f"bias_hh_l{k}"])
-            hs.append(h)
-            cs.append(c)
-            saved.append(s)
-        out = np.stack(hs[1:])  # [T, B, H]
-        tape.append((layer_in, hs, cs, saved))
-        h_n.append(h)
-        c_n.append(c)
+        out = np.zeros(x.shape[:2] + (D * H,))  # [T, B, D*H]
+        for d, suffix, order in _directions(spec, T):
+            w_ih, w_hh, b_ih, b_hh = (w[n] for n in spec.layer_weight_names(k, suffix))
+            gi_all = layer_in @ w_ih.T + b_ih  # [T, B, G*H], hoisted input projection
+            row = k * D + d
+            h, c = h0[row], (c0[row] if c0 is not None else None)
+            hs, cs, saved = {}, {}, {}  # by t: the state before step t, and step t's saved values
+            for t in order:
+                hs[t], cs[t] = h, c
+                h_new, c_new, saved[t] = _cell_forward(spec.cell, gi_all[t], h, c, w_hh, b_hh)
+                h = np.where(valid[t], h_new, h)  # a padded step passes the state through
+                c = np.where(valid[t], c_new, c) if c is not None else None
+                out[t, :, d * H:(d + 1) * H] = np.where(valid[t], h_new, 0.0)
+            tape.append((layer_in, order, hs, cs, saved))
+            h_n.append(h)
+            c_n.append(c)
         layer_in = out
     final = (np.stack(h_n), np.stack(c_n)) if spec.has_cell_state else np.stack(h_n)
     return layer_in, final, tape
 
 
-def forward(spec: RNNSpec, weights, x, state=None):
-    """y [T, B, H] and final state (h_n [L, B, H], or (h_n, c_n) for LSTM), in float64."""
-    w, x, states = _prepare(spec, weights, x, state)
-    y, final, _ = _run(spec, w, x, states)
+def forward(spec: RNNSpec, weights, x, state=None, lengths=None):
+    """y [T, B, D*H] and final state (h_n [L*D, B, H], or (h_n, c_n) for LSTM), in float64."""
+    w, x, states, valid = _prepare(spec, weights, x, state, lengths)
+    y, final, _ = _run(spec, w, x, states, valid)
     return y, final
 
 
-def forward_backward(spec: RNNSpec, weights, x, state, dy, dh_n=None, dc_n=None):
+def forward_backward(spec: RNNSpec, weights, x, state, dy, dh_n=None, dc_n=None, lengths=None):
     """Gradients of L = sum(y * dy) (+ sum(h_n * dh_n) + sum(c_n * dc_n)).
 
     Returns a dict with every canonical weight name, ``x``, ``h0`` (and ``c0``).
     """
-    w, x, states = _prepare(spec, weights, x, state)
-    y, _, tape = _run(spec, w, x, states)
-    L, B, H = spec.num_layers, x.shape[1], spec.hidden_size
+    w, x, states, valid = _prepare(spec, weights, x, state, lengths)
+    y, _, tape = _run(spec, w, x, states, valid)
+    T, B = x.shape[:2]
+    D, H = spec.directions, spec.hidden_size
     grads = {}
-    d_out = np.asarray(dy, dtype=np.float64)  # [T, B, H] gradient arriving at the layer's output
+    d_out = np.asarray(dy, dtype=np.float64)  # [T, B, D*H] gradient arriving at the layer's output
     if d_out.shape != y.shape:
         raise ValueError(f"dy must have shape {y.shape}, got {d_out.shape}")
-    dh0 = np.zeros((L, B, H))
-    dc0 = np.zeros((L, B, H))
-    for k in reversed(range(L)):
-        layer_in, hs, cs, saved = tape[k]
-        w_hh = w[f"weight_hh_l{k}"]
-        T = layer_in.shape[0]
-        dgi_all = np.zeros((T, B, spec.gates * H))
-        dW_hh = np.zeros_like(w_hh)
-        db_hh = np.zeros(spec.gates * H)
-        dh = np.zeros((B, H)) if dh_n is None else np.asarray(dh_n[k], dtype=np.float64)
-        dc = np.zeros((B, H)) if dc_n is None else np.asarray(dc_n[k], dtype=np.float64)
-        for t in reversed(range(T)):
-            dh = dh + d_out[t]
-            dgi, dgh, dc = _cell_backward(spec.cell, saved[t], hs[t], cs[t], dh, dc)
-            dgi_all[t] = dgi
-            dW_hh += dgh.T @ hs[t]
-            db_hh += dgh.sum(0)
-            dh = dgh @ w_hh + _direct_dh(spec.cell, saved[t], dh)
-        dh0[k] = dh
-        if spec.has_cell_state:
-            dc0[k] = dc
-        flat_dgi = dgi_all.reshape(T * B, -1)
-        grads[f"weight_ih_l{k}"] = flat_dgi.T @ layer_in.reshape(T * B, -1)
-        grads[f"weight_hh_l{k}"] = dW_hh
-        grads[f"bias_ih_l{k}"] = flat_dgi.sum(0)
-        grads[f"bias_hh_l{k}"] = db_hh
-        d_out = dgi_all @ w[f"weight_ih_l{k}"]  # [T, B, I_k]
+    dh0 = np.zeros(spec.state_shape(B))
+    dc0 = np.zeros(spec.state_shape(B))
+    for k in reversed(range(spec.num_layers)):
+        d_in = 0.0
+        for d, suffix, _ in _directions(spec, T):
+            layer_in, order, hs, cs, saved = tape[k * D + d]
+            w_ih_name, w_hh_name, b_ih_name, b_hh_name = spec.layer_weight_names(k, suffix)
+            w_hh = w[w_hh_name]
+            row = k * D + d
+            dgi_all = np.zeros((T, B, spec.gates * H))
+            dW_hh = np.zeros_like(w_hh)
+            db_hh = np.zeros(spec.gates * H)
+            dh = np.zeros((B, H)) if dh_n is None else np.asarray(dh_n[row], dtype=np.float64)
+            dc = np.zeros((B, H)) if dc_n is None else np.asarray(dc_n[row], dtype=np.float64)
+            for t in reversed(order):
+                m = valid[t]
+                dh_step = dh + d_out[t, :, d * H:(d + 1) * H]  # dL/dh_new where the step is valid
+                dgi, dgh, dc_prev = _cell_backward(spec.cell, saved[t], hs[t], cs[t], dh_step, dc)
+                dgi, dgh = np.where(m, dgi, 0.0), np.where(m, dgh, 0.0)
+                dgi_all[t] = dgi
+                dW_hh += dgh.T @ hs[t]
+                db_hh += dgh.sum(0)
+                dh = np.where(m, dgh @ w_hh + _direct_dh(spec.cell, saved[t], dh_step), dh)
+                dc = np.where(m, dc_prev, dc) if spec.has_cell_state else dc
+            dh0[row] = dh
+            if spec.has_cell_state:
+                dc0[row] = dc
+            flat_dgi = dgi_all.reshape(T * B, -1)
+            grads[w_ih_name] = flat_dgi.T @ layer_in.reshape(T * B, -1)
+            grads[w_hh_name] = dW_hh
+            grads[b_ih_name] = flat_dgi.sum(0)
+            grads[b_hh_name] = db_hh
+            d_in = d_in + dgi_all @ w[w_ih_name]  # [T, B, I_k]
+        d_out = d_in
     grads["x"] = d_out
     grads["h0"] = dh0
     if spec.has_cell_state:

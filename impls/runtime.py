@@ -1,4 +1,4 @@
-"""Framework-side helpers the harness needs: device timers, sync, memory counters, versions.
+"""Framework-side helpers the harness needs: process set-up, memory counters, versions, ceilings.
 
 They live in ``impls`` because the harness (``rnnbench``) never imports torch,
 triton or jax itself.  Every import here is lazy.
@@ -10,7 +10,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 
 
 def prepare_process() -> None:
@@ -92,12 +91,91 @@ def device_present(device: str) -> tuple[bool, str]:
     return cuda_device_ok(device)
 
 
-def threads(framework: str) -> int:
-    if framework == "torch":
-        import torch
+def available_memory(device: str) -> tuple[int | None, str]:
+    """(bytes a new allocation can still get on the device, where that figure comes from); None: unknown.
 
-        return torch.get_num_threads()
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    CPU: the kernel's MemAvailable, or less where this process's cgroup has a lower limit left.
+    CUDA: the driver's free memory on the device.
+    """
+    if device.startswith("cuda"):  # the driver's free figure needs a context: only where one exists already
+        try:
+            import torch
+
+            if torch.cuda.is_initialized():
+                return int(torch.cuda.mem_get_info(torch.device(device))[0]), f"free on {device}"
+            return int(torch.cuda.get_device_properties(torch.device(device)).total_memory), f"total on {device}"
+        except Exception:  # noqa: BLE001 - an unknown figure refuses nothing
+            return None, "unknown"
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None, "unknown"
+    best = (avail, "MemAvailable")
+    own = memory_cgroup()
+    for limit, usage in (("memory.max", "memory.current"), ("memory.limit_in_bytes", "memory.usage_in_bytes")):
+        try:
+            left = int((own[0] / limit).read_text()) - int((own[0] / usage).read_text())
+        except (OSError, ValueError, TypeError):  # "max", no such file, no cgroup
+            continue
+        if 0 <= left < best[0]:
+            best = (left, f"left under the cgroup limit {own[0] / limit}")
+    return best
+
+
+def memory_cgroup(pid="self"):
+    """(folder, version) of a process's memory cgroup (v1 memory controller, or v2 unified), or None."""
+    from pathlib import Path
+
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory") / path.lstrip("/"), 1
+    for line in lines:
+        if line.startswith("0::"):
+            return Path("/sys/fs/cgroup") / line[3:].lstrip("/"), 2
+    return None
+
+
+def oom_kill_count(cgroup) -> int | None:
+    """The kernel's count of OOM kills in a memory cgroup (``memory_cgroup()``), None where unreadable."""
+    if cgroup is None:
+        return None
+    folder, version = cgroup
+    try:
+        text = (folder / ("memory.events" if version == 2 else "memory.oom_control")).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def rss_rise(fn) -> int:
+    """Rise of peak RSS over the current RSS during one call.
+
+    Linux lets a process reset its RSS high-water mark (``clear_refs`` 5), so the
+    imports' and the build's transient peaks do not hide the call's own.
+    """
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_bytes("VmRSS")
+    fn()
+    return max(0, _status_bytes("VmHWM") - before)
 
 
 def set_tf32(enabled: bool) -> None:
@@ -109,43 +187,12 @@ def set_tf32(enabled: bool) -> None:
         torch.backends.cudnn.allow_tf32 = enabled
 
 
-def matmul_precision(framework: str, device: str) -> str:
-    if not device.startswith("cuda"):
-        return "ieee"
-    if framework == "torch":
-        import torch
+def torch_timer(device: str, sync):
+    """The timer for torch work on ``device`` (CUDA events on a GPU, else the host clock)."""
+    from .runner import HostTimer
+    from .torch_hooks import CudaEventTimer
 
-        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
-    import jax
-
-    return str(jax.config.jax_default_matmul_precision or "ieee")  # jax_scan traces float32 at full precision
-
-
-class DeviceTimer:
-    """Seconds of one call: CUDA events for torch on a GPU, else a host clock after a device sync."""
-
-    def __init__(self, framework: str, device: str, sync):
-        self.sync = sync
-        self.events = framework == "torch" and device.startswith("cuda")
-        if self.events:
-            import torch
-
-            self._start = torch.cuda.Event(enable_timing=True)
-            self._end = torch.cuda.Event(enable_timing=True)
-
-    def time(self, fn) -> float:
-        if self.events:
-            self.sync()
-            self._start.record()
-            fn()
-            self._end.record()
-            self._end.synchronize()
-            return self._start.elapsed_time(self._end) / 1e3
-        self.sync()
-        t0 = time.perf_counter()
-        fn()
-        self.sync()
-        return time.perf_counter() - t0
+    return CudaEventTimer(sync) if device.startswith("cuda") else HostTimer(sync)
 
 
 def cuda_peak_reset(device: str) -> None:
@@ -173,14 +220,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     text = f"{type(exc).__name__}: {exc}"
     return "OutOfMemory" in text or "out of memory" in text.lower() or "RESOURCE_EXHAUSTED" in text
-
-
-def xla_memory_stats(device: str) -> dict:
-    """JAX's allocator counters for a GPU (bytes_in_use, peak_bytes_in_use)."""
-    import jax
-
-    index = int(device.split(":")[1]) if ":" in device else 0
-    return jax.devices("gpu")[index].memory_stats() or {}
 
 
 def measure_ceilings(device: str, dtypes, recurrent_shapes, seconds, tf32: bool = False) -> dict:
@@ -234,7 +273,8 @@ def measure_ceilings(device: str, dtypes, recurrent_shapes, seconds, tf32: bool 
                           "flops_per_s": flops * calls / seconds(chain, sync)})
     return {"matmul_size": n, "matmul_flops_per_s": matmul, "copy_bytes": copy_bytes,
             "copy_bytes_per_s": copy_bytes_per_s, "recurrent_matmul": recurrent,
-            "matmul_precision": matmul_precision("torch", device), "threads": threads("torch"),
+            "matmul_precision": "tf32" if cuda and torch.backends.cuda.matmul.allow_tf32 else "ieee",
+            "threads": torch.get_num_threads(),
             "instrument": f"torch {torch.__version__}",
             # a busy machine lowers every ceiling (tiny matmuls most): the reader needs to know
             "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}

@@ -3,7 +3,9 @@
 Canonical weights are a dict of NumPy arrays named and laid out exactly as
 ``torch.nn.LSTM(...).state_dict()`` names them, in PyTorch gate order
 (LSTM i, f, g, o; GRU r, z, n).  Every backend loads these, so "same cells,
-same weights" holds by construction.
+same weights" holds by construction.  A bidirectional model adds the reverse
+direction's weights with torch's ``_reverse`` suffix, and its state stacks
+``L * D`` rows in torch's order (layer-major, forward then reverse).
 """
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ CELLS = ("rnn_tanh", "lstm", "gru")
 GATES = {"rnn_tanh": 1, "lstm": 4, "gru": 3}
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 MAX_SIZE = 1 << 16
+MAX_LAYERS = 64
+# What a backend may or may not implement, and the words a reason uses for it.
+FEATURES = {"bidirectional": "bidirectional models", "lengths": "variable-length batches (lengths)"}
 
 
 class SpecError(ValueError):
@@ -46,13 +51,16 @@ class RNNSpec:
     input_size: int
     hidden_size: int
     num_layers: int = 1
+    bidirectional: bool = False
 
     def __post_init__(self):
         if self.cell not in CELLS:
             raise SpecError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         _check_positive("input_size", self.input_size)
         _check_positive("hidden_size", self.hidden_size)
-        _check_positive("num_layers", self.num_layers, 64)
+        _check_positive("num_layers", self.num_layers, MAX_LAYERS)
+        if not isinstance(self.bidirectional, (bool, np.bool_)):
+            raise SpecError(f"bidirectional must be true or false, got {self.bidirectional!r}")
 
     @property
     def gates(self) -> int:
@@ -63,18 +71,42 @@ class RNNSpec:
     def has_cell_state(self) -> bool:
         return self.cell == "lstm"
 
+    @property
+    def directions(self) -> int:
+        """D: 2 when bidirectional, else 1."""
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """Width of y: D * H (both directions concatenated, forward first)."""
+        return self.directions * self.hidden_size
+
+    def suffixes(self) -> tuple[str, ...]:
+        """Name suffix of each direction's weights, in torch's order."""
+        return ("", "_reverse")[: self.directions]
+
     def layer_input_size(self, layer: int) -> int:
-        return self.input_size if layer == 0 else self.hidden_size
+        return self.input_size if layer == 0 else self.output_size
+
+    def state_shape(self, batch: int) -> tuple[int, int, int]:
+        """[L * D, B, H]: h0 / c0 rows in torch's order (layer-major, forward then reverse)."""
+        return (self.num_layers * self.directions, batch, self.hidden_size)
+
+    def layer_weight_names(self, layer: int, suffix: str = "") -> list[str]:
+        """W_ih, W_hh, b_ih, b_hh of one layer and direction."""
+        return [f"{p}_l{layer}{suffix}" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """Canonical names -> shapes, in ``state_dict`` order."""
         G, H = self.gates, self.hidden_size
         shapes = {}
         for k in range(self.num_layers):
-            shapes[f"weight_ih_l{k}"] = (G * H, self.layer_input_size(k))
-            shapes[f"weight_hh_l{k}"] = (G * H, H)
-            shapes[f"bias_ih_l{k}"] = (G * H,)
-            shapes[f"bias_hh_l{k}"] = (G * H,)
+            for suffix in self.suffixes():
+                w_ih, w_hh, b_ih, b_hh = self.layer_weight_names(k, suffix)
+                shapes[w_ih] = (G * H, self.layer_input_size(k))
+                shapes[w_hh] = (G * H, H)
+                shapes[b_ih] = (G * H,)
+                shapes[b_hh] = (G * H,)
         return shapes
 
     def weight_names(self) -> list[str]:
@@ -104,8 +136,8 @@ def check_weights(spec: RNNSpec, weights: dict[str, np.ndarray]) -> None:
 
 
 def normalize_state(spec: RNNSpec, state, batch: int):
-    """None | h0 | (h0, c0) -> list of float64 arrays [L, B, H] (zeros where absent)."""
-    shape = (spec.num_layers, batch, spec.hidden_size)
+    """None | h0 | (h0, c0) -> list of float64 arrays [L*D, B, H] (zeros where absent)."""
+    shape = spec.state_shape(batch)
     if state is None:
         parts = [None] * len(spec.state_names())
     elif spec.has_cell_state:
@@ -118,25 +150,62 @@ def normalize_state(spec: RNNSpec, state, batch: int):
     for name, part in zip(spec.state_names(), parts):
         arr = np.zeros(shape) if part is None else np.asarray(part, dtype=np.float64)
         if arr.shape != shape:
-            raise SpecError(f"{name} must have shape {shape} [L, B, H], got {arr.shape}")
+            raise SpecError(f"{name} must have shape {shape} [L*D, B, H], got {arr.shape}")
         out.append(arr)
     return out
 
 
+def check_lengths(lengths, seq_len: int, batch: int):
+    """None (every row has all T steps) | ints [B] each in [1, T] -> None or an int64 array [B]."""
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.shape != (batch,) or not np.issubdtype(arr.dtype, np.integer):
+        raise SpecError(f"lengths must be None or an integer array of shape ({batch},) [B], got {arr.dtype} {arr.shape}")
+    if arr.min() < 1 or arr.max() > seq_len:
+        raise SpecError(f"lengths must lie in [1, {seq_len}] (T), got min {arr.min()} max {arr.max()}")
+    return arr.astype(np.int64)
+
+
 def make_inputs(spec: RNNSpec, seq_len: int, batch: int, seed: int = 1, with_state: bool = False):
-    """Seeded float64 inputs: x [T, B, I], state (None or h0 / (h0, c0)), dy [T, B, H]."""
+    """Seeded float64 inputs: x [T, B, I], state (None or h0 / (h0, c0), [L*D, B, H]), dy [T, B, D*H]."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((seq_len, batch, spec.input_size))  # [T, B, I]
-    dy = rng.standard_normal((seq_len, batch, spec.hidden_size))  # [T, B, H]
+    dy = rng.standard_normal((seq_len, batch, spec.output_size))  # [T, B, D*H]
     state = None
     if with_state:
-        parts = [0.5 * rng.standard_normal((spec.num_layers, batch, spec.hidden_size)) for _ in spec.state_names()]
+        parts = [0.5 * rng.standard_normal(spec.state_shape(batch)) for _ in spec.state_names()]
         state = tuple(parts) if spec.has_cell_state else parts[0]
     return x, state, dy
 
 
 class Unsupported(RuntimeError):
     """This backend cannot run this configuration; the sweep records status ``unsupported``."""
+
+
+def feature_support(backend, feature: str) -> tuple[bool, str]:
+    """(ok, reason) for one of FEATURES: a backend declares what it implements in ``features``
+    (and may give its own reasons in ``feature_reasons``); one that declares nothing supports
+    neither, so it can never silently ignore ``lengths`` or the reverse direction."""
+    if feature not in FEATURES:
+        raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
+    if feature in getattr(backend, "features", ()):
+        return True, ""
+    reason = getattr(backend, "feature_reasons", {}).get(feature)
+    return False, reason or f"{backend.name} does not implement {FEATURES[feature]}"
+
+
+def require_feature(backend, feature: str) -> None:
+    """Unsupported with the backend's reason unless it implements ``feature``."""
+    ok, reason = feature_support(backend, feature)
+    if not ok:
+        raise Unsupported(reason)
+
+
+def require_unidirectional(spec: RNNSpec, call: str) -> None:
+    """``step`` and ``decode`` have no meaning for a bidirectional model (it has no next token)."""
+    if spec.bidirectional:
+        raise Unsupported(f"{call} is unidirectional only: a bidirectional model has no next step")
 
 
 def check_buildable(backend, spec: RNNSpec, weights, device: str, dtype: str) -> None:
@@ -147,3 +216,5 @@ def check_buildable(backend, spec: RNNSpec, weights, device: str, dtype: str) ->
     for ok, reason in (backend.available(device), backend.supports(device, dtype)):
         if not ok:
             raise Unsupported(reason)
+    if spec.bidirectional:
+        require_feature(backend, "bidirectional")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .spec import DTYPES, RNNSpec, check_buildable, check_device
+from .spec import DTYPES, RNNSpec, check_buildable, check_device, check_lengths, require_feature, require_unidirectional
+from .torch_hooks import TorchHooks
 
 TORCH_DTYPES = {
     "float32": torch.float32,
@@ -54,10 +55,14 @@ class TorchBackend:
     framework = "torch"
     kind = "rnn"
 
-    def __init__(self, name: str, runner_cls, cpu_dtypes=("float32", "float64"), cuda_dtypes=DTYPES):
+    def __init__(self, name: str, runner_cls, cpu_dtypes=("float32", "float64", "bfloat16"), cuda_dtypes=DTYPES,
+                 features=(), feature_reasons=None):
         self.name = name
         self.runner_cls = runner_cls
         self.dtypes = {"cpu": tuple(cpu_dtypes), "cuda": tuple(cuda_dtypes)}
+        # spec.FEATURES this backend implements (none unless it says so), and its reasons for the rest
+        self.features = tuple(features)
+        self.feature_reasons = dict(feature_reasons or {})
 
     def available(self, device: str = "cpu") -> tuple[bool, str]:
         check_device(device)
@@ -74,7 +79,7 @@ class TorchBackend:
         return self.runner_cls(self, spec, weights, device, dtype)
 
 
-class TorchArrays:
+class TorchArrays(TorchHooks):
     """Arrays at a runner's boundary: NumPy in (``put``), NumPy out (``get``), device sync.
 
     Subclasses set ``device``, ``torch_dtype`` and ``_module``.
@@ -119,8 +124,24 @@ class TorchRunner(TorchArrays):
         raise NotImplementedError
 
     # -- the contract (put, get, sync and module() come from TorchArrays) ----------
+    def run_lengths(self, x, state, lengths, need_final: bool = True):
+        """(y, final) of a ragged batch, lengths an int64 CPU tensor [B]; by default the module
+        takes them itself.  ``need_final`` is False when the caller discards the final state."""
+        return self._module(x, state, lengths)
+
+    def _lengths(self, lengths, x):
+        """None, or the checked lengths as an int64 CPU tensor [B]; Unsupported (the backend's
+        reason) where the backend does not implement them."""
+        if lengths is None:
+            return None
+        require_feature(self.backend, "lengths")
+        return torch.from_numpy(check_lengths(to_numpy(lengths), x.shape[0], x.shape[1]))
+
+    def _run(self, x, state, lengths, need_final: bool = True):
+        return self._module(x, state) if lengths is None else self.run_lengths(x, state, lengths, need_final)
+
     def _state(self, state, batch: int, requires_grad: bool = False):
-        """None | h0 | (h0, c0) -> a list of tensors [L, B, H], zeros where absent."""
+        """None | h0 | (h0, c0) -> a list of tensors [L*D, B, H], zeros where absent."""
         n = 2 if self.spec.has_cell_state else 1
         if state is None:
             parts = [None] * n
@@ -128,7 +149,7 @@ class TorchRunner(TorchArrays):
             parts = list(state)
         else:
             parts = [state]
-        shape = (self.spec.num_layers, batch, self.spec.hidden_size)
+        shape = self.spec.state_shape(batch)
         out = []
         for part in parts:
             t = torch.zeros(shape, dtype=self.torch_dtype, device=self.device) if part is None else self.put(part)
@@ -140,20 +161,24 @@ class TorchRunner(TorchArrays):
     def _pack(self, parts):
         return tuple(parts) if self.spec.has_cell_state else parts[0]
 
-    def forward(self, x, state=None):
+    def forward(self, x, state=None, lengths=None):
+        """(y [T, B, D*H], final state); with ``lengths`` [B], row b computes t < lengths[b] only."""
         x = self.put(x)
+        lengths = self._lengths(lengths, x)
         with torch.no_grad():
-            return self._module(x, self._pack(self._state(state, x.shape[1])))
+            return self._run(x, self._pack(self._state(state, x.shape[1])), lengths)
 
-    def forward_backward(self, x, state, dy) -> dict:
+    def forward_backward(self, x, state, dy, lengths=None) -> dict:
         """Gradients of L = sum(y * dy): every canonical weight, ``x``, ``h0`` (and ``c0``)."""
         x = self.put(x).detach().requires_grad_(True)
+        lengths = self._lengths(lengths, x)
         states = self._state(state, x.shape[1], requires_grad=True)
-        y, _ = self._module(x, self._pack(states))
+        y, _ = self._run(x, self._pack(states), lengths, need_final=False)
         grads = torch.autograd.grad(y, self._params + [x] + states, self.put(dy))
         return dict(zip(self.spec.weight_names() + ["x"] + self.spec.state_names(), grads))
 
     def step(self, x_t, state=None):
-        """One timestep: x_t [B, I] -> the new state."""
+        """One timestep: x_t [B, I] -> the new state (unidirectional models only)."""
+        require_unidirectional(self.spec, "step")
         x_t = self.put(x_t)
         return self.forward(x_t[None], state)[1]

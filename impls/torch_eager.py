@@ -3,11 +3,15 @@
 Each layer's input projection for all timesteps is one matmul before the loop
 (the same hoisting every backend does), so the loop holds only the recurrent
 matmul and the gate math.  This is what a user gets by writing the cell by hand.
+A ragged batch is masked in the loop: a padded step keeps the state and outputs 0
+(``torch.where``, so no gradient reaches padded inputs); the reverse direction
+runs the same loop from t = T-1 down, its rows starting at their own len-1.
 """
 from __future__ import annotations
 
 import torch
 
+from .spec import FEATURES
 from .torch_common import TorchBackend, TorchRunner
 
 
@@ -30,33 +34,46 @@ def cell_step(cell: str, gi_t, h, c, w_hh, b_hh):
 class EagerRNN(torch.nn.Module):
     """Stacked cells with canonical parameter names; forward(x, state) -> (y, final_state)."""
 
+    cell_step = staticmethod(cell_step)  # one timestep; torch_compile swaps in a compiled one
+
     def __init__(self, spec):
         super().__init__()
         self.spec = spec
         for name, shape in spec.weight_shapes().items():
             self.register_parameter(name, torch.nn.Parameter(torch.empty(shape)))
 
-    def forward(self, x, state=None):
+    def forward(self, x, state=None, lengths=None):
+        """x [T, B, I], state h0 / (h0, c0) [L*D, B, H], lengths None or int [B] -> (y [T, B, D*H], final)."""
         spec = self.spec
         T, B, _ = x.shape
-        zeros = x.new_zeros(spec.num_layers, B, spec.hidden_size)
+        zeros = x.new_zeros(spec.state_shape(B))
         if spec.has_cell_state:
             h0, c0 = state if state is not None else (zeros, zeros)
         else:
             h0, c0 = (state if state is not None else zeros), None
+        valid = None if lengths is None else (torch.arange(T)[:, None] < lengths).to(x.device)[..., None]  # [T, B, 1]
         h_n, c_n, layer_in = [], [], x
         for k in range(spec.num_layers):
-            w_ih, w_hh = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}")
-            b_ih, b_hh = getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}")
-            gi = torch.addmm(b_ih, layer_in.reshape(T * B, -1), w_ih.t()).view(T, B, -1)  # [T, B, G*H]
-            h, c = h0[k], (c0[k] if c0 is not None else None)
             outs = []
-            for t in range(T):
-                h, c = cell_step(spec.cell, gi[t], h, c, w_hh, b_hh)
-                outs.append(h)
-            layer_in = torch.stack(outs)  # [T, B, H]
-            h_n.append(h)
-            c_n.append(c)
+            for d, suffix in enumerate(spec.suffixes()):
+                w_ih, w_hh, b_ih, b_hh = (getattr(self, n) for n in spec.layer_weight_names(k, suffix))
+                gi = torch.addmm(b_ih, layer_in.reshape(T * B, -1), w_ih.t()).view(T, B, -1)  # [T, B, G*H]
+                row = k * spec.directions + d
+                h, c = h0[row], (c0[row] if c0 is not None else None)
+                out = [None] * T
+                for t in (range(T) if d == 0 else reversed(range(T))):
+                    h_new, c_new = self.cell_step(spec.cell, gi[t], h, c, w_hh, b_hh)
+                    if valid is None:
+                        h, c = h_new, c_new
+                        out[t] = h
+                    else:  # a padded step keeps the state and outputs 0
+                        out[t] = torch.where(valid[t], h_new, 0.0)
+                        h = torch.where(valid[t], h_new, h)
+                        c = torch.where(valid[t], c_new, c) if c is not None else None
+                outs.append(torch.stack(out))  # [T, B, H]
+                h_n.append(h)
+                c_n.append(c)
+            layer_in = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # [T, B, D*H]
         final = (torch.stack(h_n), torch.stack(c_n)) if spec.has_cell_state else torch.stack(h_n)
         return layer_in, final
 
@@ -70,4 +87,4 @@ class EagerRunner(TorchRunner):
 
 
 def make_backend(name: str) -> TorchBackend:
-    return TorchBackend(name, EagerRunner)
+    return TorchBackend(name, EagerRunner, features=FEATURES)

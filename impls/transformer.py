@@ -7,13 +7,19 @@ and is sized from that RNN's spec so that the whole model (input projection,
 blocks, final norm) has within 10% of the RNN's parameter count
 (``dims_for``).  Architecture: linear input projection plus sinusoidal
 positions, then per block ``h += Attn(LN(h))`` and ``h += W2 gelu(W1 LN(h))``,
-then a final LayerNorm; y ``[T, B, d_model]`` (``output_size = d_model``).
+then a final LayerNorm; y ``[T, B, d_model]`` (``output_size = d_model``).  A bidirectional
+RNN is compared with the same model without the causal mask (an encoder); a ragged batch
+(``lengths`` [B]) gets a key-padding mask, and y is 0 past each row's length, as an RNN's.
 
 Both frameworks load one set of seeded NumPy weights named like the torch
 module's ``state_dict`` (``init_params``), which is how the JAX model is checked
 against the torch one.  The runner contract is the RNN runner's; the state is a
-KV cache, one ``(k, v)`` per block (``None`` = empty), so ``step(x_t, state)``
-decodes one position against the cache and returns the grown cache.
+``KVCache``: buffers preallocated to a capacity and the number of positions
+filled (``None`` = empty).  ``forward(x, cache)`` and ``step(x_t, cache)`` write
+their positions into it in place (torch: slice assignment; JAX: the buffers are
+donated to the jitted step, so XLA updates them where they are) and never grow
+it: a cache without room is an error, as in decoders that preallocate.  Decode
+mode's set-up is ``decoder(x_prefix, capacity=)`` (``KVCacheDecoder``).
 ``sdpa_kernel()`` says which attention kernel runs: for torch the one its
 dispatcher picks for these shapes, dtype and device (``flash``, ``efficient``,
 ``cudnn``, ``math``, ``cpu-flash``); for JAX the implementation (``cudnn`` where
@@ -30,9 +36,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .jax_scan import JaxArrays
-from .spec import DTYPES, RNNSpec, Unsupported, check_device, check_dtype
-from .torch_common import TORCH_DTYPES, TorchArrays, cuda_device_ok
+from .decode import Decoder
+from .jax_common import JaxArrays, _jax, _jax_device, jax_available
+from .spec import (DTYPES, FEATURES, RNNSpec, Unsupported, check_device, check_dtype, check_lengths,
+                   require_unidirectional)
+from .torch_common import TORCH_DTYPES, TorchArrays, cuda_device_ok, to_numpy
 
 TOLERANCE = 0.10  # the baseline's parameter count is within this fraction of the RNN's
 LN_EPS = 1e-5
@@ -128,9 +136,81 @@ def sinusoid(start: int, length: int, d_model: int) -> np.ndarray:
     return pe
 
 
-def cache_length(state, seq_axis: int) -> int:
-    """Positions already in a KV cache (0 for None)."""
-    return 0 if state is None else state[0][0].shape[seq_axis]
+@dataclass(frozen=True)
+class KVCache:
+    """A KV cache preallocated to its capacity, and how many of its positions are filled.
+
+    ``buffers`` holds one ``[k, v]`` per block, each [B, heads, capacity, head_dim] in torch
+    and [B, capacity, heads, head_dim] in JAX (``seq_axis`` says which).  The list is shared
+    by every state of one decode and written in place, so a state stays valid while nothing
+    writes below its length; stepping twice from one state writes the same position twice
+    (decode's timed call).  A forward without a cache returns one exactly full (x's k, v).
+    """
+
+    buffers: list
+    length: int
+    seq_axis: int
+
+    @property
+    def capacity(self) -> int:
+        return self.buffers[0][0].shape[self.seq_axis]
+
+    def nbytes(self, positions: int | None = None) -> int:
+        """Bytes of ``positions`` positions (default: the filled ones) of every block's k and v."""
+        allocated = sum(int(a.nbytes) for kv in self.buffers for a in kv)
+        return allocated * (self.length if positions is None else positions) // self.capacity
+
+    def advanced(self, positions: int) -> "KVCache":
+        """The state once ``positions`` more are written; checked before any write."""
+        if self.length + positions > self.capacity:
+            raise ValueError(f"KV cache full: {self.length} of {self.capacity} positions filled, {positions} more "
+                             "asked; preallocate a larger one (empty_cache, or decoder's capacity)")
+        return KVCache(self.buffers, self.length + positions, self.seq_axis)
+
+
+class KVCacheDecoder(Decoder):
+    """A transformer's decode: the prefix written into a KV cache preallocated to ``capacity``
+    positions (default: the prefix and the position the timed step writes), then each step
+    writes one position in place.  ``state_bytes`` is the filled part after the prefix,
+    2 * layers * B * prefix_len * d_model * itemsize: linear in the context."""
+
+    def __init__(self, runner, x_prefix, state=None, capacity=None):
+        x_prefix = runner.put(x_prefix)
+        S, B = x_prefix.shape[:2]
+        cache = runner.empty_cache(B, S + 1 if capacity is None else capacity) if state is None else state
+        _, prefix_state = runner.forward(x_prefix, cache)
+        runner.sync()
+        super().__init__(runner, prefix_state, prefix_state.length, prefix_state.nbytes())
+        self._y = None
+
+    def _advance(self, x_t, state):
+        self._y, state = self.runner.step_with_output(x_t, state)
+        return state
+
+    def output(self):
+        return self._y[0]
+
+
+class KVCacheDecoding:
+    """Decode-mode set-up of both baselines' runners (the ``decoder`` hook of ``impls.runner``)."""
+
+    def decoder(self, x_prefix, state=None, capacity=None) -> KVCacheDecoder:
+        require_unidirectional(self.spec, "decode")
+        return KVCacheDecoder(self, x_prefix, state, capacity)
+
+    def step(self, x_t, state=None):
+        """Decode one position: x_t [B, I], written into the KV cache ``state`` -> the cache after it."""
+        require_unidirectional(self.spec, "step")
+        return self.step_with_output(x_t, state)[1]
+
+
+def _check_cache_use(causal: bool, state, lengths) -> None:
+    """A KV cache serves causal decoding of full rows only: an encoder (bidirectional) and a ragged
+    batch run from no cache."""
+    if state is not None and not causal:
+        raise Unsupported("a bidirectional (non-causal) transformer has no KV cache: state must be None")
+    if state is not None and lengths is not None:
+        raise Unsupported("lengths are taken from an empty KV cache only: state must be None")
 
 
 # -- torch -------------------------------------------------------------------------------------
@@ -145,21 +225,33 @@ class Block(torch.nn.Module):
         self.qkv, self.out = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, d)
         self.ffn1, self.ffn2 = torch.nn.Linear(d, dims.ffn), torch.nn.Linear(dims.ffn, d)
 
-    def forward(self, h, cache=None):
-        """h [B, T, d], cache (k, v) [B, heads, S, head_dim] or None -> (h, (k, v))."""
+    def forward(self, h, cache=None, start: int = 0, attention=None):
+        """h [B, T, d] at positions start..start+T-1 -> (h, (k, v) attended).  cache: this block's
+        [k, v] [B, heads, C, head_dim] with ``start`` positions filled, which x's are written into
+        in place, or None (start 0: the keys and values are x's own).  attention: SDPA's mask
+        arguments (``_torch_mask``; default causal)."""
         B, T, d = h.shape
         q, k, v = self.qkv(self.norm1(h)).view(B, T, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        start = 0
         if cache is not None:
-            start = cache[0].shape[2]
-            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)  # [B, heads, S+T, hd]
-        a = F.scaled_dot_product_attention(q, k, v, **_torch_mask(start, T, h.device))  # [B, heads, T, hd]
+            cache[0][:, :, start:start + T] = k  # in place: the cache never grows
+            cache[1][:, :, start:start + T] = v
+            k, v = cache[0][:, :, :start + T], cache[1][:, :, :start + T]  # views [B, heads, start+T, hd]
+        if attention is None:
+            attention = _torch_mask(start, T, h.device)
+        a = F.scaled_dot_product_attention(q, k, v, **attention)  # [B, heads, T, hd]
         h = h + self.out(a.transpose(1, 2).reshape(B, T, d))
         return h + self.ffn2(F.gelu(self.ffn1(self.norm2(h)))), (k, v)
 
 
-def _torch_mask(start: int, T: int, device) -> dict:
-    """Causal masking of T new queries after ``start`` cached positions."""
+def _torch_mask(start: int, T: int, device, causal: bool = True, lengths=None) -> dict:
+    """SDPA's mask arguments for T new queries after ``start`` cached positions: causal, or none
+    (an encoder); with ``lengths`` [B] (no cache, start 0) a key-padding mask as well, so no query
+    attends a key at t >= its row's length."""
+    if lengths is not None:
+        keys = (torch.arange(T, device=device) < lengths.to(device)[:, None])[:, None, None, :]  # [B, 1, 1, T]
+        return {"attn_mask": keys & torch.ones(T, T, dtype=torch.bool, device=device).tril() if causal else keys}
+    if not causal:
+        return {}
     if start == 0:
         return {"is_causal": True}
     if T == 1:
@@ -168,11 +260,16 @@ def _torch_mask(start: int, T: int, device) -> dict:
 
 
 class CausalTransformer(torch.nn.Module):
-    """forward(x [T, B, I], state) -> (y [T, B, d_model], new KV cache), like an RNN module."""
+    """forward(x [T, B, I], state, lengths) -> (y [T, B, d_model], KV cache after x), like an RNN module.
 
-    def __init__(self, dims: TransformerDims):
+    ``causal=False`` is the encoder a bidirectional RNN is compared with (every position sees the
+    whole row).  With ``lengths`` [B] keys past each row's length are masked and y is 0 there, so
+    padded positions change nothing that is valid and get no gradient.
+    """
+
+    def __init__(self, dims: TransformerDims, causal: bool = True):
         super().__init__()
-        self.dims = dims
+        self.dims, self.causal = dims, causal
         self.input = torch.nn.Linear(dims.input_size, dims.d_model)
         self.blocks = torch.nn.ModuleList(Block(dims) for _ in range(dims.layers))
         self.norm = torch.nn.LayerNorm(dims.d_model, eps=LN_EPS)
@@ -184,75 +281,96 @@ class CausalTransformer(torch.nn.Module):
             self._pe = torch.as_tensor(sinusoid(0, size, self.dims.d_model), dtype=like.dtype, device=like.device)
         return self._pe[start:start + T]
 
-    def forward(self, x, state=None):
+    def forward(self, x, state: KVCache | None = None, lengths=None):
+        _check_cache_use(self.causal, state, lengths)
         T = x.shape[0]
-        start = cache_length(state, 2)
+        start = 0 if state is None else state.length
+        after = None if state is None else state.advanced(T)  # the room is checked before any write
         h = (self.input(x) + self.positions(start, T, x)[:, None, :]).transpose(0, 1)  # [B, T, d]
-        caches = []
+        attention = _torch_mask(start, T, x.device, self.causal, lengths)
+        kvs = []
         for k, block in enumerate(self.blocks):
-            h, kv = block(h, None if state is None else state[k])
-            caches.append(kv)
-        return self.norm(h).transpose(0, 1), tuple(caches)
+            h, kv = block(h, None if state is None else state.buffers[k], start, attention)
+            kvs.append(list(kv))
+        y = self.norm(h).transpose(0, 1)  # [T, B, d]
+        if lengths is not None:
+            y = torch.where((torch.arange(T, device=x.device)[:, None] < lengths.to(x.device))[..., None], y, 0.0)
+        return y, KVCache(kvs, T, seq_axis=2) if after is None else after
 
 
 _KERNEL_NAMES = {"FLASH_ATTENTION": "flash", "EFFICIENT_ATTENTION": "efficient", "CUDNN_ATTENTION": "cudnn",
                  "MATH": "math", "OVERRIDEABLE": "overrideable"}
 
 
-class TorchTransformerRunner(TorchArrays):
+class TorchTransformerRunner(KVCacheDecoding, TorchArrays):
     """The RNN runner contract for the SDPA transformer; ``module()`` is the trainable form."""
 
     def __init__(self, backend, spec: RNNSpec, dims: TransformerDims, params: dict, device: str, dtype: str):
         self.backend, self.spec, self.dims, self.device, self.dtype = backend, spec, dims, device, dtype
         self.torch_dtype = TORCH_DTYPES[dtype]
         self.output_size = dims.d_model
-        self._module = CausalTransformer(dims).to(device=device, dtype=self.torch_dtype)
+        self._module = CausalTransformer(dims, causal=not spec.bidirectional).to(device=device, dtype=self.torch_dtype)
         with torch.no_grad():
             named = dict(self._module.named_parameters())
             for name in dims.param_shapes():
                 named[name].copy_(torch.as_tensor(params[name]))
         self._names = list(dims.param_shapes())
         self._params = [named[n] for n in self._names]
-        self._seq_len = 16  # the sequence length sdpa_kernel() asks about: the last one run
+        self._last_call = (1, 16, None)  # (B, T, lengths) of the last call run: what sdpa_kernel() asks about
 
-    def forward(self, x, state=None):
+    def _lengths(self, lengths, x):
+        """None, or the checked lengths [B] as an int64 tensor."""
+        self._last_call = (x.shape[1], x.shape[0], lengths)
+        if lengths is None:
+            return None
+        lengths = torch.from_numpy(check_lengths(to_numpy(lengths), x.shape[0], x.shape[1]))
+        self._last_call = (x.shape[1], x.shape[0], lengths)
+        return lengths
+
+    def forward(self, x, state=None, lengths=None):
         x = self.put(x)
-        self._seq_len = x.shape[0]
+        lengths = self._lengths(lengths, x)
         with torch.no_grad():
-            return self._module(x, state)
+            return self._module(x, state, lengths)
 
-    def forward_backward(self, x, state, dy) -> dict:
+    def forward_backward(self, x, state, dy, lengths=None) -> dict:
         """Gradients of L = sum(y * dy): every parameter (state_dict names) and ``x``."""
+        _no_cache(state)
         x = self.put(x).detach().requires_grad_(True)
-        self._seq_len = x.shape[0]
-        y, _ = self._module(x, state)
+        lengths = self._lengths(lengths, x)
+        y, _ = self._module(x, state, lengths)
         grads = torch.autograd.grad(y, self._params + [x], self.put(dy))
         return dict(zip(self._names + ["x"], grads))
 
-    def step(self, x_t, state=None):
-        """Decode one position: x_t [B, I] against the KV cache -> the grown cache."""
+    def empty_cache(self, batch: int, capacity: int) -> KVCache:
+        """A KV cache preallocated to ``capacity`` positions, none filled."""
+        shape = (batch, self.dims.heads, capacity, self.dims.head_dim)  # [B, heads, C, hd]
+        return KVCache([[torch.zeros(shape, dtype=self.torch_dtype, device=self.device) for _ in range(2)]
+                        for _ in range(self.dims.layers)], 0, seq_axis=2)
+
+    def step_with_output(self, x_t, state=None):
+        """One position x_t [B, I] -> (y [1, B, d_model], the KV cache after it)."""
         with torch.no_grad():
-            return self._module(self.put(x_t)[None], state)[1]
+            return self._module(self.put(x_t)[None], state)
 
     def sdpa_kernel(self) -> str:
-        """The kernel torch's dispatcher picks for causal attention at these shapes, dtype, device."""
-        d = self.dims
-        q = torch.zeros(1, d.heads, self._seq_len, d.head_dim, dtype=self.torch_dtype, device=self.device)
-        name = torch.nn.attention.SDPBackend(torch._fused_sdp_choice(q, q, q, is_causal=True)).name
+        """The kernel torch's dispatcher picks for the last call's attention (causal or not, with its
+        key-padding mask) at its shapes, dtype and device."""
+        d, (B, T, lengths) = self.dims, self._last_call
+        q = torch.zeros(B if lengths is not None else 1, d.heads, T, d.head_dim, dtype=self.torch_dtype,
+                        device=self.device)
+        mask = _torch_mask(0, T, self.device, self._module.causal, lengths)
+        name = torch.nn.attention.SDPBackend(torch._fused_sdp_choice(q, q, q, **mask)).name
         label = _KERNEL_NAMES.get(name, name.lower())
         return f"cpu-{label}" if self.device == "cpu" and label == "flash" else label
+
+    attention_kernel = sdpa_kernel  # the Runner hook (impls.runner)
 
     def impl_label(self) -> str:
         return f"sdpa-{self.sdpa_kernel()}"
 
 
 # -- JAX ---------------------------------------------------------------------------------------
-
-
-def _jax():
-    from .jax_scan import _jax as import_jax  # sets XLA_PYTHON_CLIENT_PREALLOCATE=false first
-
-    return import_jax()
 
 
 def _layer_norm(h, weight, bias):
@@ -262,26 +380,40 @@ def _layer_norm(h, weight, bias):
     return (h - mean) / jnp.sqrt(var + LN_EPS) * weight + bias
 
 
-def jax_apply(dims: TransformerDims, implementation: str, params: dict, x, state=None):
-    """Pure: params (state_dict names), x [T, B, I], KV cache (k, v) [B, S, heads, head_dim] per block
-    or None -> (y [T, B, d_model], new cache).  Differentiable by ``jax.grad`` / ``jax.vjp``."""
+def jax_apply(dims: TransformerDims, implementation: str, params: dict, x, cache=None, start=0, pe_table=None, *,
+              causal: bool = True, lengths=None):
+    """Pure: params (state_dict names), x [T, B, I] (or one position [B, I]) -> (y [T, B, d_model], kv).
+
+    Without ``cache``: causal attention over x at positions 0..T-1 (none when ``causal`` is False:
+    the encoder), and kv is x's own (k, v) [B, T, heads, head_dim] per block; with ``lengths`` [B]
+    no query attends a key at t >= its row's length and y is 0 there.  With one: ``cache`` is a (k, v) [B, C, heads, head_dim] per
+    block with ``start`` (a traced int) positions filled and ``pe_table`` [C, d_model] the positional
+    encodings; x's keys and values are written at start..start+T-1 (in place where the cache is
+    donated) and kv is the written cache.  Differentiable by ``jax.grad`` / ``jax.vjp``.
+    """
     jax, jnp = _jax()
+    x = x[None] if x.ndim == 2 else x  # [T, B, I]: inside the jit, so a step dispatches no reshape
     T, B, _ = x.shape
     d, heads = dims.d_model, dims.heads
-    start = cache_length(state, 1)
-    pe = jnp.asarray(sinusoid(start, T, d), dtype=x.dtype)  # [T, d]
+    if cache is None:
+        pe = jnp.asarray(sinusoid(0, T, d), dtype=x.dtype)  # [T, d]
+        mask = {"is_causal": causal}
+        if lengths is not None:
+            mask["key_value_seq_lengths"] = lengths
+    else:
+        pe = jax.lax.dynamic_slice_in_dim(pe_table, start, T)  # [T, d]
+        visible = jnp.arange(pe_table.shape[0])[None, :] <= start + jnp.arange(T)[:, None]  # [T, C]
+        mask = {"mask": visible[None, None]}  # [1, 1, T, C]: the filled positions, causally
     h = (x @ params["input.weight"].T + params["input.bias"] + pe[:, None, :]).transpose(1, 0, 2)  # [B, T, d]
-    mask = {"is_causal": True} if start == 0 else {}
-    if start and T > 1:
-        mask = {"mask": jnp.tril(jnp.ones((T, start + T), dtype=bool), start)[None, None]}  # [1, 1, T, S]
     caches = []
     for k in range(dims.layers):
         p = {name[len(f"blocks.{k}."):]: v for name, v in params.items() if name.startswith(f"blocks.{k}.")}
         a = _layer_norm(h, p["norm1.weight"], p["norm1.bias"])
         qkv = (a @ p["qkv.weight"].T + p["qkv.bias"]).reshape(B, T, 3, heads, d // heads)
         q, kk, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each [B, T, heads, head_dim]
-        if state is not None:
-            kk, v = jnp.concatenate([state[k][0], kk], axis=1), jnp.concatenate([state[k][1], v], axis=1)
+        if cache is not None:
+            kk = jax.lax.dynamic_update_slice_in_dim(cache[k][0], kk, start, axis=1)  # [B, C, heads, hd]
+            v = jax.lax.dynamic_update_slice_in_dim(cache[k][1], v, start, axis=1)
         att = jax.nn.dot_product_attention(q, kk, v, implementation=implementation, **mask)  # [B, T, heads, hd]
         h = h + att.reshape(B, T, d) @ p["out.weight"].T + p["out.bias"]
         a = _layer_norm(h, p["norm2.weight"], p["norm2.bias"])
@@ -289,29 +421,31 @@ def jax_apply(dims: TransformerDims, implementation: str, params: dict, x, state
             + p["ffn2.bias"]
         caches.append((kk, v))
     y = _layer_norm(h, params["norm.weight"], params["norm.bias"]).transpose(1, 0, 2)  # [T, B, d]
+    if lengths is not None:
+        y = jnp.where((jnp.arange(T)[:, None] < lengths[None, :])[..., None], y, 0)
     return y, tuple(caches)
 
 
 @functools.cache
-def _jax_fns(dims: TransformerDims, implementation: str):
-    """jit-compiled forward and forward+backward (shared by runners of the same shape)."""
+def _jax_fns(dims: TransformerDims, implementation: str, causal: bool = True):
+    """jit-compiled forward, forward+backward (both without a cache) and the cached forward, whose
+    cache argument is donated so that XLA writes the new positions into it where it lies (shared
+    by runners of the same shape)."""
     jax, _ = _jax()
-    apply = functools.partial(jax_apply, dims, implementation)
+    apply = functools.partial(jax_apply, dims, implementation, causal=causal)
 
-    def forward_backward(params, x, state, dy):
-        y, vjp = jax.vjp(lambda p, x_: apply(p, x_, state)[0], params, x)
+    def forward_backward(params, x, dy, lengths=None):
+        y, vjp = jax.vjp(lambda p, x_: apply(p, x_, lengths=lengths)[0], params, x)
         d_params, dx = vjp(dy)
         return {**d_params, "x": dx}
 
-    return jax.jit(apply), jax.jit(forward_backward)
+    return jax.jit(apply), jax.jit(forward_backward), jax.jit(apply, donate_argnums=2)
 
 
-class JaxTransformerRunner(JaxArrays):
+class JaxTransformerRunner(KVCacheDecoding, JaxArrays):
     """The RNN runner contract on ``jax.nn.dot_product_attention``; ``params``/``apply`` are trainable."""
 
     def __init__(self, backend, spec: RNNSpec, dims: TransformerDims, params: dict, device: str, dtype: str):
-        from .jax_scan import _jax_device
-
         _, jnp = _jax()
         self.backend, self.spec, self.dims, self.device, self.dtype = backend, spec, dims, device, dtype
         self.output_size = dims.d_model
@@ -319,7 +453,9 @@ class JaxTransformerRunner(JaxArrays):
         self._np_dtype = np.dtype(jnp.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
         self.params = {name: self.put(params[name]) for name in dims.param_shapes()}
         self.implementation = self._pick_implementation()
-        self._forward, self._forward_backward = _jax_fns(dims, self.implementation)
+        self.causal = not spec.bidirectional  # the encoder a bidirectional RNN is compared with
+        self._forward, self._forward_backward, self._forward_cached = _jax_fns(dims, self.implementation, self.causal)
+        self._pe_tables = {}  # capacity -> positional encodings [C, d_model] on the device
         self._last = None
 
     def _pick_implementation(self) -> str:
@@ -335,7 +471,9 @@ class JaxTransformerRunner(JaxArrays):
             return "xla"
 
     def apply(self, params: dict, x, state=None):
-        return jax_apply(self.dims, self.implementation, params, x, state)
+        """The trainable form: pure, from an empty cache (``state`` None)."""
+        _no_cache(state)
+        return jax_apply(self.dims, self.implementation, params, x, causal=self.causal)
 
     def sync(self) -> None:
         if self._last is not None:
@@ -350,23 +488,58 @@ class JaxTransformerRunner(JaxArrays):
         self.sync()
         return time.perf_counter() - t0
 
-    def forward(self, x, state=None):
-        self._last = self._forward(self.params, self.put(x), self.put(state))
+    def forward(self, x, state: KVCache | None = None, lengths=None):
+        """y [T, B, d_model] and the KV cache after x: ``state`` written in place, or, without one,
+        a cache holding exactly x's positions.  ``lengths`` [B]: keys past each row's length masked."""
+        _check_cache_use(self.causal, state, lengths)
+        x = self.put(x)
+        if state is not None:
+            return self._write(x, state, x.shape[0])
+        y, kv = self._last = self._forward(self.params, x, lengths=self.put_lengths(lengths, x))
+        return y, KVCache([list(pair) for pair in kv], x.shape[0], seq_axis=1)
+
+    def _write(self, x, state: KVCache, positions: int):
+        """x's positions into ``state``'s buffers: donated to the jitted call, whose outputs (the same
+        memory) replace them in the shared list."""
+        after = state.advanced(positions)  # checked first: dynamic_update_slice would clamp silently
+        if state.capacity not in self._pe_tables:
+            self._pe_tables[state.capacity] = self.put(sinusoid(0, state.capacity, self.dims.d_model))
+        buffers = tuple(tuple(pair) for pair in state.buffers)
+        y, kv = self._last = self._forward_cached(self.params, x, buffers, state.length,
+                                                  self._pe_tables[state.capacity])
+        state.buffers[:] = [list(pair) for pair in kv]
+        return y, after
+
+    def forward_backward(self, x, state, dy, lengths=None) -> dict:
+        _no_cache(state)
+        x = self.put(x)
+        self._last = self._forward_backward(self.params, x, self.put(dy), self.put_lengths(lengths, x))
         return self._last
 
-    def forward_backward(self, x, state, dy) -> dict:
-        self._last = self._forward_backward(self.params, self.put(x), self.put(state), self.put(dy))
-        return self._last
+    def empty_cache(self, batch: int, capacity: int) -> KVCache:
+        """A KV cache preallocated to ``capacity`` positions, none filled."""
+        _, jnp = _jax()
+        shape = (batch, capacity, self.dims.heads, self.dims.head_dim)  # [B, C, heads, hd]
+        return KVCache([[jnp.zeros(shape, self._np_dtype, device=self._jax_device) for _ in range(2)]
+                        for _ in range(self.dims.layers)], 0, seq_axis=1)
 
-    def step(self, x_t, state=None):
-        """Decode one position against the KV cache -> the grown cache (one compile per cache length)."""
-        return self.forward(self.put(x_t)[None], state)[1]
+    def step_with_output(self, x_t, state=None):
+        """One position x_t [B, I] -> (y [1, B, d_model], the KV cache after it)."""
+        x_t = self.put(x_t)
+        return self.forward(x_t[None]) if state is None else self._write(x_t, state, 1)
 
     def sdpa_kernel(self) -> str:
         return self.implementation
 
+    attention_kernel = sdpa_kernel  # the Runner hook (impls.runner)
+
     def impl_label(self) -> str:
         return f"jax-{self.implementation}"
+
+
+def _no_cache(state) -> None:
+    if state is not None:
+        raise ValueError("gradients are taken from an empty KV cache: state must be None")
 
 
 # -- the registered backends -------------------------------------------------------------------
@@ -376,10 +549,12 @@ class TransformerBackend:
     """A registered baseline: ``build(spec, weights, ...)`` sizes the model against ``spec``.
 
     ``weights`` None makes seeded weights (``init_params(dims_for(spec))``); a dict
-    of such weights (torch ``state_dict`` names) loads them instead.
+    of such weights (torch ``state_dict`` names) loads them instead.  A bidirectional spec
+    gets the non-causal encoder; ragged batches get a key-padding mask.
     """
 
     kind = "baseline"
+    features = tuple(FEATURES)  # bidirectional (non-causal) and lengths (key-padding mask)
 
     def __init__(self, name: str, framework: str):
         if framework not in ("torch", "jax"):
@@ -390,9 +565,7 @@ class TransformerBackend:
         check_device(device)
         if self.framework == "torch":
             return cuda_device_ok(device)
-        from .jax_scan import JaxScanBackend
-
-        return JaxScanBackend(self.name).available(device)
+        return jax_available(device)
 
     def supports(self, device: str, dtype: str) -> tuple[bool, str]:
         if self.framework == "jax":

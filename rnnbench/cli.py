@@ -1,29 +1,24 @@
-"""rnnbench list | run | train | report | recommend.
+"""rnnbench list | run | train | report | recommend: argparse, validation, dispatch.
 
 Bad input gets one line naming the valid choices and exit status 2, before any
-result folder is made.
+result folder is made.  The work itself is done by the domain modules, called
+with plain arguments; a new command is a parser function and one ``COMMANDS`` entry.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import shlex
 import sys
 
-from .config import Config, ConfigError, MODES
+from .config import MODES, ConfigError, check_devices
 
 EXIT_BAD_INPUT = 2
+EXECUTORS = ("inline", "process", "ray")
 
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         raise ConfigError(f"{self.prog}: {message}")
-
-
-def _names(kind: str | None = None):
-    import impls
-
-    return impls.names(kind)
 
 
 def comma_list(convert=str):
@@ -45,68 +40,126 @@ def positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .sweep import suite_names
+def _choices() -> dict:
+    """The valid names each option takes (read from the registries, so the help never goes stale)."""
+    import impls
+    from impls.spec import CELLS, DTYPES
 
-    p = OneLineParser(prog="rnnbench", description="Benchmark recurrent networks across backends.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    from . import suites, tasks
 
-    sub.add_parser("list", help="every backend and baseline, and whether it runs here")
+    return {"backends": impls.names(), "cells": list(CELLS), "dtypes": list(DTYPES), "modes": list(MODES),
+            "tasks": tasks.names(), "suites": suites.suite_names(), "executors": list(EXECUTORS),
+            "suite_help": "; ".join(f"{s.name}: {s.description}" for s in suites.SUITES.values())}
 
-    r = sub.add_parser("run", help="a sweep of configurations -> a run folder of records")
-    r.add_argument("--backends", type=comma_list())
-    r.add_argument("--cells", type=comma_list())
-    r.add_argument("--batch", type=comma_list(positive_int))
-    r.add_argument("--seq-len", type=comma_list(positive_int))
-    r.add_argument("--input-size", type=comma_list(positive_int))
-    r.add_argument("--hidden", type=comma_list(positive_int))
-    r.add_argument("--layers", type=comma_list(positive_int))
-    r.add_argument("--dtype", type=comma_list())
-    r.add_argument("--mode", type=comma_list())
-    r.add_argument("--device", type=comma_list())
-    r.add_argument("--config", help="JSON or TOML file with the same axes as the flags")
-    r.add_argument("--suite", default=None, help=f"one of {', '.join(suite_names())} (default quick)")
-    r.add_argument("--executor", choices=["inline", "process", "ray"], default=None,
-                   help="default inline; --resume keeps the run's own")
+
+def _one_of(names) -> str:
+    return "one of: " + ", ".join(names)
+
+
+def _run_parser(sub, c) -> None:
+    r = sub.add_parser("run", help="a sweep of configurations -> a run folder of records",
+                       description="Measure a suite (a named preset) or a grid of your own; every axis flag "
+                                   "takes a comma list and replaces that axis of the suite.")
+    r.add_argument("--backends", type=comma_list(), help=f"backends to measure (default: every one available "
+                   f"on the device); {_one_of(c['backends'])}")
+    r.add_argument("--cells", type=comma_list(), help=f"recurrent cells (default: the suite's); {_one_of(c['cells'])}")
+    for flag, what in (("--batch", "batch sizes B"), ("--seq-len", "sequence lengths T"),
+                       ("--input-size", "input widths I (where the suite has none: H)"),
+                       ("--hidden", "hidden sizes H"), ("--layers", "stacked layers")):
+        r.add_argument(flag, type=comma_list(positive_int), help=f"{what}; positive integers (default: the suite's)")
+    r.add_argument("--dtype", type=comma_list(), help=f"dtypes (default: the suite's); {_one_of(c['dtypes'])}")
+    r.add_argument("--mode", type=comma_list(), help=f"what is timed (default: the suite's); forward: no graph; "
+                   f"train: forward and backward; step: one timestep; {_one_of(c['modes'])}")
+    r.add_argument("--device", type=comma_list(), help="devices: cpu, cuda or cuda:N (default: the suite's; "
+                   "kernels: cuda, else cpu)")
+    r.add_argument("--config", help="JSON or TOML file with the same axes as the flags (and 'suite'); flags win")
+    r.add_argument("--suite", default=None, help=f"named preset (default quick); {_one_of(c['suites'])}. "
+                   f"{c['suite_help']}")
+    r.add_argument("--executor", choices=c["executors"], default=None, metavar="EXECUTOR",
+                   help=f"where each configuration runs: inline (this process; memory probes in a fresh child), "
+                        f"process (a fresh process each: a crash or hang becomes a record), ray (Ray tasks); "
+                        f"{_one_of(c['executors'])} (default inline; --resume keeps the run's own)")
     r.add_argument("--isolate", action="store_true", help="same as --executor process")
-    r.add_argument("--ray-address", default=None)
+    r.add_argument("--ray-address", default=None, help="address of a running Ray cluster (default: start one here)")
     r.add_argument("--machine", default=None, help="folder name for this machine (default: host name)")
-    r.add_argument("--out", default="results/runs", help="results root (default results/runs)")
-    r.add_argument("--resume", default=None, metavar="RUN_DIR")
+    r.add_argument("--out", default="results/runs", help="results root; the run goes to ROOT/MACHINE/RUN_ID "
+                   "(default results/runs)")
+    r.add_argument("--resume", default=None, metavar="RUN_DIR", help="complete this run: measure only the jobs "
+                   "it has no record of")
+    r.add_argument("--table", choices=("summary", "full"), default="summary", help="what is printed at the end: "
+                   "summary (per regime the fastest backend; default) or full (every timing row)")
     r.add_argument("--no-report", action="store_true", help="do not write the report after the run")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    t = sub.add_parser("train", help="a short training run of one backend on one task")
-    t.add_argument("--task", required=True)
-    t.add_argument("--backend", required=True)
-    t.add_argument("--cell", default="lstm")
-    t.add_argument("--hidden", type=positive_int, default=None)
-    t.add_argument("--seq-len", type=positive_int, default=None)
-    t.add_argument("--steps", type=positive_int, default=None)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--machine", default=None)
-    t.add_argument("--out", default="results/runs")
 
-    rep = sub.add_parser("report", help="tables and figures from run folders or pytest-benchmark JSON")
-    rep.add_argument("inputs", nargs="+", metavar="RUN_DIR_OR_JSON")
-    rep.add_argument("--out", default=None)
+def _train_parser(sub, c) -> None:
+    t = sub.add_parser("train", help="a short training run of one backend on one task",
+                       description="Train one backend on one task from the shared seeded weights and batches.")
+    t.add_argument("--task", required=True, help=f"the task; {_one_of(c['tasks'])}")
+    t.add_argument("--backend", required=True, help=f"the backend; {_one_of(c['backends'])}")
+    t.add_argument("--cell", default="lstm", help=f"recurrent cell (default lstm); {_one_of(c['cells'])}")
+    t.add_argument("--hidden", type=positive_int, default=None, help="hidden size (default: the task's)")
+    t.add_argument("--seq-len", type=positive_int, default=None, help="sequence length (default: the task's)")
+    t.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default: the task's)")
+    t.add_argument("--seed", type=int, default=0, help="seed of weights and batches (default 0)")
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    t.add_argument("--machine", default=None, help="folder name for this machine (default: host name)")
+    t.add_argument("--out", default="results/runs", help="results root (default results/runs)")
 
-    rec = sub.add_parser("recommend", help="the backend to use, from recorded results")
-    rec.add_argument("--cell", required=True)
-    rec.add_argument("--batch", type=positive_int, required=True)
-    rec.add_argument("--seq-len", type=positive_int, required=True)
-    rec.add_argument("--input-size", type=positive_int, default=None)
-    rec.add_argument("--hidden", type=positive_int, default=None)
-    rec.add_argument("--layers", type=positive_int, default=1)
-    rec.add_argument("--dtype", default="float32")
-    rec.add_argument("--mode", required=True)
-    rec.add_argument("--device", required=True)
-    rec.add_argument("--results", nargs="+", default=["results"])
+
+def _report_parser(sub, c) -> None:
+    rep = sub.add_parser("report", help="tables and figures from run folders or pytest-benchmark JSON",
+                         description="report.md and report.html from one or more runs; two runs are compared.")
+    rep.add_argument("inputs", nargs="+", metavar="RUN_DIR_OR_JSON", help="run folders, folders of runs, or "
+                     "pytest-benchmark .json files")
+    rep.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report for one run, "
+                     "else ./rnnbench-report)")
+
+
+def _recommend_parser(sub, c) -> None:
+    rec = sub.add_parser("recommend", help="the backend to use, from recorded results",
+                         description="The fastest RNN backend near your shape, from recorded timings, or "
+                                     "'not enough data' with the reason.")
+    rec.add_argument("--cell", required=True, help=f"recurrent cell; {_one_of(c['cells'])}")
+    rec.add_argument("--batch", type=positive_int, required=True, help="batch size B")
+    rec.add_argument("--seq-len", type=positive_int, required=True, help="sequence length T")
+    rec.add_argument("--input-size", type=positive_int, default=None, help="input width I (default: any)")
+    rec.add_argument("--hidden", type=positive_int, default=None, help="hidden size H (default: any)")
+    rec.add_argument("--layers", type=positive_int, default=1, help="stacked layers (default 1)")
+    rec.add_argument("--dtype", default="float32", help=f"dtype (default float32); {_one_of(c['dtypes'])}")
+    rec.add_argument("--mode", required=True, help=f"what you run; {_one_of(c['modes'])}")
+    rec.add_argument("--device", required=True, help="cpu or cuda (cuda:N)")
+    rec.add_argument("--results", nargs="+", default=["results"], help="folders of recorded runs (default results)")
+
+
+PARSERS = [_run_parser, _train_parser, _report_parser, _recommend_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    c = _choices()
+    p = OneLineParser(prog="rnnbench", description="Benchmark recurrent networks across backends.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    sub.add_parser("list", help="every backend and baseline, and whether it runs here")
+    for add in PARSERS:
+        add(sub, c)
     return p
 
 
-# -- list ------------------------------------------------------------------------------------
+# -- validation ------------------------------------------------------------------------------
+
+
+def _executor(args, resumed_executor: str | None) -> str:
+    executor = ("process" if args.isolate else args.executor) or resumed_executor or "inline"
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("--executor ray needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')")
+    if executor == "ray" and args.ray_address:  # a dead address fails here, before a run folder exists
+        from .ray_executor import check_listening
+
+        check_listening(args.ray_address)
+    return executor
+
+
+# -- commands ---------------------------------------------------------------------------------
 
 
 def cmd_list(args) -> int:
@@ -124,171 +177,79 @@ def cmd_list(args) -> int:
     return 0
 
 
-# -- run -------------------------------------------------------------------------------------
-
-
-def _check_choices(label, values, valid):
-    for v in values or []:
-        if v not in valid:
-            raise ConfigError(f"unknown {label} {v!r}; valid: {', '.join(valid)}")
-
-
-def _check_devices(devices):
-    from impls import runtime
-    from impls.spec import SpecError, check_device
-
-    for d in devices or []:
-        try:
-            check_device(d)
-        except SpecError as exc:
-            raise ConfigError(str(exc)) from None
-        ok, reason = runtime.device_present(d)
-        if not ok:
-            raise ConfigError(f"device {d} is not available here ({reason}); valid here: cpu")
-
-
-def _environment(devices) -> dict:
-    import platform
-
-    from impls import runtime
-
-    return {
-        "command": " ".join(shlex.quote(a) for a in ["rnnbench", *sys.argv[1:]]),
-        "hostname": platform.node(),
-        "cpu_model": runtime.cpu_model(),
-        "cpu_count": __import__("os").cpu_count(),
-        "gpu": next((runtime.gpu_info(d) for d in devices if d.startswith("cuda")), {}),
-        "versions": runtime.versions(),
-    }
-
-
-def plan_jobs(args) -> tuple[list, list[str]]:
-    """Validated jobs of ``rnnbench run`` and the devices they use; raises ConfigError."""
-    from impls.spec import CELLS, DTYPES
-
-    from .sweep import build_configs, load_config_file, suite_names
-
-    axes = load_config_file(args.config) if args.config else {}
-    suite = args.suite or axes.pop("suite", None) or "quick"
-    axes.pop("suite", None)
-    for key in ("backends", "cells", "batch", "seq_len", "input_size", "hidden", "layers", "dtype", "mode", "device"):
-        if getattr(args, key) is not None:
-            axes[key] = getattr(args, key)
-    if suite not in suite_names():
-        raise ConfigError(f"unknown suite {suite!r}; valid: {', '.join(suite_names())}")
-    _check_choices("backend", axes.get("backends"), _names())
-    _check_choices("cell", axes.get("cells"), CELLS)
-    _check_choices("dtype", axes.get("dtype"), DTYPES)
-    _check_choices("mode", axes.get("mode"), MODES)
-    devices = axes.get("device") or (["cuda"] if suite == "kernels" else ["cpu"])
-    _check_devices(devices)
-    if suite == "tasks":
-        from .train import suite_jobs
-
-        return suite_jobs(axes), devices
-    return build_configs(suite, axes), devices
-
-
 def cmd_run(args) -> int:
-    from .store import Run
-    from .sweep import job_from_dict, job_to_dict, run_sweep
+    from . import sweep
+    from .report.console import print_end_of_run
+    from .suites import SWEEP_AXES
 
-    executor = "process" if args.isolate else args.executor
-    resumed = None
     if args.resume:
-        try:
-            resumed = Run.resume(args.resume)
-        except FileNotFoundError as exc:
-            raise ConfigError(str(exc)) from None
-        executor = executor or resumed.info.get("executor", "inline")  # a Ray run resumes on Ray
-    executor = executor or "inline"
-    if executor == "ray" and importlib.util.find_spec("ray") is None:
-        raise ConfigError("--executor ray needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')")
-    if executor == "ray" and args.ray_address:  # a dead address fails here, before a run folder exists
-        from .ray_executor import check_listening
-
-        check_listening(args.ray_address)
-    if resumed is not None:
-        run = resumed
-        jobs = [job_from_dict(d) for d in run.info["jobs"]]
+        run, jobs, resumed_executor = sweep.resume_run(args.resume)
+        executor = _executor(args, resumed_executor)  # a Ray run resumes on Ray
     else:
-        jobs, devices = plan_jobs(args)
-        info = _environment(devices)
-        info["executor"] = executor
-        info["jobs"] = [job_to_dict(j) for j in jobs]
-        run = Run.create(args.out, args.machine, info)
+        executor = _executor(args, None)
+        axes = {k: getattr(args, k) for k in SWEEP_AXES}
+        jobs, devices = sweep.plan(args.suite, axes, args.config)  # validated, devices present
+        run = sweep.create_run(jobs, devices, executor, args.out, args.machine)
     print(f"run folder: {run.path}  ({len(jobs)} configurations, executor {executor})", file=sys.stderr)
-    timing_jobs = [j for j in jobs if isinstance(j, Config)]
-    if timing_jobs and "ceilings" not in run.info:  # once per run: what fraction_of_peak is measured against
-        from .cost import measure_ceilings
-
-        run.update_info(ceilings=measure_ceilings(timing_jobs))
-    run_sweep(run, jobs, executor, args.ray_address, progress=not args.quiet)
-    print_table(run.records())
+    sweep.run_sweep(run, jobs, executor, args.ray_address, progress=not args.quiet)
+    print_end_of_run(run.records(), args.table)
     print(f"\nrecords: {run.path / 'records.jsonl'}")
-    if not args.no_report and importlib.util.find_spec("rnnbench.report") is not None:
+    if not args.no_report:
         from .report import write_report
 
-        out = write_report([run.path], run.path / "report")
-        print(f"report: {out}")
+        print(f"report: {write_report([run.path], run.path / 'report')}")
     return 0
 
 
-def print_table(records) -> None:
-    import pandas as pd
-
-    timing = [r for r in records if r.get("kind") == "timing"]
-    training = [r for r in records if r.get("kind") == "training"]
-    if training:
-        from .train import print_summary
-
-        print_summary(training)
-    if not timing:
-        if not training:
-            print("no timing records")
-        return
-    df = pd.DataFrame(timing)
-    for col in ("median_s", "iqr_s", "tokens_per_s", "peak_bytes", "impl_label", "achieved_flops_per_s",
-                "fraction_of_peak", "fraction_of_step_bound"):
-        if col not in df:
-            df[col] = None
-    df["median_ms"] = df["median_s"] * 1e3
-    df["iqr_ms"] = df["iqr_s"] * 1e3
-    df["peak_MB"] = df["peak_bytes"] / 1e6
-    df["GFLOP_s"] = df["achieved_flops_per_s"].astype(float) / 1e9
-    df = df.rename(columns={"impl_label": "impl", "seq_len": "T", "batch": "B", "hidden": "H", "input_size": "I",
-                            "fraction_of_peak": "of_peak", "fraction_of_step_bound": "of_step_bound"})
-    cols = ["backend", "impl", "cell", "mode", "dtype", "B", "T", "I", "H", "median_ms", "iqr_ms", "tokens_per_s",
-            "peak_MB", "GFLOP_s", "of_peak", "of_step_bound", "status"]
-    df = df[cols].sort_values(["cell", "mode", "T", "median_ms"])
-    with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_columns", 20):
-        print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
-    bad = df[df["status"] != "ok"]
-    if len(bad):
-        print(f"\n{len(bad)} configuration(s) not ok:")
-        for r in [t for t in timing if t.get("status") != "ok"]:
-            print(f"  {r['backend']} {r['cell']} {r.get('mode')} T={r['seq_len']}: {r['status']}: {r.get('message', '')[:200]}")
-
-
 def cmd_train(args) -> int:
-    from .train import main as train_main
+    from . import sweep
+    from .jobs import TrainJob
+    from .report.console import print_training
 
-    return train_main(args)
+    job = TrainJob(args.task, args.backend, args.cell, hidden=args.hidden, seq_len=args.seq_len,
+                   steps=args.steps, seed=args.seed, device=args.device)
+    job.validate()
+    check_devices([job.device])
+    run = sweep.create_run([job], [job.device], "inline", args.out, args.machine)
+    print(f"run folder: {run.path}", file=sys.stderr)
+    records = [run.append(rec) for rec in job.run(fresh_process=False)]
+    print_training(records)
+    print(f"\nrecords: {run.path / 'records.jsonl'}")
+    return 0 if all(r.get("status") == "ok" for r in records) else 1
 
 
 def cmd_report(args) -> int:
-    from .report import main as report_main
+    from .report import report_command
 
-    return report_main(args)
+    return report_command(args.inputs, args.out)
 
 
 def cmd_recommend(args) -> int:
-    from .recommend import main as recommend_main
+    from .recommend import recommend
 
-    return recommend_main(args)
+    print(recommend(args.cell, args.batch, args.seq_len, args.mode, args.device, input_size=args.input_size,
+                    hidden=args.hidden, layers=args.layers, dtype=args.dtype, results=args.results))
+    return 0
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report, "recommend": cmd_recommend}
+
+
+def _history_parser(sub, c) -> None:
+    h = sub.add_parser("history", help="asv results across commits -> one offline HTML page",
+                       description="Each benchmark against commit, with asv's step detection (rnnbench.history).")
+    h.add_argument("results", nargs="?", default="results/asv", help="asv's results_dir (default results/asv)")
+    h.add_argument("--out", required=True, help="output folder for index.html")
+
+
+def cmd_history(args) -> int:
+    from .history import history_command
+
+    return history_command(args.results, args.out)
+
+
+PARSERS.append(_history_parser)
+COMMANDS["history"] = cmd_history
 
 
 def main(argv=None) -> int:

@@ -1,62 +1,11 @@
-"""One measurable configuration, and the validation every entry point shares."""
+"""The validation every entry point shares, and the error bad input raises (no framework imported)."""
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass, fields
 
 MODES = ("forward", "train", "step")
 
 
 class ConfigError(ValueError):
     """Bad user input; the CLI prints it as one line and exits with status 2."""
-
-
-class JobFields:
-    """What timing and training jobs share: dict round trip and the record's configuration fields."""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})  # unknown keys ("job") are ignored
-
-    @property
-    def record_fields(self) -> dict:
-        return {"backend": self.backend, "device": self.device, "dtype": self.dtype, "cell": self.cell,
-                "layers": self.layers, "batch": self.batch, "seq_len": self.seq_len,
-                "input_size": self.input_size, "hidden": self.hidden}
-
-
-@dataclass(frozen=True)
-class Config(JobFields):
-    backend: str
-    cell: str = "lstm"
-    layers: int = 1
-    batch: int = 16
-    seq_len: int = 64
-    input_size: int = 32
-    hidden: int = 64
-    dtype: str = "float32"
-    mode: str = "train"
-    device: str = "cpu"
-    seed: int = 0
-    tf32: bool = False
-    min_time_s: float = 0.3  # repeats go on until this much time and min_repeats have passed
-    max_time_s: float = 2.0  # ... and stop at this much (GPU suites cap near 0.5 s)
-    min_repeats: int = 5
-    timeout_s: float = 300.0  # process/ray executors: a configuration running longer is a timeout
-
-    def key(self) -> tuple:
-        """Identity of the measurement (what --resume looks for); timing knobs excluded."""
-        return (self.backend, self.cell, self.layers, self.batch, self.seq_len, self.input_size,
-                self.hidden, self.dtype, self.mode, self.device)
-
-
-
-def record_key(record: dict) -> tuple:
-    return tuple(record.get(k) for k in ("backend", "cell", "layers", "batch", "seq_len", "input_size",
-                                         "hidden", "dtype", "mode", "device"))
 
 
 def check_common(backend: str, cell: str, dtype: str, device: str, sizes: dict) -> None:
@@ -77,13 +26,64 @@ def check_common(backend: str, cell: str, dtype: str, device: str, sizes: dict) 
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        upper = size_limits().get(name)
+        if upper is not None and value > upper:
+            raise ConfigError(f"{name.replace('_', '-')} must be an integer in [1, {upper}] (the spec's limit), "
+                              f"got {value}")
 
 
-def validate(cfg: Config) -> None:
-    check_common(cfg.backend, cfg.cell, cfg.dtype, cfg.device,
-                 {n: getattr(cfg, n) for n in ("layers", "batch", "seq_len", "input_size", "hidden")})
-    if cfg.mode not in MODES:
-        raise ConfigError(f"unknown mode {cfg.mode!r}; valid: {', '.join(MODES)}")
+def size_limits() -> dict:
+    """The largest size the spec takes, per size field (the others are bounded by memory alone)."""
+    from impls.spec import MAX_LAYERS, MAX_SIZE
+
+    return {"hidden": MAX_SIZE, "input_size": MAX_SIZE, "layers": MAX_LAYERS}
+
+
+def check_fits(job) -> str | None:
+    """Why a configuration cannot fit this machine's free memory (estimate and what is free), or None."""
+    from impls import runtime
+
+    from .cost import footprint_bytes
+
+    need = footprint_bytes(job.cell, job.layers, job.batch, job.seq_len, job.input_size, job.hidden,
+                           getattr(job, "mode", "train"), job.dtype)
+    free, where = runtime.available_memory(job.device)
+    if free is None or need <= free:
+        return None
+    return (f"{job.describe()} needs at least {need / 2**30:.3g} GiB (estimated: weights, activations, inputs) "
+            f"but {job.device} has {free / 2**30:.3g} GiB available ({where})")
+
+
+MACHINE_NAME = r"[A-Za-z0-9_-][A-Za-z0-9_.-]*"
+
+
+def check_machine_name(name: str | None) -> None:
+    """--machine is one plain folder name, so the run stays inside --out."""
+    import re
+
+    if name is not None and not re.fullmatch(MACHINE_NAME, name):
+        raise ConfigError(f"--machine must be one folder name of letters, digits, '_', '.' and '-' (not starting "
+                          f"with '.'), got {name!r}")
+
+
+def check_writable_dir(path, flag: str = "--out") -> None:
+    """``path`` is a folder, or can be made, and a file can be written there; nothing is left behind."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    p = Path(path)
+    existing = p
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path}: {existing} is not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".rnnbench-probe-", dir=existing))
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write in {existing} ({exc.strerror or exc})") from None
 
 
 def backend_identity(name: str) -> dict:
@@ -94,3 +94,18 @@ def backend_identity(name: str) -> dict:
         return {"backend_kind": impls.kind_of(name), "framework": impls.get(name).framework}
     except Exception:  # noqa: BLE001 - the record must be written even when the backend cannot load
         return {}
+
+
+def check_devices(devices) -> None:
+    """Each device is well formed and present here; ConfigError otherwise."""
+    from impls import runtime
+    from impls.spec import SpecError, check_device
+
+    for d in devices or []:
+        try:
+            check_device(d)
+        except SpecError as exc:
+            raise ConfigError(str(exc)) from None
+        ok, reason = runtime.device_present(d)
+        if not ok:
+            raise ConfigError(f"device {d} is not available here ({reason}); valid here: cpu")

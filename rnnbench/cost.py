@@ -4,8 +4,14 @@
 record therefore carries the work it did (``flops``, ``bytes``, from the counts
 below) and, once the run's measured ceilings are known, how close it came to
 them: ``fraction_of_peak`` against a large matmul's FLOP/s (what the hardware
-can do at best) and ``fraction_of_step_bound`` against one recurrent-shaped
-matmul's ([B, H] x [H, G*H]) FLOP/s (a recurrence is a chain of those).
+can do at best) and ``fraction_of_recurrent_roofline``: a lower bound on the
+time over the time taken (at most 1).  The bound is the faster of two: the
+FLOP/byte roofline at the machine's ceilings (the FLOPs at the large matmul's
+rate or the bytes at the large copy's, whichever takes longer), and the chain
+of recurrent matmuls alone ([B, H] x [H, G*H] each step, and in training the
+[B, G*H] x [G*H, H] of dh at each step back) at the rate measured for that
+shape.  The faster of the two, because a fused kernel (oneDNN's LSTM) can beat
+the separate step matmul: a rate measured with separate matmuls is no bound.
 
 Counting conventions (one FLOP per multiply or add; a matmul [M, K] x [K, N]
 is 2*M*K*N; a sigmoid or tanh counts as one FLOP; a bias add or a reduction
@@ -25,8 +31,8 @@ one per element):
   backward needs (``SAVED_PER_UNIT``), and the backward reads the output,
   incoming gradient and input, and writes the weight, input and state gradients.
 
-This module is arithmetic; only ``measure_ceilings`` reaches torch, through
-``impls.runtime``.
+This module is arithmetic (pure functions); the ceilings themselves are measured
+by ``rnnbench.measure.machine_ceilings``.
 """
 from __future__ import annotations
 
@@ -160,45 +166,6 @@ def record_cost(cfg, backend_kind: str, model_dims=None) -> dict:
 # -- the machine's ceilings ---------------------------------------------------------------
 
 
-def ceiling_plan(configs) -> dict:
-    """Per device: the dtypes to measure a large matmul in and the recurrent shapes of the run.
-
-    CUDA always gets float32, bfloat16 and float16 (cheap there, and what a reader
-    compares against); a CPU gets the dtypes its configurations use.
-    """
-    import impls
-
-    plan: dict = {}
-    for cfg in configs:
-        p = plan.setdefault(cfg.device, {"dtypes": set(), "shapes": set(), "tf32": False})
-        p["dtypes"].add(cfg.dtype)
-        p["tf32"] |= cfg.tf32
-        if impls.kind_of(cfg.backend) == "rnn":
-            p["shapes"].add((cfg.batch, cfg.hidden, GATES[cfg.cell], cfg.dtype))
-    for device, p in plan.items():
-        if device.startswith("cuda"):
-            p["dtypes"] |= {"float32", "bfloat16", "float16"}
-        p["dtypes"], p["shapes"] = sorted(p["dtypes"]), sorted(p["shapes"])
-    return plan
-
-
-def measure_ceilings(configs) -> dict:
-    """device -> measured ceilings for the run's timing configurations (stored in ``run.json``)."""
-    from impls import runtime
-
-    from .measure import repeat
-
-    def fastest_s(fn, sync, device):
-        """A ceiling is the best the machine did: the fastest sample (a busy neighbour only slows samples)."""
-        timer = runtime.DeviceTimer("torch", device, sync)
-        timer.time(fn)  # warm-up: allocator, BLAS threads, cuBLAS handles
-        return min(repeat(lambda: timer.time(fn), min_repeats=10, min_time_s=0.05, max_time_s=0.5).samples_s)
-
-    return {device: runtime.measure_ceilings(device, p["dtypes"], p["shapes"],
-                                             lambda fn, sync, d=device: fastest_s(fn, sync, d), tf32=p["tf32"])
-            for device, p in ceiling_plan(configs).items()}
-
-
 def step_ceiling(ceilings: dict, rec: dict) -> float | None:
     """FLOP/s of the recurrent-shaped matmul measured at this record's B, H, gates and dtype."""
     for m in (ceilings.get(rec.get("device")) or {}).get("recurrent_matmul", []):
@@ -208,16 +175,64 @@ def step_ceiling(ceilings: dict, rec: dict) -> float | None:
     return None
 
 
+def sequential_flops(rec: dict) -> int | None:
+    """FLOPs of the steps that must run one after another: the recurrent matmul at every step, and
+    in training its dh half at every step back (the dW_hh half can be batched over steps)."""
+    if rec.get("cell") not in GATES:
+        return None
+    c = rnn_cost(rec["cell"], rec["layers"], rec["batch"], rec["seq_len"], rec["input_size"], rec["hidden"],
+                 rec["mode"], rec["dtype"])
+    return c.terms["recurrent"] + c.terms.get("recurrent_backward", 0) // 2
+
+
+def time_lower_bound_s(ceilings: dict, rec: dict) -> float | None:
+    """The least time this RNN record's work can take on its machine (None where a ceiling is missing)."""
+    device = (ceilings or {}).get(rec.get("device")) or {}
+    peak = (device.get("matmul_flops_per_s") or {}).get(rec.get("dtype"))
+    bandwidth = device.get("copy_bytes_per_s")
+    flops, nbytes = rec.get("flops"), rec.get("bytes")
+    if not (peak and bandwidth and flops and nbytes):
+        return None
+    roofline_s = max(flops / peak, nbytes / bandwidth)
+    step, chain = step_ceiling(ceilings, rec), sequential_flops(rec)
+    return min(roofline_s, chain / step) if step and chain else roofline_s
+
+
 def complete(rec: dict, ceilings: dict | None) -> dict:
     """Add achieved FLOP/s and the fractions of the ceilings to a timing record (None where unknown)."""
     if rec.get("kind") != "timing":
         return rec
     flops, median = rec.get("flops"), rec.get("median_s")
-    achieved = flops / median if rec.get("status") == "ok" and flops and median else None
+    ok = rec.get("status") == "ok" and median
+    achieved = flops / median if ok and flops else None
     device = (ceilings or {}).get(rec.get("device")) or {}
     peak = (device.get("matmul_flops_per_s") or {}).get(rec.get("dtype"))
-    # a transformer has no chain of recurrent steps: the step bound is the RNNs' alone
-    step = step_ceiling(ceilings or {}, rec) if rec.get("backend_kind") == "rnn" else None
+    # a transformer has no chain of recurrent steps: the recurrent roofline is the RNNs' alone
+    bound = time_lower_bound_s(ceilings, rec) if ok and rec.get("backend_kind") == "rnn" else None
     return {**rec, "flops": flops, "bytes": rec.get("bytes"), "achieved_flops_per_s": achieved,
             "fraction_of_peak": achieved / peak if achieved and peak else None,
-            "fraction_of_step_bound": achieved / step if achieved and step else None}
+            "fraction_of_step_bound": bound / median if bound else None}
+
+
+def footprint_bytes(cell: str, layers: int, batch: int, seq_len: int, input_size: int, hidden: int, mode: str,
+                    dtype: str = "float32") -> int:
+    """An estimate of the memory one configuration holds at once (what a machine must have free).
+
+    On the device, per layer: the weights, the layer input, the hoisted input projection
+    ([T, B, G*H]), the output and the states; training adds the saved activations, the weight
+    gradients, and the gradients of the input, output and gate pre-activations.  On the host: the
+    float64 inputs and output gradient every backend is given (made at full T, even for ``step``).
+    A lower bound of what a real backend allocates (workspaces are not counted), so refusing on
+    it never refuses what could fit.
+    """
+    G, H, B, T = GATES[cell], hidden, batch, seq_len
+    steps = 1 if mode == "step" else T
+    elements = 0
+    for k in range(layers):
+        I = input_size if k == 0 else H
+        weights = G * H * (I + H) + 2 * G * H
+        elements += weights + steps * B * (I + G * H + H) + 4 * STATES[cell] * B * H
+        if mode == "train":
+            elements += SAVED_PER_UNIT[cell] * T * B * H + weights + T * B * (I + G * H + H)
+    host = 8 * T * B * (input_size + hidden)  # x [T, B, I] and dy [T, B, H] in float64
+    return elements * ITEMSIZE[dtype] + host

@@ -9,17 +9,20 @@ process; on a CPU (and for JAX on a GPU) in a fresh process.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from .config import Config, backend_identity
-from .cost import record_cost
+from . import cost
+from .config import backend_identity
+from .suites import SETTINGS
 
 RECORD_PREFIX = "RNNBENCH_RECORD "
 
@@ -52,51 +55,16 @@ def repeat(time_once, *, min_repeats: int = 5, min_time_s: float = 0.3, max_time
     return summarize(samples)
 
 
-def time_callable(fn, sync=lambda: None, warmup: int = 1, **kw) -> tuple[Timing, float]:
-    """Time ``fn`` on the host clock after a sync; returns (timing, first-call seconds)."""
-    def once():
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        return time.perf_counter() - t0
-
-    first = once()
-    for _ in range(max(0, warmup - 1)):
-        once()
-    return repeat(once, **kw), first
-
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024  # reported in kB
-    raise OSError(f"{field} not in /proc/self/status")
-
-
-def rss_rise(fn) -> int:
-    """Rise of peak RSS over the current RSS during one call.
-
-    Linux lets a process reset its RSS high-water mark (``clear_refs`` 5), so the
-    imports' and the build's transient peaks do not hide the call's own.
-    """
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _status_bytes("VmRSS")
-    fn()
-    return max(0, _status_bytes("VmHWM") - before)
-
-
 # -- one configuration ------------------------------------------------------------------------
 
 
 class Prepared:
     """A built runner with its inputs on the device and the callable that the mode times."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg):
         import impls
         from impls import runtime
+        from impls.runner import hook
         from impls.spec import RNNSpec, init_weights, make_inputs
 
         self.cfg = cfg
@@ -105,22 +73,21 @@ class Prepared:
         runtime.set_tf32(cfg.tf32)
         self.spec = RNNSpec(cfg.cell, cfg.input_size, cfg.hidden, cfg.layers)
         self.weights = init_weights(self.spec, seed=cfg.seed) if self.kind == "rnn" else None
-        self.runner = self.backend.build(self.spec, self.weights, cfg.device, cfg.dtype)
-        self.out_size = getattr(self.runner, "output_size", cfg.hidden)
+        self.runner = r = self.backend.build(self.spec, self.weights, cfg.device, cfg.dtype)
+        self.hook = lambda name: hook(r, name)  # noqa: E731 - the runner's optional hooks, with defaults
+        self.out_size = self.hook("output_size")()
         x, state, _ = make_inputs(self.spec, cfg.seq_len, cfg.batch, seed=cfg.seed + 1)
         self.x_host = x
         dy = np.random.default_rng(cfg.seed + 2).standard_normal((cfg.seq_len, cfg.batch, self.out_size))
-        r = self.runner
         self.x, self.state, self.dy = r.put(x), r.put(state), r.put(dy)  # made once: no copy is timed
         self.x_t = r.put(x[0])
         self.fn = self._mode_fn(self.x, self.dy)
         # one timestep of the same work: warms the libraries' lazy state before a memory baseline
         self.fn_one_step = self._mode_fn(r.put(x[:1]), r.put(dy[:1]))
-        self.compile_s = 0.0
-        if hasattr(r, "compile"):  # ahead-of-time compilation (JAX): reported apart, never timed
-            t0 = time.perf_counter()
-            r.compile(self.x, self.state, self.dy if cfg.mode == "train" else None)
-            self.compile_s = time.perf_counter() - t0
+        t0 = time.perf_counter()  # ahead-of-time compilation (JAX): reported apart, never timed
+        self.hook("compile")(self.x, self.state, self.dy if cfg.mode == "train" else None)
+        self.compile_s = time.perf_counter() - t0
+        self.memory_probe = self.hook("memory_probe")()
 
     def _mode_fn(self, x, dy):
         r, cfg = self.runner, self.cfg
@@ -131,52 +98,33 @@ class Prepared:
         }[cfg.mode]
 
     def base_fields(self) -> dict:
-        from impls import runtime
-
-        cfg = self.cfg
         return {
             "backend_kind": self.kind, "framework": self.backend.framework, "impl_label": self.runner.impl_label(),
-            "threads": runtime.threads(self.backend.framework),
-            "matmul_precision": runtime.matmul_precision(self.backend.framework, cfg.device),
+            "threads": self.hook("threads")(), "matmul_precision": self.hook("matmul_precision")(),
         }
 
     def timer(self):
-        from impls.runtime import DeviceTimer
-
-        return DeviceTimer(self.backend.framework, self.cfg.device, self.runner.sync)
+        return self.hook("timer")()
 
     def peak_memory(self, fresh_process: bool) -> tuple[int | None, str]:
-        """(peak_bytes, peak_method) of one iteration, by the method valid in this process."""
-        from impls import runtime
-
-        cfg, r = self.cfg, self.runner
-        if cfg.device.startswith("cuda") and self.backend.framework == "torch":
-            runtime.cuda_peak_reset(cfg.device)
-            before = runtime.cuda_allocated_bytes(cfg.device)
-            self.fn()
-            return runtime.cuda_peak_bytes(cfg.device) - before, "cuda_max_allocated_rise"
-        if not fresh_process:
+        """(peak_bytes, peak_method) of one iteration, by the runner's probe, where it is valid."""
+        probe = self.memory_probe
+        if not (probe.in_process or fresh_process):
             return None, "needs a fresh process"
-        if cfg.device.startswith("cuda"):  # JAX on a GPU: its peak counter cannot be reset
-            stats = lambda: runtime.xla_memory_stats(cfg.device)  # noqa: E731
-            before = stats().get("bytes_in_use", 0)
-            self.fn()
-            r.sync()
-            return stats().get("peak_bytes_in_use", 0) - before, "xla_peak_rise_fresh_process"
-        self.fn_one_step()
-        r.sync()
-        return rss_rise(lambda: (self.fn(), r.sync())), "rss_rise_fresh_process"
+        return probe.peak(self.fn, self.fn_one_step), probe.method
 
 
-def base_record(cfg: Config, kind: str = "timing") -> dict:
+def base_record(cfg, kind: str = "timing") -> dict:
     rec = {"kind": kind, **cfg.record_fields, "status": "ok", "message": ""}
     if kind == "timing":
         rec["mode"] = cfg.mode
     return rec
 
 
-def failure_record(cfg: Config, status: str, message: str, kind: str = "timing") -> dict:
-    return {**base_record(cfg, kind), "status": status, "message": message[-2000:], **backend_identity(cfg.backend)}
+def failure_record(cfg, status: str, message: str, kind: str = "timing") -> dict:
+    """A record of a configuration that did not finish; a timing one has the cost fields, as None."""
+    rec = {**base_record(cfg, kind), "status": status, "message": message[-2000:], **backend_identity(cfg.backend)}
+    return cost.complete(rec, None)
 
 
 def classify(exc: BaseException) -> str:
@@ -188,11 +136,12 @@ def classify(exc: BaseException) -> str:
     return "oom" if is_out_of_memory(exc) else "error"
 
 
-def measure(cfg: Config, memory: str = "subprocess") -> list[dict]:
-    """Records of one configuration: a timing record, and a stability record for mode ``train``.
+def measure(cfg, memory: str = "subprocess", ceilings: dict | None = None) -> list[dict]:
+    """Complete records of one configuration: a timing record, and a stability record for mode ``train``.
 
     memory: ``fresh`` (this process is fresh: probe here), ``subprocess`` (probe in a
-    fresh child where the rules need one), or ``skip``.
+    fresh child where the rules need one), or ``skip``.  ``ceilings``: the machine's
+    (``machine_ceilings``); by default read from the cache, measured in a child on a miss.
     """
     try:
         ok, reason = _available(cfg)
@@ -204,7 +153,7 @@ def measure(cfg: Config, memory: str = "subprocess") -> list[dict]:
     records = []
     rec = {**base_record(cfg), **p.base_fields()}
     try:
-        in_process = _memory_in_process(p)
+        in_process = p.memory_probe.in_process
         if memory == "fresh" and not in_process:  # before any iteration: the RSS baseline is clean
             rec["peak_bytes"], rec["peak_method"] = p.peak_memory(fresh_process=True)
         timer = p.timer()
@@ -218,19 +167,23 @@ def measure(cfg: Config, memory: str = "subprocess") -> list[dict]:
         rec.update(median_s=t.median_s, iqr_s=t.iqr_s, samples_s=t.samples_s)
         tokens = cfg.batch * (1 if cfg.mode == "step" else cfg.seq_len)
         rec["tokens_per_s"] = tokens / t.median_s if t.median_s > 0 else None
-        # flops, bytes; the sweep adds the fractions of the run's ceilings
-        rec.update(record_cost(cfg, p.kind, getattr(p.runner, "dims", None)))
+        rec.update(cost.record_cost(cfg, p.kind, getattr(p.runner, "dims", None)))  # flops, bytes
         if p.kind == "rnn":
             from .stability import max_rel_err
 
             rec["max_rel_err"] = max_rel_err(p.runner, p.spec, p.weights, p.x_host)
-        if hasattr(p.runner, "sdpa_kernel"):
-            rec["sdpa_kernel"] = p.runner.sdpa_kernel()
+        attention = p.hook("attention_kernel")()
+        if attention is not None:
+            rec["sdpa_kernel"] = attention
         if "peak_bytes" not in rec and memory == "subprocess":
             rec["peak_bytes"], rec["peak_method"] = probe_memory_in_child(cfg)
+        elif "peak_bytes" not in rec:
+            rec["peak_bytes"], rec["peak_method"] = None, "skipped"
     except Exception as exc:  # noqa: BLE001
         rec.update(status=classify(exc), message=f"{type(exc).__name__}: {exc}"[-2000:])
-    records.append(rec)
+    if ceilings is None and rec["status"] == "ok":  # after the timing: a miss is measured in a child
+        ceilings = _ceilings_or_none(cfg)
+    records.append(cost.complete(rec, ceilings))
     if cfg.mode == "train" and rec["status"] == "ok":
         records.append(stability_record(p, rec))
     return records
@@ -248,28 +201,66 @@ def stability_record(p: Prepared, timing: dict) -> dict:
     return rec
 
 
-def _available(cfg: Config) -> tuple[bool, str]:
+def _available(cfg) -> tuple[bool, str]:
     import impls
 
     return impls.available(cfg.backend, cfg.device)
 
 
-def _memory_in_process(p: Prepared) -> bool:
-    return p.cfg.device.startswith("cuda") and p.backend.framework == "torch"
+def probe_memory_in_child(cfg, timeout_s: float = SETTINGS.memory_probe_timeout_s) -> tuple[int | None, str]:
+    """Peak memory of one iteration measured in a fresh process that has run nothing else.
 
-
-def probe_memory_in_child(cfg: Config, timeout_s: float = 300.0) -> tuple[int | None, str]:
-    """Peak memory of one iteration measured in a fresh Python process."""
-    cmd = [sys.executable, "-m", "rnnbench.worker", "--memory-only", json.dumps(cfg.to_dict())]
+    The process is forked from a server process started once per sweep that has only imported the
+    registered frameworks (``multiprocessing``'s forkserver), so each probe is a new process with
+    its own address space without paying a new interpreter's imports (2-4 s a configuration).
+    """
+    parent, child = _probe_context().Pipe(duplex=False)
+    proc = _probe_context().Process(target=_probe_here, args=(cfg, child), daemon=True)
+    proc.start()
+    child.close()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=child_env())
-    except subprocess.TimeoutExpired:
-        return None, "memory probe timed out"
-    for line in proc.stdout.splitlines():
-        if line.startswith(RECORD_PREFIX):
-            out = json.loads(line[len(RECORD_PREFIX):])
-            return out.get("peak_bytes"), out.get("peak_method", "")
-    return None, f"memory probe failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
+        if not parent.poll(timeout_s):
+            return None, "memory probe timed out"
+        return parent.recv()
+    except EOFError:
+        return None, f"memory probe failed: the process exited with status {proc.exitcode}"
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        parent.close()
+
+
+def _probe_here(cfg, conn) -> None:
+    """In the fresh probe process: build, compile ahead, baseline, one iteration, the rise."""
+    try:
+        conn.send(Prepared(cfg).peak_memory(fresh_process=True))
+    except Exception as exc:  # noqa: BLE001 - the failure is the probe's answer
+        conn.send((None, f"memory probe failed: {type(exc).__name__}: {exc}"[-500:]))
+    finally:
+        conn.close()
+
+
+_PROBE_CONTEXT = None
+
+
+def _probe_context():
+    """The forkserver context, its server preloading every registered framework (once per process)."""
+    global _PROBE_CONTEXT
+    if _PROBE_CONTEXT is None:
+        import multiprocessing
+
+        import impls
+
+        frameworks = set()
+        for name in impls.names():
+            try:
+                frameworks.add(impls.get(name).framework)
+            except ImportError:  # a framework that is not installed has nothing to preload
+                continue
+        _PROBE_CONTEXT = multiprocessing.get_context("forkserver")
+        _PROBE_CONTEXT.set_forkserver_preload(sorted(frameworks) + ["impls", "impls.spec", "rnnbench.measure"])
+    return _PROBE_CONTEXT
 
 
 def child_env() -> dict:
@@ -279,3 +270,117 @@ def child_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     return env
+
+
+# -- the machine's ceilings: measured once per machine in a child process, then cached ------------
+
+
+def ceiling_plan(configs) -> dict:
+    """Per device: the dtypes to measure a large matmul in and the recurrent shapes of the configurations.
+
+    CUDA always gets float32, bfloat16 and float16 (cheap there, and what a reader
+    compares against); a CPU gets the dtypes its configurations use.
+    """
+    import impls
+
+    plan: dict = {}
+    for cfg in configs:
+        p = plan.setdefault(cfg.device, {"dtypes": set(), "shapes": set(), "tf32": False})
+        p["dtypes"].add(cfg.dtype)
+        p["tf32"] |= cfg.tf32
+        if impls.kind_of(cfg.backend) == "rnn":
+            p["shapes"].add((cfg.batch, cfg.hidden, cost.GATES[cfg.cell], cfg.dtype))
+    for device, p in plan.items():
+        if device.startswith("cuda"):
+            p["dtypes"] |= {"float32", "bfloat16", "float16"}
+        p["dtypes"], p["shapes"] = sorted(p["dtypes"]), sorted(p["shapes"])
+    return plan
+
+
+def cache_dir() -> Path:
+    """``$RNNBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnbench``, else ``~/.cache/rnnbench``."""
+    if os.environ.get("RNNBENCH_CACHE_DIR"):
+        return Path(os.environ["RNNBENCH_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rnnbench"
+
+
+def ceilings_cache_file(device: str, tf32: bool) -> Path:
+    """One file per machine, instrument versions, device and TF32 setting; dtypes and shapes inside."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .store import default_machine
+
+    def installed(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    key = {"machine": default_machine(), "device": device, "tf32": tf32, "python": sys.version.split()[0],
+           **{name: installed(name) for name in ("torch", "numpy")}}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / f"ceilings-{key['machine']}-{device.replace(':', '_')}-{digest}.json"
+
+
+def _missing(cached: dict, dtypes, shapes) -> tuple[list, list]:
+    have_shapes = {(m["batch"], m["hidden"], m["gates"], m["dtype"]) for m in cached.get("recurrent_matmul", [])}
+    return ([d for d in dtypes if d not in cached.get("matmul_flops_per_s", {})],
+            [tuple(s) for s in shapes if tuple(s) not in have_shapes])
+
+
+def machine_ceilings(configs) -> dict:
+    """device -> measured ceilings covering the configurations: from the cache, with what it lacks
+    measured in a fresh child process (so no ceiling matmul runs in, or leaves its allocator state
+    to, the process that times) and added to the cache."""
+    from .store import write_json_atomic
+
+    out = {}
+    for device, p in ceiling_plan(configs).items():
+        path = ceilings_cache_file(device, p["tf32"])
+        cached = json.loads(path.read_text()) if path.is_file() else {}
+        dtypes, shapes = _missing(cached, p["dtypes"], p["shapes"])
+        if dtypes or shapes or not cached:
+            fresh = _ceilings_in_child(device, dtypes or p["dtypes"][:1], shapes, p["tf32"])
+            cached = {**cached, **{k: v for k, v in fresh.items() if k not in ("matmul_flops_per_s", "recurrent_matmul")},
+                      "matmul_flops_per_s": {**cached.get("matmul_flops_per_s", {}), **fresh["matmul_flops_per_s"]},
+                      "recurrent_matmul": cached.get("recurrent_matmul", []) + fresh["recurrent_matmul"]}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, cached)
+        keep = {tuple(s) for s in p["shapes"]}
+        out[device] = {**cached, "matmul_flops_per_s": {d: cached["matmul_flops_per_s"][d] for d in p["dtypes"]},
+                       "recurrent_matmul": [m for m in cached["recurrent_matmul"]
+                                            if (m["batch"], m["hidden"], m["gates"], m["dtype"]) in keep]}
+    return out
+
+
+def _ceilings_or_none(cfg) -> dict | None:
+    """The ceilings for one configuration, or None (fractions unknown) when they cannot be measured."""
+    try:
+        return machine_ceilings([cfg])
+    except Exception as exc:  # noqa: BLE001 - a record without fractions beats no record
+        print(f"warning: machine ceilings unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return None
+
+
+def _ceilings_in_child(device: str, dtypes, shapes, tf32: bool) -> dict:
+    plan = {"device": device, "dtypes": list(dtypes), "shapes": [list(s) for s in shapes], "tf32": tf32}
+    cmd = [sys.executable, "-m", "rnnbench.worker", "--ceilings", json.dumps(plan)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SETTINGS.memory_probe_timeout_s,
+                          env=child_env())
+    for line in proc.stdout.splitlines():
+        if line.startswith(RECORD_PREFIX):
+            return json.loads(line[len(RECORD_PREFIX):])
+    raise RuntimeError(f"ceiling measurement failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+
+
+def measure_ceilings_here(device: str, dtypes, shapes, tf32: bool = False) -> dict:
+    """The ceilings measured in this process (the child ``machine_ceilings`` starts)."""
+    from impls import runtime
+
+    def fastest_s(fn, sync):
+        """A ceiling is the best the machine did: the fastest sample (a busy neighbour only slows samples)."""
+        timer = runtime.torch_timer(device, sync)
+        timer.time(fn)  # warm-up: allocator, BLAS threads, cuBLAS handles
+        return min(repeat(lambda: timer.time(fn), min_repeats=10, min_time_s=0.05, max_time_s=0.5).samples_s)
+
+    return runtime.measure_ceilings(device, dtypes, [tuple(s) for s in shapes], fastest_s, tf32=tf32)

@@ -28,7 +28,6 @@ from ray import exceptions as ray_errors
 
 from .config import ConfigError
 from .store import REPO_ROOT
-from .sweep import failure, run_job
 
 STARTED = "started"
 # Records are a few kB each: the embedded cluster needs no object store of the default size (30% of RAM).
@@ -46,7 +45,7 @@ def run_in_worker(job):
 
     yield STARTED
     prepare_process()
-    yield run_job(job, fresh_process=True)
+    yield job.run(fresh_process=True)
 
 
 @contextlib.contextmanager
@@ -102,16 +101,47 @@ def connect(address: str | None = None, **local_options) -> None:
                               "~/.ray/auth_token)") from None
 
 
-def check_listening(address: str, timeout_s: float = 10.0) -> None:
-    """Fail at once where nothing listens at HOST:PORT (Ray itself would retry for many minutes)."""
-    host, _, port = address.rpartition(":")
-    if "://" in address or not port.isdigit():
-        return  # "auto" and the like: Ray finds the address
+ADDRESS_FORMS = "HOST:PORT (port 1-65535), ray://HOST:PORT or auto"
+# An HTTP/2 client's opening (the preface and an empty SETTINGS frame): Ray's GCS and client server are
+# gRPC servers, which answer with a SETTINGS frame of their own; anything else does not.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def split_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of HOST:PORT or ray://HOST:PORT; None for auto; ConfigError for anything else."""
+    if address == "auto":
+        return None
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port = rest.rpartition(":")
+    if "://" in rest or "/" in rest or not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"--ray-address must be {ADDRESS_FORMS}, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def check_listening(address: str, timeout_s: float = 3.0) -> None:
+    """Fail within seconds where nothing listens at the address, or what listens is not Ray (gRPC).
+
+    Ray itself would retry for many minutes, or hang on a port that accepts and never answers.
+    """
+    where = split_address(address)
+    if where is None:
+        return  # auto: Ray finds the address
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+        conn = socket.create_connection(where, timeout=timeout_s)
     except OSError as exc:
         raise ConfigError(f"no Ray cluster answers at {address} ({exc}); start one with "
                           "`ray start --head`, or leave out --ray-address to run on this machine") from None
+    try:
+        conn.settimeout(timeout_s)
+        conn.sendall(HTTP2_PREFACE)
+        reply = conn.recv(9)
+    except OSError:
+        reply = b""
+    finally:
+        conn.close()
+    if len(reply) < 4 or reply[3] != 0x04:  # the 4th byte of a frame header is its type; 4 is SETTINGS
+        raise ConfigError(f"{address} accepts connections but is not a Ray cluster (no gRPC answer within "
+                          f"{timeout_s:.0f} s); give the head node's GCS address (ray status prints it)")
 
 
 def _failure_status(exc: ray_errors.RayError) -> tuple[str, str]:
@@ -170,7 +200,7 @@ def _gather(jobs):
             except ray_errors.NodeDiedError:
                 value = None
             except ray_errors.RayError as exc:
-                value = failure(job, *_failure_status(exc))
+                value = [job.failure(*_failure_status(exc))]
             if value == STARTED:
                 deadlines[task] = time.monotonic() + job.timeout_s
                 continue
@@ -185,7 +215,7 @@ def _gather(jobs):
                 ray.cancel(task, force=True)
                 job = running.pop(task)
                 del deadlines[task]
-                yield job, failure(job, "timeout", f"no result after {job.timeout_s:.0f} s; the Ray task was cancelled")
+                yield job, [job.failure("timeout", f"no result after {job.timeout_s:.0f} s; the Ray task was cancelled")]
     if lost:
         print(f"ray: {len(lost)} configuration(s) lost with their node, not recorded; "
               "rnnbench run --resume RUN_DIR runs them", file=sys.stderr)

@@ -20,8 +20,8 @@ import types
 from dataclasses import dataclass, field
 
 from .config import MODES, ConfigError
+from .suites import SETTINGS
 
-MAX_DISTANCE = 2.0  # doublings: a 4x gap on one axis, or 2x on two, is the farthest data still used
 AXES = ("batch", "seq_len", "input_size", "hidden", "layers")
 AXIS_NAMES = {"batch": "B", "seq_len": "T", "input_size": "I", "hidden": "H", "layers": "layers"}
 
@@ -45,7 +45,6 @@ class Recommendation:
         return self.backend is not None
 
     def __str__(self) -> str:
-        from .report import P_THRESHOLD
 
         q = self.query
         shape = " ".join(f"{AXIS_NAMES[k]}={q[k] if q[k] is not None else 'any'}" for k in AXES)
@@ -60,7 +59,7 @@ class Recommendation:
                 if _headroom(m):
                     lines.append(f"    {_headroom(m)}")
             lines.append(f"margin: {self.margin:.3g}x faster than the runner-up {self.runner_up} "
-                         f"(Mann-Whitney U p <= {self.p_value:.2g} < {P_THRESHOLD} at each configuration)")
+                         f"(Mann-Whitney U p <= {self.p_value:.2g} < {SETTINGS.p_threshold} at each configuration)")
         else:
             lines.append(f"not enough data: {self.reason}")
         if self.relied_on:
@@ -126,7 +125,7 @@ def recommend(cell: str, batch: int, seq_len: int, mode: str, device: str, *, in
     """The fastest RNN backend for this configuration, from the run folders under ``results``."""
     import numpy as np
 
-    from .report import compare_samples, load_inputs, samples_of, speed_rows
+    from .results import compare_samples, load_inputs, samples_of, speed_rows
 
     q = dict(cell=cell, mode=mode, dtype=dtype, device=device, batch=batch, seq_len=seq_len, input_size=input_size,
              hidden=hidden, layers=layers)
@@ -164,9 +163,9 @@ def recommend(cell: str, batch: int, seq_len: int, mode: str, device: str, *, in
     rec.relied_on = [{**dict(zip(AXES, idx)), "differs": _differs(idx, q),
                       **{b: v * 1e3 for b, v in row.items() if v == v}} for idx, row in times.iterrows()]
     _add_context(rec, df[same_kind], rows, times.index)
-    if rec.distance > MAX_DISTANCE:
+    if rec.distance > SETTINGS.max_distance:
         rec.reason = (f"the nearest measured configuration is {rec.distance:.3g} doublings from the query "
-                      f"(limit {MAX_DISTANCE:g}); measure it: rnnbench run --cells {cell} --mode {mode} "
+                      f"(limit {SETTINGS.max_distance:g}); measure it: rnnbench run --cells {cell} --mode {mode} "
                       f"--batch {batch} --seq-len {seq_len}" + (f" --hidden {hidden}" if hidden else ""))
         return rec
     if not comparable.any():
@@ -187,9 +186,8 @@ def recommend(cell: str, batch: int, seq_len: int, mode: str, device: str, *, in
         rec.reason = f"too few repeats to tell {best} from {runner_up} apart (a rank test needs 5 or more a side)"
         return rec
     p = max(c.p for c in changes)
-    from .report import P_THRESHOLD
 
-    if p >= P_THRESHOLD:
+    if p >= SETTINGS.p_threshold:
         rec.reason = (f"{best} and {runner_up} are within noise of each other (median ratio "
                       f"{math.exp(np.log(ratios[runner_up]).mean()):.3g}, Mann-Whitney U p = {p:.2g})")
         return rec
@@ -218,13 +216,6 @@ def _add_context(rec: Recommendation, same_kind, rows, configs) -> None:
     for _, f in failed.iterrows():
         if tuple(f[k] for k in AXES) in configs:
             rec.notes.append(f"{f['backend']} at {_shape(f)}: {f['status']} ({str(f['message'])[:120]})")
-
-
-def main(args) -> int:
-    rec = recommend(args.cell, args.batch, args.seq_len, args.mode, args.device, input_size=args.input_size,
-                    hidden=args.hidden, layers=args.layers, dtype=args.dtype, results=args.results)
-    print(rec)
-    return 0
 
 
 class _CallableModule(types.ModuleType):

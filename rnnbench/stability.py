@@ -11,8 +11,7 @@ import math
 
 import numpy as np
 
-MAX_PROFILE_POINTS = 64
-MAX_ORACLE_STEPS = 64
+from .suites import SETTINGS
 
 
 def probe_direction(batch: int, out_size: int, seed: int = 0) -> np.ndarray:
@@ -21,7 +20,7 @@ def probe_direction(batch: int, out_size: int, seed: int = 0) -> np.ndarray:
     return u / np.linalg.norm(u)
 
 
-def downsample(profile: np.ndarray, points: int = MAX_PROFILE_POINTS) -> list[float]:
+def downsample(profile: np.ndarray, points: int = SETTINGS.max_profile_points) -> list[float]:
     if len(profile) <= points:
         return [float(v) for v in profile]
     idx = np.unique(np.round(np.linspace(0, len(profile) - 1, points)).astype(int))
@@ -64,7 +63,7 @@ def max_rel_err(runner, spec, weights, x) -> float:
     """Forward output against the float64 oracle on the same weights, over at most 64 steps."""
     from impls import reference
 
-    x = x[:MAX_ORACLE_STEPS]
+    x = x[:SETTINGS.max_oracle_steps]
     y_ref, _ = reference.forward(spec, weights, x, None)
     y, _ = runner.forward(runner.put(x), None)
     y = np.asarray(runner.get(y), dtype=np.float64)

@@ -17,47 +17,20 @@ import sys
 import time
 from pathlib import Path
 
-from . import cost
-from .config import Config, ConfigError, record_key, validate
-
-SWEEP_AXES = ("backends", "cells", "batch", "seq_len", "input_size", "hidden", "layers", "dtype", "mode", "device")
-
-# Named presets.  Each is the axes of a product; "extra" lists configurations added as they are.
-SUITES = {
-    "quick": {  # the default: every available backend, small shapes, a few minutes on a laptop CPU
-        "cells": ["lstm", "gru"], "batch": [16], "seq_len": [32, 128], "input_size": [32], "hidden": [64],
-        "layers": [1], "dtype": ["float32"], "mode": ["forward", "train"], "device": ["cpu"],
-        "timing": {"min_time_s": 0.2, "max_time_s": 1.0},
-    },
-    "cpu": {  # the committed CPU result set
-        "cells": ["lstm", "gru"], "batch": [16, 64], "seq_len": [32, 256], "input_size": [64],
-        "hidden": [64, 256], "layers": [1], "dtype": ["float32"], "mode": ["train"],
-        "device": ["cpu"], "timing": {"min_time_s": 0.3, "max_time_s": 1.5},
-    },
-    "kernels": {  # GPU kernels (DESIGN.md): LSTM grid, plus GRU and tanh RNN at one point
-        "cells": ["lstm"], "batch": [16, 64], "seq_len": [256, 1024], "input_size": None, "hidden": [64, 128, 256],
-        "layers": [1], "dtype": ["float32", "bfloat16"], "mode": ["forward", "train"], "device": ["cuda"],
-        "timing": {"min_time_s": 0.2, "max_time_s": 0.5, "min_repeats": 3},
-        "extra": [{"cell": c, "batch": 64, "seq_len": 1024, "hidden": 128, "dtype": "bfloat16", "mode": "train"}
-                  for c in ("gru", "rnn_tanh")],
-    },
-}
-# Shapes for a backend that runs under an interpreter (Triton on a CPU): exactness, not speed.
-INTERPRETED_SHAPE = {"batch": 4, "seq_len": 8, "input_size": 8, "hidden": 16}
-
-
-def suite_names() -> list[str]:
-    return list(SUITES) + ["tasks"]
+from . import suites
+from .config import MODES, ConfigError, check_devices
+from .jobs import TimingJob, TrainJob, job_from_dict, record_key
+from .suites import INTERPRETED_SHAPE, INTERPRETED_TIMING, SWEEP_AXES
 
 
 def _interpreted(backend: str, device: str) -> bool:
     import impls
+    from impls.runner import interpreted
 
     try:
-        fn = getattr(impls.get(backend), "interpreted_on", None)
+        return interpreted(impls.get(backend), device)
     except ImportError:
         return False
-    return bool(fn and fn(device))
 
 
 def default_backends(device: str) -> list[str]:
@@ -67,20 +40,43 @@ def default_backends(device: str) -> list[str]:
     return [n for n in impls.names() if impls.available(n, device)[0]]
 
 
-def build_configs(suite: str = "quick", overrides: dict | None = None) -> list[Config]:
-    """The sweep's configurations: a suite's axes with any axis replaced by ``overrides``."""
-    if suite not in SUITES:
-        raise ConfigError(f"unknown suite {suite!r}; valid: {', '.join(suite_names())}")
-    axes = {k: v for k, v in SUITES[suite].items() if k not in ("timing", "extra")}
-    extra = SUITES[suite].get("extra", [])
+def training_backends(device: str) -> list[str]:
+    """The tasks suite's backends: per implementing module and framework, the first registered name
+    (its variants, e.g. jax_scan_unroll8, train the same model), where it runs at full speed here."""
+    import impls
+
+    chosen, seen = [], set()
+    for name in default_backends(device):
+        family = (impls.module_of(name), impls.get(name).framework)
+        if family not in seen and not _interpreted(name, device):
+            seen.add(family)
+            chosen.append(name)
+    return chosen
+
+
+def build_jobs(suite: str = "quick", overrides: dict | None = None) -> list:
+    """The validated jobs of a suite, with any axis replaced by ``overrides``."""
+    try:
+        preset = suites.get(suite)
+    except KeyError as exc:
+        raise ConfigError(exc.args[0]) from None
+    if preset.kind == "training":
+        return training_jobs(overrides or {})
+    return build_configs(suite, overrides)
+
+
+def build_configs(suite: str = "quick", overrides: dict | None = None) -> list[TimingJob]:
+    """A timing suite's configurations: its axes with any axis replaced by ``overrides``."""
+    preset = suites.get(suite)
+    axes = dict(preset.axes)
+    extra = list(preset.extra)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if set(overrides) - {"backends", "device"}:
         extra = []  # a suite's fixed extras belong to the suite's shapes, not to a custom grid
     axes.update(overrides)
-    timing = SUITES[suite]["timing"]
-    devices = axes["device"]
+    timing = preset.timing
     configs = []
-    for device in devices:
+    for device in axes.get("device") or [preset.device]:
         backends = axes.get("backends") or default_backends(device)
         for backend in backends:
             interpreted = _interpreted(backend, device) and "backends" not in overrides
@@ -88,19 +84,74 @@ def build_configs(suite: str = "quick", overrides: dict | None = None) -> list[C
                 axes["cells"], axes["batch"], axes["seq_len"], axes["input_size"] or [None], axes["hidden"],
                 axes["layers"], axes["dtype"], axes["mode"]):
                 shape = dict(batch=b, seq_len=t, input_size=i or h, hidden=h)
+                settings = timing
                 if interpreted:
-                    shape = dict(INTERPRETED_SHAPE)
-                configs.append(Config(backend, cell, layers, dtype=dtype, mode=mode, device=device, **shape, **timing))
+                    shape, settings = dict(INTERPRETED_SHAPE), {**timing, **INTERPRETED_TIMING}
+                configs.append(TimingJob(backend, cell, layers, dtype=dtype, mode=mode, device=device, **shape,
+                                         **settings))
             for e in extra:
-                configs.append(Config(backend, layers=1, device=device, input_size=e["hidden"], **e, **timing))
+                configs.append(TimingJob(backend, layers=1, device=device, input_size=e["hidden"], **e, **timing))
     seen, unique = set(), []
     for cfg in configs:  # interpreted backends collapse to one shape: keep each configuration once
         if cfg.key() not in seen:
             seen.add(cfg.key())
             unique.append(cfg)
     for cfg in unique:
-        validate(cfg)
+        cfg.validate()
     return unique
+
+
+def training_jobs(axes: dict) -> list[TrainJob]:
+    """The ``tasks`` suite: every task at its default short setting for each backend.
+
+    Axes that apply: backends, device, cells, hidden, dtype, and seq_len (for the
+    tasks whose length is free).
+    """
+    from . import tasks
+
+    jobs = []
+    for device in axes.get("device") or [suites.get("tasks").device]:
+        for name in tasks.names():
+            variable = tasks.TASKS[name].variable_length
+            for backend in axes.get("backends") or training_backends(device):
+                for cell in axes.get("cells") or ["lstm"]:
+                    for hidden in axes.get("hidden") or [None]:
+                        for seq_len in (axes.get("seq_len") if variable else None) or [None]:
+                            for dtype in axes.get("dtype") or ["float32"]:
+                                jobs.append(TrainJob(name, backend, cell, hidden=hidden, seq_len=seq_len,
+                                                     device=device, dtype=dtype))
+    for job in jobs:
+        job.validate()
+    return jobs
+
+
+def check_axes(axes: dict) -> None:
+    """Every named choice of a sweep's axes is valid; ConfigError naming the valid ones."""
+    import impls
+    from impls.spec import CELLS, DTYPES
+
+    for label, key, valid in (("backend", "backends", impls.names()), ("cell", "cells", CELLS),
+                              ("dtype", "dtype", DTYPES), ("mode", "mode", MODES)):
+        for v in axes.get(key) or []:
+            if v not in valid:
+                raise ConfigError(f"unknown {label} {v!r}; valid: {', '.join(valid)}")
+
+
+def plan(suite: str | None, axes: dict, config_file: str | None = None) -> tuple[list, list[str]]:
+    """The validated jobs of ``rnnbench run`` and the devices they use; raises ConfigError.
+
+    ``axes``: the CLI's (None where not given), over those of ``config_file``.
+    """
+    merged = load_config_file(config_file) if config_file else {}
+    suite = suite or merged.pop("suite", None) or "quick"
+    merged.pop("suite", None)
+    merged.update({k: v for k, v in axes.items() if v is not None})
+    if suite not in suites.SUITES:
+        raise ConfigError(f"unknown suite {suite!r}; valid: {', '.join(suites.suite_names())}")
+    check_axes(merged)
+    devices = merged.get("device") or [suites.get(suite).device]
+    check_devices(devices)
+    return build_jobs(suite, merged), devices
 
 
 def load_config_file(path: str) -> dict:
@@ -123,53 +174,18 @@ def load_config_file(path: str) -> dict:
     return {k: (v if isinstance(v, list) or k == "suite" else [v]) for k, v in data.items()}
 
 
-# -- executing one job ---------------------------------------------------------------------
-
-
-def job_from_dict(d: dict):
-    if d.get("job") == "train":
-        from .train import TrainConfig
-
-        return TrainConfig.from_dict(d)
-    return Config.from_dict(d)
-
-
-def job_to_dict(job) -> dict:
-    return {"job": "train" if job.__class__.__name__ == "TrainConfig" else "timing", **job.to_dict()}
-
-
-def run_job(job, fresh_process: bool) -> list[dict]:
-    """All records of one job, in this process (a job with its own ``run`` method runs itself)."""
-    if callable(getattr(job, "run", None)):  # e.g. the faults that the executors' tests inject
-        return job.run(fresh_process)
-    if isinstance(job, Config):
-        from .measure import measure
-
-        return measure(job, memory="fresh" if fresh_process else "subprocess")
-    from .train import run_training
-
-    return run_training(job)
-
-
-def failure(job, status: str, message: str) -> list[dict]:
-    if isinstance(job, Config):
-        from .measure import failure_record
-
-        return [failure_record(job, status, message)]
-    from .train import failure_record as train_failure
-
-    return [train_failure(job, status, message)]
+# -- executing jobs ------------------------------------------------------------------------
 
 
 def run_in_child(job) -> list[dict]:
     """One job in a fresh Python process; a crash, kill or hang becomes a record."""
     from .measure import RECORD_PREFIX, child_env
 
-    cmd = [sys.executable, "-m", "rnnbench.worker", json.dumps(job_to_dict(job))]
+    cmd = [sys.executable, "-m", "rnnbench.worker", json.dumps(job.to_dict())]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=job.timeout_s, env=child_env())
     except subprocess.TimeoutExpired:
-        return failure(job, "timeout", f"no result after {job.timeout_s:.0f} s; the process was killed")
+        return [job.failure("timeout", f"no result after {job.timeout_s:.0f} s; the process was killed")]
     records = [json.loads(line[len(RECORD_PREFIX):]) for line in proc.stdout.splitlines()
                if line.startswith(RECORD_PREFIX)]
     if proc.returncode == 0 and records:
@@ -178,16 +194,16 @@ def run_in_child(job) -> list[dict]:
     if proc.returncode < 0:
         sig = signal.Signals(-proc.returncode).name
         status = "oom" if sig == "SIGKILL" and "memory" in tail.lower() else "error"
-        return records + failure(job, status, f"worker killed by {sig}: {tail}")
-    return records + failure(job, "error", f"worker exited with status {proc.returncode}: {tail}")
+        return records + [job.failure(status, f"worker killed by {sig}: {tail}")]
+    return records + [job.failure("error", f"worker exited with status {proc.returncode}: {tail}")]
 
 
 def execute_inline(jobs):
     for job in jobs:
         try:
-            yield job, run_job(job, fresh_process=False)
+            yield job, job.run(fresh_process=False)
         except Exception as exc:  # noqa: BLE001 - a failing configuration must not stop the sweep
-            yield job, failure(job, "error", f"{type(exc).__name__}: {exc}")
+            yield job, [job.failure("error", f"{type(exc).__name__}: {exc}")]
 
 
 def execute_process(jobs):
@@ -204,29 +220,21 @@ def execute_ray(jobs, address: str | None = None):
 EXECUTORS = {"inline": execute_inline, "process": execute_process, "ray": execute_ray}
 
 
-def describe(job) -> str:
-    if isinstance(job, Config):
-        return f"{job.backend} {job.cell} {job.mode} B={job.batch} T={job.seq_len} H={job.hidden} {job.dtype}"
-    return f"{job.backend} {job.task} T={job.seq_len} steps={job.steps}"
-
-
 def run_sweep(run, jobs, executor: str = "inline", ray_address: str | None = None, progress: bool = True) -> list[dict]:
     """Run the jobs not yet recorded in ``run``; append records as each finishes."""
     from tqdm import tqdm
 
-    done = {record_key(r) if r.get("kind") != "training" else ("train", r.get("task"), r.get("backend"))
-            for r in run.records()}
-    pending = [j for j in jobs if _job_key(j) not in done]
+    done = {record_key(r) for r in run.records()}
+    pending = [j for j in jobs if j.key() not in done]
     kwargs = {"address": ray_address} if executor == "ray" else {}
     bar = tqdm(total=len(pending), disable=not progress, unit="config", dynamic_ncols=True, file=sys.stderr)
     written = []
     start = time.perf_counter()
-    ceilings = run.info.get("ceilings")
     try:
         for job, records in EXECUTORS[executor](pending, **kwargs):
             for rec in records:
-                written.append(run.append(cost.complete(rec, ceilings)))
-            bar.set_postfix_str(describe(job), refresh=False)
+                written.append(run.append(rec))
+            bar.set_postfix_str(job.describe(), refresh=False)
             bar.update(1)
     finally:
         bar.close()
@@ -234,7 +242,27 @@ def run_sweep(run, jobs, executor: str = "inline", ray_address: str | None = Non
     return written
 
 
-def _job_key(job):
-    if isinstance(job, Config):
-        return job.key()
-    return ("train", job.task, job.backend)
+# -- a run: created or resumed ------------------------------------------------------------------
+
+
+def create_run(jobs, devices, executor: str, out, machine: str | None, argv=None):
+    """A new run folder holding the environment, the jobs and the machine's ceilings."""
+    from .measure import machine_ceilings
+    from .store import Run, environment
+
+    info = {**environment(devices, argv), "executor": executor, "jobs": [j.to_dict() for j in jobs]}
+    timing = [j for j in jobs if j.RECORD_KIND == "timing"]
+    if timing:  # what fraction_of_peak is measured against (cached per machine; see measure)
+        info["ceilings"] = machine_ceilings(timing)
+    return Run.create(out, machine, info)
+
+
+def resume_run(path):
+    """(run, jobs, executor) of an existing run folder; ConfigError when it is not one."""
+    from .store import Run
+
+    try:
+        run = Run.resume(path)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    return run, [job_from_dict(d) for d in run.info["jobs"]], run.info.get("executor", "inline")

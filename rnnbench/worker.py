@@ -1,6 +1,6 @@
 """Entry point of a fresh measuring process (process and ray executors, memory probes).
 
-``python -m rnnbench.worker [--memory-only] CONFIG_JSON`` prints each record on
+``python -m rnnbench.worker [--memory-only | --ceilings] JSON`` prints each record on
 a line starting with ``RNNBENCH_RECORD``; anything else on stdout is ignored.
 """
 from __future__ import annotations
@@ -13,18 +13,26 @@ from impls.runtime import prepare_process
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    memory_only = "--memory-only" in argv
-    argv = [a for a in argv if a != "--memory-only"]
+    mode = argv.pop(0) if argv and argv[0] in ("--memory-only", "--ceilings") else None
     prepare_process()
-    from .measure import RECORD_PREFIX, Prepared
-    from .sweep import job_from_dict, run_job
+    from .measure import RECORD_PREFIX
 
-    job = job_from_dict(json.loads(argv[0]))  # a timing Config, or a TrainConfig ("job": "train")
-    if memory_only:
-        peak, method = Prepared(job).peak_memory(fresh_process=True)
-        records = [{"peak_bytes": peak, "peak_method": method}]
+    if mode == "--ceilings":  # the machine's ceilings, measured here so no timing process runs them
+        from .measure import measure_ceilings_here
+
+        plan = json.loads(argv[0])
+        records = [measure_ceilings_here(plan["device"], plan["dtypes"], plan["shapes"], plan["tf32"])]
     else:
-        records = run_job(job, fresh_process=True)
+        from .jobs import job_from_dict
+
+        job = job_from_dict(json.loads(argv[0]))  # a TimingJob, or a TrainJob ("job": "train")
+        if mode == "--memory-only":
+            from .measure import Prepared
+
+            peak, method = Prepared(job).peak_memory(fresh_process=True)
+            records = [{"peak_bytes": peak, "peak_method": method}]
+        else:
+            records = job.run(fresh_process=True)
     for rec in records:
         print(RECORD_PREFIX + json.dumps(rec), flush=True)
     return 0

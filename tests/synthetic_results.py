@@ -29,9 +29,11 @@ def model_seconds(backend: str, cell: str, mode: str, batch: int, seq_len: int, 
 
 
 def timing_record(backend, cell, mode, batch, seq_len, hidden, seconds, rng, *, repeats=REPEATS, noise=0.02,
-                  device="cpu", dtype="float32", **extra) -> dict:
+                  device="cpu", dtype="float32", round=0, round_noise=0.0, **extra) -> dict:
+    """One round's record; ``round_noise``: the spread of this round's level (one process's) around ``seconds``."""
     kind = COST.get(backend, ("rnn",))[0]
-    samples = seconds * np.exp(noise * rng.standard_normal(repeats))  # [repeats]
+    level = seconds * np.exp(round_noise * rng.standard_normal()) if round_noise else seconds
+    samples = level * np.exp(noise * rng.standard_normal(repeats))  # [repeats]
     q1, med, q3 = np.percentile(samples, [25, 50, 75])
     gates = {"lstm": 4, "gru": 3}[cell]
     peak = 4 * batch * seq_len * (gates * hidden if kind == "rnn" else seq_len) * (3 if mode == "train" else 1)
@@ -41,7 +43,10 @@ def timing_record(backend, cell, mode, batch, seq_len, hidden, seconds, rng, *, 
             "status": "ok", "message": "", "threads": 2, "matmul_precision": "ieee", "mode": mode,
             "median_s": float(med), "iqr_s": float(q3 - q1), "samples_s": samples.tolist(), "compile_s": 0.01,
             "tokens_per_s": batch * seq_len / float(med), "peak_bytes": peak, "peak_method": "rss_rise_fresh_process",
-            "max_rel_err": 1e-7, **extra}
+            "flops": None, "bytes": None, "achieved_flops_per_s": None, "fraction_of_peak": None,
+            "fraction_of_step_bound": None, "round": round, "repeats": repeats, "contention": 0.0, "contended": False,
+            **({"max_rel_err": 1e-7} if kind == "rnn" else {"sdpa_kernel": "math"}),
+            **extra}
 
 
 def stability_record(backend, cell, batch, seq_len, hidden) -> dict:
@@ -53,7 +58,7 @@ def stability_record(backend, cell, batch, seq_len, hidden) -> dict:
             "impl_label": backend, "device": "cpu", "dtype": "float32", "cell": cell, "layers": 1, "batch": batch,
             "seq_len": seq_len, "input_size": INPUT_SIZE, "hidden": hidden, "status": "ok", "message": "",
             "grad_profile": profile[np.unique(np.round(np.linspace(0, seq_len - 1, 64)).astype(int))].tolist(),
-            "grad_decay_per_step": decay, "nan_count": 0, "inf_count": 0}
+            "grad_decay_per_step": decay, "nan_count": 0, "inf_count": 0, "threads": 2, "matmul_precision": "ieee"}
 
 
 def training_records(task, backend, baseline_metric, rng) -> list[dict]:
@@ -65,13 +70,15 @@ def training_records(task, backend, baseline_metric, rng) -> list[dict]:
                     "cell": "lstm", "layers": 1, "batch": 32, "seq_len": 50, "input_size": 8, "hidden": 64,
                     "status": "ok", "message": "", "step": step, "loss": loss, "grad_norm": 1.0,
                     "metric": loss * 1.1 if step % 10 == 0 else None, "baseline_metric": baseline_metric,
-                    "metric_name": "mse", "data_sha256": "0" * 64, "step_s": 0.01, "nan_count": 0})
+                    "metric_name": "mse", "data_sha256": "0" * 64, "step_s": 0.01, "nan_count": 0, "steps": 60,
+                    "seed": 0, "threads": 2, "matmul_precision": "ieee"})
     return out
 
 
 def make_run(root, *, machine="synthbox", seed=0, backends=tuple(COST), slower=None, efficiency=False,
-             extras=True, shapes=SHAPES) -> Run:
-    """A run folder like the cpu suite's.  ``slower``: {backend: factor} multiplies that backend's times."""
+             extras=True, shapes=SHAPES, rounds=1) -> Run:
+    """A run folder like the cpu suite's.  ``slower``: {backend: factor} multiplies that backend's times;
+    ``rounds``: each configuration's, each round's level spread by 2% around the cost model."""
     rng = np.random.default_rng(seed)
     run = Run.create(root, machine, {"cpu_model": "Synthetic CPU", "gpu": {},
                                      "versions": {"torch": "2.13.0", "jax": "0.10.2", "python": "3.11"}})
@@ -88,7 +95,9 @@ def make_run(root, *, machine="synthbox", seed=0, backends=tuple(COST), slower=N
                                 flops = 2.0 * 4 * b * t * h * (h + INPUT_SIZE)
                                 extra = {"flops": flops, "bytes": 1e6, "achieved_flops_per_s": flops / s,
                                          "fraction_of_peak": flops / s / 1e11, "fraction_of_step_bound": 0.5}
-                            run.append(timing_record(backend, cell, mode, b, t, h, s, rng, **extra))
+                            for r in range(rounds):
+                                run.append(timing_record(backend, cell, mode, b, t, h, s, rng, round=r,
+                                                         round_noise=0.02 if rounds > 1 else 0.0, **extra))
                             if mode == "train":
                                 run.append(stability_record(backend, cell, b, t, h))
     if extras:

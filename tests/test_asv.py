@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import impls
-from benchmarks import backends, common
+from benchmarks import backends, common, gate
 
 ROOT = Path(__file__).resolve().parents[1]
 ASV = [sys.executable, "-m", "asv"]
@@ -82,6 +83,63 @@ def test_speed_runs_the_prepared_callable(monkeypatch):
     assert tuple(y.shape) == (64, 2, 8)  # [T, B, H]: the mode's whole forward ran
 
 
+def test_gate_reaches_the_project_only_through_the_foundation_api():
+    """asv runs today's gate against old builds: it may import only impls and impls.spec, and only
+    names the foundation commit (c85d419) already had."""
+    import ast
+
+    tree = ast.parse((ROOT / "benchmarks" / "gate.py").read_text())
+    imported = {(node.module, a.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for a in node.names}
+    modules = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    assert modules == {"impls"} and {m for m, _ in imported} == {"impls.spec"}, (modules, imported)
+    foundation = subprocess.run(["git", "show", "c85d419:impls/spec.py"], cwd=ROOT, capture_output=True, text=True)
+    if foundation.returncode != 0:
+        pytest.skip("no git history here (a shallow or exported tree)")
+    for _, name in imported:
+        assert re.search(rf"^(def|class) {name}\b", foundation.stdout, re.M), name
+    registry = subprocess.run(["git", "show", "c85d419:impls/__init__.py"], cwd=ROOT, capture_output=True, text=True)
+    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name) and node.value.id == "impls"}
+    for name in used:
+        assert re.search(rf"^def {name}\(", registry.stdout, re.M), name
+
+
+def test_gate_covers_each_family_once_with_enough_samples():
+    # eager torch, torch.nn (cuDNN / oneDNN), JAX lax.scan: one point each (Triton: see gate.py)
+    assert gate.BACKENDS == ["torch_eager", "torch_cudnn", "jax_scan"]
+    assert set(gate.BACKENDS) <= set(impls.names(kind="rnn"))
+    assert gate.Gate.params == (gate.BACKENDS, ["forward", "train"])
+    assert gate.Gate.rounds >= 2 and gate.Gate.repeat * gate.Gate.rounds >= 10
+    assert [n for n in dir(gate.Gate) if n.startswith(("time_", "track_", "peakmem_", "mem_"))] == ["time_iteration"]
+
+
+def test_gate_times_the_mode_and_skips_what_it_cannot_run(monkeypatch):
+    monkeypatch.setattr(gate, "HIDDEN", 8)
+    monkeypatch.setattr(gate, "INPUT_SIZE", 4)
+    bench = gate.Gate()
+    bench.setup("torch_cudnn", "train")
+    grads = bench.call()
+    assert grads["weight_hh_l0"].shape == (4 * 8, 8) and tuple(grads["x"].shape) == (gate.SEQ_LEN, gate.BATCH, 4)
+    bench.setup("torch_eager", "forward")
+    y, _ = bench.call()
+    assert tuple(y.shape) == (gate.SEQ_LEN, gate.BATCH, 8)  # [T, B, H]
+    with pytest.raises(NotImplementedError, match="not registered"):
+        gate._skip_unless_runnable("no_such_backend", "cpu")
+    if not impls.available("triton", "cuda")[0]:  # the skip rule, on a backend this CPU cannot time
+        with pytest.raises(NotImplementedError):
+            gate._skip_unless_runnable("triton", "cpu")
+
+
+def test_asv_environments_take_the_cpu_torch_pin():
+    from asv.util import load_json
+
+    conf = load_json(str(ROOT / "asv.conf.json"), js_comments=True)
+    pin = [line for line in (ROOT / "constraints" / "cpu.txt").read_text().splitlines() if line.startswith("torch==")]
+    assert pin and conf["matrix"]["req"]["torch"] == [pin[0].split("==")[1]]
+    assert "-c {conf_dir}/constraints/cpu.txt" in " ".join(conf["install_command"])
+    assert conf["environment_type"] == "virtualenv"
+
+
 def test_workflows_pass_actionlint():
     out = subprocess.run([actionlint()], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -105,8 +163,10 @@ def test_quick_asv_run_of_a_subset(tmp_path):
                    capture_output=True, timeout=60)
     out = subprocess.run(
         ASV + ["run", "--python=same", "--quick", "--dry-run", "--show-stderr", "--config", config,
-               "--bench", r"backends\.(Speed\.time|Measured\.track_tokens)[a-z_]+\('torch_cudnn', 'lstm', 64, "],
+               "--bench", r"backends\.(Speed\.time|Measured\.track_tokens)[a-z_]+\('torch_cudnn', 'lstm', 64, ",
+               "--bench", r"^gate\."],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "failed" not in out.stdout, out.stdout
     assert "backends.Speed.time_iteration" in out.stdout and "backends.Measured.track_tokens_per_s" in out.stdout
+    assert "gate.Gate.time_iteration" in out.stdout

@@ -3,12 +3,15 @@
 A backend joins by registering in ``impls``; it passes here before any figure
 of it is published.  Error = max|a - b| / max|b| per tensor.
 """
+import itertools
+import re
+
 import numpy as np
 import pytest
 
 import impls
 from impls import reference
-from impls.spec import RNNSpec, Unsupported, init_weights, make_inputs
+from impls.spec import RNNSpec, Unsupported, feature_support, init_weights, make_inputs
 
 from .conftest import DEVICES, rel_err
 
@@ -22,13 +25,58 @@ CASES = [  # (cell, layers, T, B, I, H, with_state)
     for with_state in (False, True)
 ]
 
+# Bidirectional and variable length (DESIGN.md): every axis below, against the oracle.  The
+# unidirectional full-length corner is CASES above; the default run takes a covering subset in
+# which every pair of values of two axes occurs (every value of every axis at least once), and
+# the whole product is marked slow.
+RAGGED_AXES = {
+    "bidirectional": (False, True),
+    "lengths": ("none", "full", "ragged"),
+    "cell": ("rnn_tanh", "lstm", "gru"),
+    "layers": (1, 2),
+    "with_state": (False, True),
+    "dtype": ("float64", "float32"),
+}
+T_RAGGED, B_RAGGED = 7, 3
+LENGTHS = {"none": None, "full": np.full(B_RAGGED, T_RAGGED), "ragged": np.array([T_RAGGED, 1, 4])}  # [B]
+
+
+def _ragged_product():
+    rows = [dict(zip(RAGGED_AXES, v)) for v in itertools.product(*RAGGED_AXES.values())]
+    return [r for r in rows if r["bidirectional"] or r["lengths"] != "none"]
+
+
+def covering_pairs(rows):
+    """Greedy, deterministic: rows until every pair of values that occurs in ``rows`` is covered."""
+    def pairs(r):
+        return {((a, r[a]), (b, r[b])) for a, b in itertools.combinations(r, 2)}
+
+    todo, chosen = set().union(*map(pairs, rows)), []
+    while todo:
+        best = max(rows, key=lambda r: len(pairs(r) & todo))
+        chosen.append(best)
+        todo -= pairs(best)
+    return chosen
+
+
+def _ragged_id(r):
+    return (f"{'bi' if r['bidirectional'] else 'uni'}-{r['lengths']}-{r['cell']}-L{r['layers']}-"
+            f"{'state' if r['with_state'] else 'zeros'}-{r['dtype']}")
+
+
+RAGGED_DEFAULT = covering_pairs(_ragged_product())
+RAGGED_SLOW = [r for r in _ragged_product() if r not in RAGGED_DEFAULT]
+RAGGED_PARAMS = [pytest.param(r, id=_ragged_id(r)) for r in RAGGED_DEFAULT] + [
+    pytest.param(r, id=_ragged_id(r), marks=pytest.mark.slow) for r in RAGGED_SLOW]
+
 
 @pytest.fixture(autouse=True)
 def jax_x64_for_float64(request):
     """JAX runs float64 only with jax_enable_x64, a process-wide flag: on for a JAX backend's
     float64 case alone (a context that restores it), so it never leaks into other tests."""
     params = request.node.callspec.params if hasattr(request.node, "callspec") else {}
-    if params.get("dtype") == "float64" and impls.get(params["name"]).framework == "jax":
+    dtype = params["ragged"]["dtype"] if "ragged" in params else params.get("dtype")
+    if dtype == "float64" and impls.get(params["name"]).framework == "jax":
         import jax
 
         with jax.enable_x64(True):
@@ -37,28 +85,49 @@ def jax_x64_for_float64(request):
         yield
 
 
-def run_case(name, device, dtype, cell, layers, T, B, I, H, with_state, seed=0):
-    """Build the backend, run forward and forward_backward; return the worst error per tensor."""
-    spec = RNNSpec(cell, I, H, layers)
+def assert_within(errors, dtype, label):
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= TOLERANCE[dtype], f"{label}: {worst} off by {errors[worst]:.3g} ({errors})"
+
+
+def run_case(name, device, dtype, cell, layers, T, B, I, H, with_state, seed=0, bidirectional=False, lengths=None):
+    """Build the backend, run forward and forward_backward; return the worst error per tensor.
+
+    With ``lengths``, y and dx must also be exactly 0 at every padded position (t >= len).  A
+    backend without gradients (``Unsupported`` from forward_backward) skips once its forward
+    has passed."""
+    spec = RNNSpec(cell, I, H, layers, bidirectional)
     weights = init_weights(spec, seed=seed)
     x, state, dy = make_inputs(spec, T, B, seed=seed + 1, with_state=with_state)
     try:
         runner = impls.get(name).build(spec, weights, device, dtype)
     except Unsupported as exc:
         pytest.skip(str(exc))
-    y_ref, final_ref = reference.forward(spec, weights, x, state)
-    grads_ref = reference.forward_backward(spec, weights, x, state, dy)
+    label = f"{name} {dtype} {spec} lengths={lengths}"
+    kwargs = {} if lengths is None else {"lengths": lengths}
+    padded = None if lengths is None else np.arange(T)[:, None] >= lengths  # [T, B]
 
-    y, final = runner.forward(runner.put(x), runner.put(state))
+    y_ref, final_ref = reference.forward(spec, weights, x, state, lengths=lengths)
+    y, final = runner.forward(runner.put(x), runner.put(state), **kwargs)
     errors = {"y": rel_err(runner.get(y), y_ref)}
     finals = final if spec.has_cell_state else (final,)
     finals_ref = final_ref if spec.has_cell_state else (final_ref,)
     for sname, a, b in zip(("h_n", "c_n"), finals, finals_ref):
         errors[sname] = rel_err(runner.get(a), b)
-    grads = runner.forward_backward(runner.put(x), runner.put(state), runner.put(dy))
+    if padded is not None:
+        assert np.all(runner.get(y)[padded] == 0), f"{label}: y is not exactly 0 past the lengths"
+
+    grads_ref = reference.forward_backward(spec, weights, x, state, dy, lengths=lengths)
+    try:
+        grads = runner.forward_backward(runner.put(x), runner.put(state), runner.put(dy), **kwargs)
+    except Unsupported as exc:
+        assert_within(errors, dtype, label)
+        pytest.skip(f"forward matches the oracle; gradients: {exc}")
     assert set(grads) == set(grads_ref), sorted(grads)
     for gname, ref in grads_ref.items():
         errors["d" + gname] = rel_err(runner.get(grads[gname]), ref)
+    if padded is not None:
+        assert np.all(runner.get(grads["x"])[padded] == 0), f"{label}: dx is not exactly 0 at padded steps"
     return errors
 
 
@@ -70,9 +139,78 @@ def test_backend_matches_oracle(name, case, dtype, device):
     ok, reason = impls.available(name, device)
     if not ok:
         pytest.skip(reason)
-    errors = run_case(name, device, dtype, *case)
-    worst = max(errors, key=errors.get)
-    assert errors[worst] <= TOLERANCE[dtype], f"{name} {dtype}: {worst} off by {errors[worst]:.3g} ({errors})"
+    assert_within(run_case(name, device, dtype, *case), dtype, name)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("ragged", RAGGED_PARAMS)
+@pytest.mark.parametrize("name", impls.names(kind="rnn"))
+def test_bidirectional_and_lengths_match_oracle(name, ragged, device):
+    """Both directions, every length case, every gradient (h0/c0 of both directions, dx exactly 0
+    where padded); a backend that declares no support skips with its own reason."""
+    ok, reason = impls.available(name, device)
+    if not ok:
+        pytest.skip(reason)
+    lengths = LENGTHS[ragged["lengths"]]
+    if lengths is not None:
+        ok, reason = feature_support(impls.get(name), "lengths")
+        if not ok:
+            pytest.skip(reason)
+    errors = run_case(name, device, ragged["dtype"], ragged["cell"], ragged["layers"], T_RAGGED, B_RAGGED, 3, 5,
+                      ragged["with_state"], bidirectional=ragged["bidirectional"], lengths=lengths)
+    assert_within(errors, ragged["dtype"], f"{name} {_ragged_id(ragged)}")
+
+
+def test_covering_subset_covers_every_pair_and_the_rest_is_slow():
+    product = _ragged_product()
+    assert len(RAGGED_DEFAULT) + len(RAGGED_SLOW) == len(product) == 120
+    for a, b in itertools.combinations(RAGGED_AXES, 2):
+        seen = {(r[a], r[b]) for r in RAGGED_DEFAULT}
+        assert seen == {(r[a], r[b]) for r in product}, (a, b)
+    assert len(RAGGED_DEFAULT) <= 16
+
+
+@pytest.mark.parametrize("name", impls.names(kind="rnn"))
+def test_undeclared_features_are_unsupported_never_ignored(name):
+    """A backend that does not declare bidirectional or lengths refuses them with a reason."""
+    if not impls.available(name, "cpu")[0]:
+        pytest.skip(impls.available(name, "cpu")[1])
+    backend = impls.get(name)
+    spec = RNNSpec("gru", 3, 4)
+    if not feature_support(backend, "bidirectional")[0]:
+        bi = RNNSpec("gru", 3, 4, bidirectional=True)
+        with pytest.raises(Unsupported, match=re.escape(feature_support(backend, "bidirectional")[1])):
+            backend.build(bi, init_weights(bi), "cpu", "float32")
+    if not feature_support(backend, "lengths")[0]:
+        runner = backend.build(spec, init_weights(spec), "cpu", "float32")
+        x, _, _ = make_inputs(spec, 3, 2)
+        with pytest.raises(Unsupported, match="lengths"):
+            runner.forward(runner.put(x), None, lengths=np.array([3, 1]))
+
+
+def test_padded_cudnn_refuses_bidirectional_with_the_reason():
+    spec = RNNSpec("lstm", 3, 5, bidirectional=True)
+    with pytest.raises(Unsupported, match="reverse direction.*start in the padding"):
+        impls.get("torch_cudnn_padded").build(spec, init_weights(spec), "cpu", "float32")
+
+
+@pytest.mark.parametrize("name", ["torch_eager", "torch_cudnn", "jax_scan"])
+def test_step_is_unidirectional_only(name):
+    spec = RNNSpec("lstm", 3, 5, bidirectional=True)
+    runner = impls.get(name).build(spec, init_weights(spec), "cpu", "float32")
+    x, state, _ = make_inputs(spec, 1, 2, with_state=True)
+    with pytest.raises(Unsupported, match="unidirectional only"):
+        runner.step(runner.put(x[0]), runner.put(state))
+
+
+def test_bad_lengths_are_refused_naming_the_range():
+    from impls.spec import SpecError
+
+    spec = RNNSpec("gru", 3, 5)
+    runner = impls.get("torch_eager").build(spec, init_weights(spec), "cpu", "float32")
+    x, _, _ = make_inputs(spec, 4, 2)
+    with pytest.raises(SpecError, match=r"lengths must lie in \[1, 4\]"):
+        runner.forward(runner.put(x), None, lengths=np.array([5, 1]))
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -82,9 +220,20 @@ def test_half_precision_on_cuda(name, dtype, cuda_only):
     if not ok:
         pytest.skip(reason)
     for case in CASES[::3]:
-        errors = run_case(name, "cuda", dtype, *case)
-        worst = max(errors, key=errors.get)
-        assert errors[worst] <= TOLERANCE[dtype], f"{name} {dtype} {case}: {worst} off by {errors[worst]:.3g}"
+        assert_within(run_case(name, "cuda", dtype, *case), dtype, f"{name} {case}")
+
+
+@pytest.mark.parametrize("case", CASES[::3], ids=lambda c: f"{c[0]}-L{c[1]}-{'state' if c[6] else 'zeros'}")
+@pytest.mark.parametrize("name", impls.names(kind="rnn"))
+def test_bfloat16_on_cpu(name, case):
+    """bfloat16 where a backend really runs it on the CPU (oneDNN/ATen, inductor, XLA); the bound is
+    TOLERANCE["bfloat16"] (5e-2: 8 mantissa bits over T=7; measured worst 2e-2); others skip with a reason."""
+    ok, reason = impls.available(name, "cpu")
+    if not ok:
+        pytest.skip(reason)
+    errors = run_case(name, "cpu", "bfloat16", *case)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= TOLERANCE["bfloat16"], f"{name} bfloat16 {case}: {worst} off by {errors[worst]:.3g}"
 
 
 def test_step_is_forward_with_one_timestep():
@@ -126,14 +275,17 @@ def test_spec_rejects_bad_values_naming_the_field():
         RNNSpec("lstm", 3, 0)
     with pytest.raises(SpecError, match=r"num_layers must be an integer in \[1, 64\]"):
         RNNSpec("lstm", 3, 5, 0)
+    with pytest.raises(SpecError, match="bidirectional must be true or false"):
+        RNNSpec("lstm", 3, 5, 1, "yes")
 
 
-def test_weights_match_torch_state_dict_layout():
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_weights_match_torch_state_dict_layout(bidirectional):
     import torch
 
-    spec = RNNSpec("gru", 3, 5, 2)
-    module = torch.nn.GRU(3, 5, 2)
-    assert {k: tuple(v.shape) for k, v in module.state_dict().items()} == spec.weight_shapes()
+    spec = RNNSpec("gru", 3, 5, 2, bidirectional)
+    module = torch.nn.GRU(3, 5, 2, bidirectional=bidirectional)
+    assert list({k: tuple(v.shape) for k, v in module.state_dict().items()}.items()) == list(spec.weight_shapes().items())
     w = init_weights(spec, seed=7)
     bound = 1 / np.sqrt(5)
     assert all(np.all(np.abs(v) <= bound) for v in w.values())

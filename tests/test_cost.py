@@ -1,5 +1,7 @@
 """The analytical cost model against hand counts and torch's FLOP counter; ceilings and fractions."""
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -7,8 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import impls
 from impls.spec import RNNSpec, init_weights, make_inputs
-from rnnbench import cli, cost, store
-from rnnbench.config import Config
+from rnnbench import cli, cost, measure, store
+from rnnbench.jobs import TimingJob
 
 
 def test_lstm_hand_count():
@@ -121,37 +123,69 @@ def test_transformer_linear_flops_match_torch_flop_counter(mode):
     c = cost.transformer_cost(runner.dims, B, T, mode)
     # the attention kernel is not always counted by torch (its CPU flash kernel is not): compare the linears
     assert linear == sum(v for k, v in c.terms.items() if not k.startswith(("attention", "elementwise")))
-    assert cost.record_cost(Config("transformer_sdpa", batch=B, seq_len=T, mode=mode), "baseline",
+    assert cost.record_cost(TimingJob("transformer_sdpa", batch=B, seq_len=T, mode=mode), "baseline",
                             runner.dims)["flops"] == c.flops
 
 
 def test_complete_divides_by_the_ceilings():
-    ceilings = {"cpu": {"matmul_flops_per_s": {"float32": 100e9},
+    ceilings = {"cpu": {"matmul_flops_per_s": {"float32": 100e9}, "copy_bytes_per_s": 1e9,
                         "recurrent_matmul": [{"batch": 8, "hidden": 16, "gates": 4, "dtype": "float32",
                                               "flops_per_s": 40e9}]}}
-    rec = {"kind": "timing", "status": "ok", "backend_kind": "rnn", "device": "cpu", "dtype": "float32", "cell": "lstm", "batch": 8,
-           "hidden": 16, "flops": 2e9, "bytes": 10, "median_s": 0.1}
+    shape = dict(cell="lstm", layers=1, batch=8, seq_len=32, input_size=16, hidden=16, mode="forward", dtype="float32")
+    c = cost.rnn_cost(**shape)
+    rec = {"kind": "timing", "status": "ok", "backend_kind": "rnn", "device": "cpu", **shape,
+           "flops": c.flops, "bytes": c.bytes, "median_s": 0.1}
     out = cost.complete(rec, ceilings)
-    assert out["achieved_flops_per_s"] == pytest.approx(20e9)
-    assert out["fraction_of_peak"] == pytest.approx(0.2) and out["fraction_of_step_bound"] == pytest.approx(0.5)
-    other_shape = cost.complete({**rec, "cell": "gru"}, ceilings)  # no gru shape measured
-    assert other_shape["fraction_of_peak"] == pytest.approx(0.2) and other_shape["fraction_of_step_bound"] is None
+    assert out["achieved_flops_per_s"] == pytest.approx(c.flops / 0.1)
+    assert out["fraction_of_peak"] == pytest.approx(c.flops / 0.1 / 100e9)
+    roofline_s = max(c.flops / 100e9, c.bytes / 1e9)
+    chain_s = c.terms["recurrent"] / 40e9  # forward: the recurrent matmul at every step
+    assert out["fraction_of_recurrent_roofline"] == pytest.approx(min(roofline_s, chain_s) / 0.1)
+    train = cost.rnn_cost(**{**shape, "mode": "train"})
+    bound = cost.time_lower_bound_s(ceilings, {**rec, "mode": "train", "flops": train.flops, "bytes": train.bytes})
+    # in training the chain adds dh at each step back, not dW_hh (batched over steps)
+    assert bound == pytest.approx(min(max(train.flops / 100e9, train.bytes / 1e9),
+                                      (train.terms["recurrent"] + train.terms["recurrent_backward"] / 2) / 40e9))
+    other_shape = cost.complete({**rec, "cell": "gru"}, ceilings)  # no gru step shape measured: the roofline alone
+    assert other_shape["fraction_of_recurrent_roofline"] == pytest.approx(roofline_s / 0.1)
+    assert cost.complete(rec, {"cpu": {"matmul_flops_per_s": {"float32": 100e9}}})[
+        "fraction_of_recurrent_roofline"] is None  # no bandwidth measured: no roofline
     failed = cost.complete({**rec, "status": "error", "flops": None, "median_s": None}, ceilings)
     assert failed["achieved_flops_per_s"] is None and failed["fraction_of_peak"] is None
+    assert failed["fraction_of_recurrent_roofline"] is None
     assert cost.complete({"kind": "stability"}, ceilings) == {"kind": "stability"}
 
 
+COMMITTED = Path(__file__).resolve().parent.parent / "results" / "cpu-2core"
+
+
+@pytest.mark.skipif(not COMMITTED.is_dir(), reason="the committed CPU result set is not in this checkout")
+def test_recurrent_roofline_is_a_bound_on_the_committed_set():
+    """No committed timing beats its lower bound (fused oneDNN LSTMs beat the old step "bound" by 1.63x)."""
+    checked = 0
+    for run_dir in sorted(COMMITTED.iterdir()):
+        ceilings = json.loads((run_dir / store.RUN_JSON).read_text())["ceilings"]
+        for rec in store.read_records(run_dir / store.RECORDS):
+            if rec.get("kind") == "timing" and rec.get("status") == "ok" and rec.get("backend_kind") == "rnn":
+                fraction = cost.complete({**rec, **cost.record_cost(SimpleNamespace(**rec), "rnn")},
+                                         ceilings)["fraction_of_recurrent_roofline"]
+                assert 0 < fraction <= 1, (rec["backend"], rec["batch"], rec["seq_len"], rec["hidden"], fraction)
+                checked += 1
+    assert checked >= 50
+
+
 def test_ceiling_plan_takes_the_run_dtypes_and_recurrent_shapes():
-    configs = [Config("torch_eager", cell="gru", batch=8, hidden=16), Config("torch_cudnn", cell="gru", batch=8, hidden=16),
-               Config("torch_eager", cell="lstm", batch=8, hidden=16, dtype="float64"),
-               Config("torch_eager", cell="lstm", device="cuda", dtype="bfloat16")]
-    plan = cost.ceiling_plan(configs)
+    configs = [TimingJob("torch_eager", cell="gru", batch=8, hidden=16), TimingJob("torch_cudnn", cell="gru", batch=8, hidden=16),
+               TimingJob("torch_eager", cell="lstm", batch=8, hidden=16, dtype="float64"),
+               TimingJob("torch_eager", cell="lstm", device="cuda", dtype="bfloat16")]
+    plan = measure.ceiling_plan(configs)
     assert plan["cpu"]["dtypes"] == ["float32", "float64"]
     assert plan["cpu"]["shapes"] == [(8, 16, 3, "float32"), (8, 16, 4, "float64")]
     assert plan["cuda"]["dtypes"] == ["bfloat16", "float16", "float32"]
 
 
-def test_cli_run_stores_ceilings_once_and_completes_the_records(tmp_path, capsys):
+def test_cli_run_stores_ceilings_once_and_completes_the_records(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RNNBENCH_CACHE_DIR", str(tmp_path / "cache"))  # measured here, in a child, once
     argv = ["run", "--backends", "torch_eager", "--cells", "lstm", "--batch", "4", "--seq-len", "8",
             "--hidden", "16", "--input-size", "8", "--mode", "train", "--out", str(tmp_path), "--quiet",
             "--no-report", "--machine", "box"]
@@ -159,7 +193,9 @@ def test_cli_run_stores_ceilings_once_and_completes_the_records(tmp_path, capsys
     (run_dir,) = (tmp_path / "box").iterdir()
     ceilings = json.loads((run_dir / "run.json").read_text())["ceilings"]["cpu"]
     assert ceilings["matmul_flops_per_s"]["float32"] > 1e8 and ceilings["copy_bytes_per_s"] > 1e7
-    assert ceilings["matmul_precision"] == "ieee" and ceilings["load_average_1min"] >= 0
+    assert ceilings["matmul_precision"] == "ieee" and isinstance(ceilings["load_average_1min"], float)
+    (cached,) = (tmp_path / "cache").glob("ceilings-*-cpu-*.json")  # one file: machine, versions, device
+    assert json.loads(cached.read_text())["matmul_flops_per_s"] == ceilings["matmul_flops_per_s"]
     (step,) = ceilings["recurrent_matmul"]
     assert (step["batch"], step["hidden"], step["gates"], step["dtype"]) == (4, 16, 4, "float32")
     (rec,) = [r for r in store.read_records(run_dir / store.RECORDS) if r["kind"] == "timing"]
@@ -167,9 +203,17 @@ def test_cli_run_stores_ceilings_once_and_completes_the_records(tmp_path, capsys
     assert (rec["flops"], rec["bytes"]) == (expected.flops, expected.bytes)
     assert rec["achieved_flops_per_s"] == pytest.approx(rec["flops"] / rec["median_s"])
     assert rec["fraction_of_peak"] == pytest.approx(rec["achieved_flops_per_s"] / ceilings["matmul_flops_per_s"]["float32"])
-    assert rec["fraction_of_step_bound"] == pytest.approx(rec["achieved_flops_per_s"] / step["flops_per_s"])
+    assert rec["fraction_of_recurrent_roofline"] == pytest.approx(cost.time_lower_bound_s({"cpu": ceilings}, rec)
+                                                                  / rec["median_s"])
     assert cli.main(["run", "--resume", str(run_dir), "--quiet", "--no-report"]) == 0  # nothing left to do
     assert json.loads((run_dir / "run.json").read_text())["ceilings"]["cpu"] == ceilings  # not measured again
+
+    def no_child(*args):
+        raise AssertionError("a cached ceiling was measured again")
+
+    monkeypatch.setattr(measure, "_ceilings_in_child", no_child)  # a cache hit starts no process
+    job = TimingJob("torch_eager", "lstm", batch=4, seq_len=8, input_size=8, hidden=16)
+    assert measure.machine_ceilings([job])["cpu"]["recurrent_matmul"] == ceilings["recurrent_matmul"]
 
 
 def test_recommend_states_the_headroom():

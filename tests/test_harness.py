@@ -9,20 +9,40 @@ import pytest
 
 import impls
 from impls import reference
+from impls.runner import HostTimer, hook
+from impls.runtime import rss_rise
 from impls.spec import RNNSpec, init_weights, make_inputs
-from rnnbench import cli, store
-from rnnbench.config import Config
-from rnnbench.measure import measure, rss_rise, time_callable
+from rnnbench import cli, store, suites, tasks
+from rnnbench.jobs import TimingJob, TrainJob, job_from_dict, record_key
+from rnnbench.measure import measure, repeat, summarize
 from rnnbench.stability import decay_per_step, gradient_profile, probe_direction
 from rnnbench.sweep import build_configs, execute_process, run_in_child, run_sweep
 
 FAST = dict(min_time_s=0.01, max_time_s=0.1, min_repeats=3)
 
 
-def test_timer_reads_a_known_sleep():
-    timing, first = time_callable(lambda: time.sleep(0.02), min_repeats=5, min_time_s=0.1)
+def test_timer_reads_a_known_sleep_between_two_syncs():
+    events = []
+    timer = HostTimer(lambda: events.append("sync"))
+    timing = repeat(lambda: timer.time(lambda: (events.append("call"), time.sleep(0.02))), min_repeats=5,
+                    min_time_s=0.1)
     assert 0.02 <= timing.median_s < 0.03
-    assert len(timing.samples_s) >= 5 and timing.iqr_s >= 0
+    assert len(timing.samples_s) >= 5 and events[:3] == ["sync", "call", "sync"]
+    q1, q3 = np.percentile(timing.samples_s, [25, 75])
+    assert timing.iqr_s == pytest.approx(q3 - q1)
+
+
+def test_summary_statistics_of_known_samples():
+    t = summarize([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert (t.median_s, t.iqr_s, t.samples_s) == (3.0, 2.0, [5.0, 1.0, 4.0, 2.0, 3.0])
+
+
+def test_a_torch_runner_times_with_the_hook_of_its_device():
+    """The timer hook picks CUDA events only for a GPU (impls.torch_hooks); a CPU runner gets the host clock."""
+    spec = RNNSpec("gru", 3, 4)
+    runner = impls.get("torch_eager").build(spec, init_weights(spec), "cpu", "float32")
+    assert isinstance(hook(runner, "timer")(), HostTimer)
+    assert hook(runner, "memory_probe")().in_process is False and hook(runner, "output_size")() == 4
 
 
 def test_peak_memory_reads_a_known_allocation():
@@ -32,7 +52,7 @@ def test_peak_memory_reads_a_known_allocation():
 
 
 def test_timing_record_has_the_schema_and_a_stability_record():
-    cfg = Config("torch_cudnn", "gru", batch=3, seq_len=6, input_size=4, hidden=5, **FAST)
+    cfg = TimingJob("torch_cudnn", "gru", batch=3, seq_len=6, input_size=4, hidden=5, **FAST)
     timing, stab = measure(cfg, memory="fresh")
     for field in store.COMMON_FIELDS[1:] + ("mode", "median_s", "iqr_s", "samples_s", "compile_s", "tokens_per_s",
                                              "peak_bytes", "peak_method", "max_rel_err"):
@@ -69,9 +89,9 @@ def test_decay_is_signed_and_profile_downsampled():
 
 
 def test_a_failing_configuration_becomes_a_record_and_the_sweep_goes_on():
-    good = Config("torch_eager", "gru", batch=2, seq_len=4, input_size=3, hidden=4, **FAST)
-    raises = Config("torch_eager", "gru", layers=65, batch=2, seq_len=4, input_size=3, hidden=4, **FAST)
-    unsupported = Config("torch_eager", "gru", dtype="float16", batch=2, seq_len=4, input_size=3, hidden=4)
+    good = TimingJob("torch_eager", "gru", batch=2, seq_len=4, input_size=3, hidden=4, **FAST)
+    raises = TimingJob("torch_eager", "gru", layers=65, batch=2, seq_len=4, input_size=3, hidden=4, **FAST)
+    unsupported = TimingJob("torch_eager", "gru", dtype="float16", batch=2, seq_len=4, input_size=3, hidden=4)
     out = {job.layers if job is not unsupported else "fp16": recs for job, recs in
            execute_process([raises, unsupported, good])}
     assert out[65][0]["status"] == "error" and "num_layers" in out[65][0]["message"]
@@ -84,12 +104,12 @@ def test_a_killed_worker_becomes_a_record(tmp_path, monkeypatch):
     killer.write_text("#!/bin/sh\nkill -9 $$\n")
     killer.chmod(killer.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setattr(sys, "executable", str(killer))
-    (rec,) = run_in_child(Config("torch_eager", batch=2, seq_len=4, input_size=3, hidden=4))
+    (rec,) = run_in_child(TimingJob("torch_eager", batch=2, seq_len=4, input_size=3, hidden=4))
     assert rec["status"] == "error" and "SIGKILL" in rec["message"]
 
 
 def test_a_hang_becomes_a_timeout_record():
-    cfg = Config("torch_eager", "lstm", batch=64, seq_len=2000, input_size=64, hidden=256,
+    cfg = TimingJob("torch_eager", "lstm", batch=64, seq_len=2000, input_size=64, hidden=256,
                  min_time_s=30, max_time_s=60, timeout_s=3)
     (rec,) = run_in_child(cfg)
     assert rec["status"] == "timeout" and "3 s" in rec["message"]
@@ -101,7 +121,7 @@ def _tiny_jobs():
 
 
 def test_resume_completes_an_interrupted_run_without_repeating(tmp_path):
-    jobs = [Config.from_dict({**j.to_dict(), **FAST}) for j in _tiny_jobs()]
+    jobs = [TimingJob.from_dict({**j.to_dict(), **FAST}) for j in _tiny_jobs()]
     run = store.Run.create(tmp_path, "testmachine", {"jobs": [j.to_dict() for j in jobs]})
     run_sweep(run, jobs[:2], progress=False)  # "interrupted" after two configurations
     with open(run.path / store.RECORDS, "a") as f:
@@ -116,8 +136,10 @@ def test_resume_completes_an_interrupted_run_without_repeating(tmp_path):
 
 def test_appends_are_whole_lines_and_load_joins_the_environment(tmp_path):
     run = store.Run.create(tmp_path, "m1", {"cpu_model": "test cpu", "versions": {"torch": "9.9"}})
+    config = {"backend": "b", "device": "cpu", "dtype": "float32", "cell": "gru", "layers": 1, "batch": 2,
+              "seq_len": 3, "input_size": 4, "hidden": 5, "message": ""}
     for i in range(3):
-        run.append({"kind": "timing", "backend": "b", "median_s": i, "samples_s": np.arange(2.0)})
+        run.append({"kind": "timing", **config, "status": "error", "median_s": i, "samples_s": np.arange(2.0)})
     lines = (run.path / store.RECORDS).read_text().splitlines()
     assert [json.loads(line)["median_s"] for line in lines] == [0, 1, 2]
     df = store.load([tmp_path])
@@ -134,7 +156,7 @@ def test_appends_are_whole_lines_and_load_joins_the_environment(tmp_path):
     (["run", "--batch", "0"], "not positive"),
     (["run", "--seq-len", "ten"], "not an integer"),
     (["run", "--mode", "infer"], "valid: forward, train, step"),
-    (["run", "--suite", "huge"], "valid: quick, cpu, kernels, tasks"),
+    (["run", "--suite", "huge"], "valid: " + ", ".join(suites.suite_names())),
     (["run", "--frobnicate"], "unrecognized arguments"),
     (["run", "--resume", "/nonexistent/run"], "not a run folder"),
     (["explode"], "invalid choice"),
@@ -150,7 +172,7 @@ def test_bad_input_is_one_line_exit_2_and_no_folder(argv, says, tmp_path, capsys
 def test_cli_run_writes_a_run_folder_and_prints_a_table(tmp_path, capsys):
     code = cli.main(["run", "--backends", "torch_cudnn", "--cells", "lstm", "--batch", "2", "--seq-len", "4",
                      "--hidden", "8", "--input-size", "3", "--mode", "forward,train", "--out", str(tmp_path),
-                     "--quiet", "--no-report", "--machine", "box"])
+                     "--quiet", "--no-report", "--machine", "box", "--table", "full"])
     out = capsys.readouterr().out
     assert code == 0 and "median_ms" in out and "tokens_per_s" in out
     (run_dir,) = (tmp_path / "box").iterdir()
@@ -166,3 +188,81 @@ def test_cli_list_names_every_backend(capsys):
     out = capsys.readouterr().out
     for name in impls.names():
         assert name in out
+
+
+def test_a_record_from_measure_alone_is_complete():
+    """asv calls measure() directly: its record has the fractions of the machine's ceilings too."""
+    (timing,) = measure(TimingJob("torch_eager", "gru", batch=2, seq_len=4, input_size=3, hidden=4, mode="forward",
+                                  **FAST), memory="skip")
+    store.check_record({"run_id": "r", **timing})
+    assert timing["fraction_of_peak"] > 0 and timing["fraction_of_step_bound"] > 0
+    assert timing["achieved_flops_per_s"] == pytest.approx(timing["flops"] / timing["median_s"])
+
+
+def test_the_schema_names_missing_and_mistyped_fields(tmp_path):
+    run = store.Run.create(tmp_path, "m", {})
+    (good,) = measure(TimingJob("torch_eager", "gru", batch=2, seq_len=4, input_size=3, hidden=4, mode="forward",
+                                **FAST), memory="skip")
+    run.append(good)
+    missing = {k: v for k, v in good.items() if k != "median_s"}
+    with pytest.raises(store.RecordError, match="missing median_s"):
+        run.append(missing)
+    with pytest.raises(store.RecordError, match="batch='2' is a str"):
+        run.append({**good, "batch": "2"})
+    with pytest.raises(store.RecordError, match="status 'fine'"):
+        run.append({**good, "status": "fine"})
+    assert len(run.records()) == 1  # nothing of a refused record was written
+
+
+def test_job_keys_match_their_records_and_survive_the_dict_round_trip():
+    timing = TimingJob("torch_eager", "gru", batch=2, seq_len=4, input_size=3, hidden=4)
+    (rec,) = [timing.failure("error", "x")]
+    assert record_key(rec) == timing.key() and job_from_dict(timing.to_dict()) == timing
+    stability = {k: v for k, v in TimingJob("torch_eager", "gru", mode="train").failure("ok", "").items() if k != "mode"}
+    assert record_key({**stability, "kind": "stability"}) == TimingJob("torch_eager", "gru", mode="train").key()
+    train = TrainJob("adding", "torch_eager", "gru", hidden=8, seq_len=10, steps=2)
+    assert record_key(train.failure("timeout", "x")) == train.key() and job_from_dict(train.to_dict()) == train
+    other = TrainJob("adding", "torch_eager", "lstm", hidden=8, seq_len=10, steps=2)
+    assert other.key() != train.key()  # every identity field counts: the cell among them
+
+
+def test_help_lists_every_choice(capsys):
+    """run/train/report/recommend --help name every task, cell, suite, dtype, mode and executor."""
+    import impls.spec
+
+    texts = {}
+    for command in ("run", "train", "report", "recommend"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        texts[command] = " ".join(capsys.readouterr().out.split())
+    for name in suites.suite_names() + list(impls.spec.CELLS) + list(impls.spec.DTYPES) + ["inline", "process",
+                                                                                         "ray", "forward", "train"]:
+        assert name in texts["run"], name
+    for name in tasks.names() + list(impls.spec.CELLS) + impls.names():
+        assert name in texts["train"], name
+    assert "RUN_DIR_OR_JSON" in texts["report"] and "default" in texts["report"]
+    for name in impls.spec.CELLS:
+        assert name in texts["recommend"], name
+
+
+def test_the_end_of_run_summary_names_the_fastest_per_regime_and_lists_exactness_rows_apart(capsys):
+    from rnnbench.report.console import print_end_of_run
+
+    def rec(backend, seq_len, median, **extra):
+        return {"kind": "timing", "backend": backend, "backend_kind": extra.pop("kind", "rnn"), "device": "cpu",
+                "dtype": "float32", "cell": "lstm", "layers": 1, "batch": 16, "seq_len": seq_len, "input_size": 32,
+                "hidden": 64, "mode": "train", "status": "ok", "impl_label": "x", "median_s": median,
+                "samples_s": [median] * 5, "run_id": "r", **extra}
+
+    records = [rec("fast", 32, 1.0), rec("slow", 32, 1.5), rec("transformer", 32, 3.0, kind="baseline"),
+               rec("fast", 256, 4.0), rec("slow", 256, 2.0),
+               rec("triton", 8, 9.0, impl_label="interpreted", max_rel_err=1e-7),
+               {**rec("slow", 512, None), "status": "oom", "message": "out of memory"}]
+    print_end_of_run(records)
+    out = capsys.readouterr().out
+    short = next(line for line in out.splitlines() if " short " in f" {line} ")
+    long = next(line for line in out.splitlines() if " long " in f" {line} ")
+    assert short.split()[5:9] == ["fast", "slow", "x1.50", "x3.00"]  # fastest, runner-up, margin, baseline ratio
+    assert long.split()[5:9] == ["slow", "fast", "x2.00", "-"]
+    assert "exactness only" in out and "1 row(s) of triton" in out and "1e-07" in out
+    assert "1 configuration(s) not ok (1 oom)" in out and "median_ms" not in out

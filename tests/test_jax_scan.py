@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import impls
+from impls.jax_scan import CPU_DTYPES, JaxScanBackend
 from impls.spec import RNNSpec, Unsupported, init_weights, make_inputs
 
 from .conftest import rel_err
@@ -14,7 +15,7 @@ from .conftest import rel_err
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
 
-JAX_NAMES = [n for n in impls.names(kind="rnn") if impls.get(n).framework == "jax"]
+JAX_NAMES = [n for n in impls.names(kind="rnn") if isinstance(impls.get(n), JaxScanBackend)]
 
 
 def _build(name, cell="lstm", layers=2, dtype="float32", with_state=True):
@@ -51,19 +52,37 @@ def test_apply_is_differentiable_and_matches_forward_backward():
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
-def test_custom_bptt_matches_autodiff_in_float64(cell):
-    """The hand-written backward against JAX's own transpose of the same forward scan."""
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "bidirectional-ragged"])
+def test_custom_bptt_matches_autodiff_in_float64(cell, ragged):
+    """The hand-written backward against JAX's own transpose of the same forward scan, with a
+    cotangent on the final state too (through padded steps when ragged), and against the oracle."""
+    from impls import reference
+
     with jax.enable_x64(True):
-        spec, runner, (x, state, dy) = _build("jax_scan", cell, layers=2, dtype="float64")
-        autodiff = impls.get("jax_scan_autodiff").build(spec, init_weights(spec), "cpu", "float64")
-        x, state, dy = runner.put(x), runner.put(state), runner.put(dy)
-        final_ct = jax.tree.map(lambda a: jnp.full_like(a, 0.5), state)  # a cotangent for the final state too
+        spec = RNNSpec(cell, 3, 5, 2, bidirectional=ragged)
+        weights = init_weights(spec)
+        x, state, dy = make_inputs(spec, 6, 3, with_state=True)
+        lengths = np.array([6, 1, 3]) if ragged else None
+        runner = impls.get("jax_scan").build(spec, weights, "cpu", "float64")
+        autodiff = impls.get("jax_scan_autodiff").build(spec, weights, "cpu", "float64")
+        xj, sj, dyj = runner.put(x), runner.put(state), runner.put(dy)
+        final_ct = jax.tree.map(lambda a: jnp.full_like(a, 0.5), sj)  # a cotangent for the final state too
         grads = {}
         for r in (runner, autodiff):
-            _, vjp = jax.vjp(r.apply, r.params, x, state)
-            grads[r.backend.bptt] = jax.tree.leaves(vjp((dy, final_ct)))
+            _, vjp = jax.vjp(lambda p, xx, s: r.apply(p, xx, s, lengths), r.params, xj, sj)
+            grads[r.backend.bptt] = jax.tree.leaves(vjp((dyj, final_ct)))
         for a, b in zip(grads["custom"], grads["autodiff"]):
             assert rel_err(a, b) < 1e-12
+        d_params, dx, d_state = vjp((dyj, final_ct))
+        halves = {"dh_n": np.full(spec.state_shape(3), 0.5)}
+        if spec.has_cell_state:
+            halves["dc_n"] = halves["dh_n"]
+        ref = reference.forward_backward(spec, weights, x, state, dy, lengths=lengths, **halves)
+        for name in spec.weight_names():
+            assert rel_err(d_params[name], ref[name]) < 1e-12, name
+        assert rel_err(dx, ref["x"]) < 1e-12
+        for name, g in zip(spec.state_names(), d_state if spec.has_cell_state else (d_state,)):
+            assert rel_err(g, ref[name]) < 1e-12, name
 
 
 def test_float64_needs_x64_and_x64_does_not_leak():
@@ -88,17 +107,17 @@ def test_float32_stays_float32_under_x64():
 def test_float32_matmuls_are_full_precision_unless_configured(name):
     """TF32 stays off on a GPU unless a run asks for it (fair play); every matmul, backward included."""
     _, runner, (x, state, dy) = _build(name, "gru", layers=1)
-    args = (runner.params, runner.put(x), runner.put(state), runner.put(dy))
+    args = (runner.params, runner.put(x), runner.put(state), runner.put(dy), None)  # lengths None
     text = runner._fns["forward_backward"].lower(*args).as_text()
     assert text.count("dot_general") == text.count("precision = [HIGHEST, HIGHEST]") > 0
     with jax.default_matmul_precision("tensorfloat32"):
         assert "HIGHEST" not in runner._fns["forward_backward"].lower(*args).as_text()
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("dtype", [d for d in ("bfloat16", "float16") if d not in CPU_DTYPES])
 def test_half_types_on_cpu_are_unsupported_with_a_reason(dtype):
     spec = RNNSpec("lstm", 3, 5)
-    with pytest.raises(Unsupported, match="supports dtypes float32, float64"):
+    with pytest.raises(Unsupported, match=f"supports dtypes {', '.join(CPU_DTYPES)}, not {dtype}"):
         impls.get("jax_scan").build(spec, init_weights(spec), "cpu", dtype)
 
 

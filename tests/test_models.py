@@ -11,7 +11,9 @@ from impls.spec import RNNSpec
 from rnnbench import cli, tasks
 from rnnbench.config import ConfigError
 from rnnbench.store import TRAINING_FIELDS
-from rnnbench.train import TrainConfig, failure_record, run_training, suite_jobs
+from rnnbench.jobs import TrainJob
+from rnnbench.sweep import training_jobs
+from rnnbench.train import failure_record, run_training
 
 # float32, 20 Adam steps: the backends' sums differ in their last bits and Adam carries the
 # differences forward; measured worst relative gap 1.4e-5 (jax_scan), 4e-7 (torch_eager, triton).
@@ -60,7 +62,7 @@ def test_baseline_trains_in_both_frameworks_from_the_same_weights():
 
 
 def test_lstm_learns_adding_quick():
-    recs = run_training(TrainConfig("adding", "torch_cudnn", hidden=32, seq_len=10, batch=32, steps=150,
+    recs = run_training(TrainJob("adding", "torch_cudnn", hidden=32, seq_len=10, batch=32, steps=150,
                                     eval_every=50))
     assert recs[-1]["status"] == "ok"
     assert recs[-1]["metric"] < 0.05 < recs[-1]["baseline_metric"]
@@ -70,12 +72,12 @@ def test_lstm_learns_adding_quick():
 @pytest.mark.parametrize("backend", ["torch_cudnn", "torch_eager", "jax_scan"])
 def test_lstm_learns_adding_at_T50(backend):
     usable(backend)
-    recs = run_training(TrainConfig("adding", backend, seq_len=50))  # the default short setting
+    recs = run_training(TrainJob("adding", backend, seq_len=50))  # the default short setting
     assert recs[-1]["metric"] < 0.05, [r["metric"] for r in recs if r["metric"] is not None]
 
 
 def test_training_records_follow_the_schema():
-    cfg = TrainConfig("adding", "torch_cudnn", hidden=16, seq_len=10, batch=8, steps=5, eval_every=2)
+    cfg = TrainJob("adding", "torch_cudnn", hidden=16, seq_len=10, batch=8, steps=5, eval_every=2)
     recs = run_training(cfg)
     assert [r["step"] for r in recs] == [1, 2, 3, 4, 5]
     for r in recs:
@@ -94,41 +96,41 @@ def test_training_records_follow_the_schema():
 def test_failures_are_records_and_bad_input_is_a_config_error():
     if impls.available("torch_cudnn", "cuda")[0]:
         pytest.skip("a CUDA device is present")
-    recs = run_training(TrainConfig("adding", "torch_cudnn", device="cuda", steps=2))
+    recs = run_training(TrainJob("adding", "torch_cudnn", device="cuda", steps=2))
     assert len(recs) == 1 and recs[0]["status"] == "unsupported" and recs[0]["kind"] == "training"
-    rec = failure_record(TrainConfig("copy", "torch_eager"), "timeout", "killed")
+    rec = failure_record(TrainJob("copy", "torch_eager"), "timeout", "killed")
     assert rec["status"] == "timeout" and rec["task"] == "copy" and rec["framework"] == "torch"
     with pytest.raises(ConfigError, match="valid: copy, adding"):
-        TrainConfig("nope", "torch_cudnn")
+        TrainJob("nope", "torch_cudnn")
     with pytest.raises(ConfigError, match="valid: torch_eager"):
-        run_training(TrainConfig("copy", "nope"))
+        run_training(TrainJob("copy", "nope"))
     with pytest.raises(ConfigError, match="fixed length of 64"):
-        run_training(TrainConfig("seqdigits", "torch_cudnn", seq_len=10))
+        run_training(TrainJob("seqdigits", "torch_cudnn", seq_len=10))
     with pytest.raises(ConfigError, match="from 1 to 246"):  # sunspots: 309 years, the last 20% held out
-        run_training(TrainConfig("forecast", "torch_cudnn", seq_len=247))
+        run_training(TrainJob("forecast", "torch_cudnn", seq_len=247))
 
 
 def test_config_round_trips_and_fills_task_defaults():
-    cfg = TrainConfig("copy", "torch_cudnn")
+    cfg = TrainJob("copy", "torch_cudnn")
     default = tasks.TASKS["copy"].default
     assert (cfg.seq_len, cfg.hidden, cfg.steps, cfg.batch, cfg.lr) == (
         default.seq_len, default.hidden, default.steps, default.batch, default.lr)
-    assert TrainConfig.from_dict({"job": "train", **cfg.to_dict()}) == cfg
+    assert TrainJob.from_dict({"job": "train", **cfg.to_dict()}) == cfg
 
 
 def test_tasks_suite_covers_every_task_at_its_short_setting():
-    jobs = suite_jobs({"backends": ["torch_cudnn", "jax_scan"], "seq_len": [20]})
+    jobs = training_jobs({"backends": ["torch_cudnn", "jax_scan"], "seq_len": [20]})
     assert {(j.task, j.backend) for j in jobs} == {(t, b) for t in tasks.names() for b in ("torch_cudnn", "jax_scan")}
     for j in jobs:  # a length override reaches only the tasks whose length is free
         assert j.seq_len == (64 if j.task.startswith("seqdigits") else 20)
-    defaults = {j.backend for j in suite_jobs({})}
+    defaults = {j.backend for j in training_jobs({})}
     assert "torch_cudnn" in defaults and "triton" not in defaults  # no interpreter in the default set
 
 
 def test_training_job_runs_in_a_fresh_process():
     from rnnbench.sweep import run_in_child
 
-    recs = run_in_child(TrainConfig("forecast", "torch_cudnn", hidden=8, seq_len=8, steps=3, batch=4))
+    recs = run_in_child(TrainJob("forecast", "torch_cudnn", hidden=8, seq_len=8, steps=3, batch=4))
     assert [(r["kind"], r["status"], r["step"]) for r in recs] == [("training", "ok", s) for s in (1, 2, 3)]
 
 
@@ -145,3 +147,17 @@ def test_rnnbench_train_cli(tmp_path, capsys):
         assert cli.main(["train", *bad, "--out", str(tmp_path / "bad")]) == 2
         assert not (tmp_path / "bad").exists()
         assert "valid:" in capsys.readouterr().err
+
+
+def test_resume_of_a_tasks_suite_over_two_cells_trains_both(tmp_path):
+    """The resume key of a training job holds every identity field: the second cell is not skipped."""
+    from rnnbench import store
+    from rnnbench.sweep import run_sweep
+
+    jobs = [TrainJob("adding", "torch_eager", cell, hidden=4, seq_len=6, batch=4, steps=2, eval_every=2)
+            for cell in ("lstm", "gru")]
+    run = store.Run.create(tmp_path, "m", {"jobs": [j.to_dict() for j in jobs]})
+    run_sweep(run, jobs[:1], progress=False)  # interrupted after the first cell
+    run_sweep(store.Run.resume(run.path), jobs, progress=False)
+    cells = [r["cell"] for r in store.read_records(run.path / store.RECORDS)]
+    assert cells == ["lstm", "lstm", "gru", "gru"]  # two steps each, the first not repeated

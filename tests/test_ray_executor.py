@@ -23,7 +23,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from rnnbench import cli, ray_executor, store  # noqa: E402
-from rnnbench.config import Config, record_key  # noqa: E402
+from rnnbench.jobs import TimingJob, record_key  # noqa: E402
 from rnnbench.measure import base_record  # noqa: E402
 from rnnbench.sweep import build_configs, execute_inline, run_sweep  # noqa: E402
 
@@ -31,7 +31,7 @@ FAST = dict(min_time_s=0.01, max_time_s=0.05, min_repeats=2)
 SHAPE = dict(batch=2, seq_len=6, input_size=3, hidden=4)
 
 
-class KillsItsWorker(Config):
+class KillsItsWorker(TimingJob):
     """A configuration whose run kills the process it runs in, as a segfault or the OOM killer would."""
 
     def run(self, fresh_process):
@@ -39,7 +39,7 @@ class KillsItsWorker(Config):
 
 
 @dataclass(frozen=True)
-class Sleeps(Config):
+class Sleeps(TimingJob):
     """A configuration that marks its start in a folder, sleeps, and gives one ok record."""
 
     seconds: float = 60.0
@@ -108,7 +108,7 @@ def test_the_embedded_cluster_listens_on_loopback_only_and_runs_at_normal_priori
 def test_a_sweep_gives_the_records_of_the_inline_executor(cluster):
     jobs = build_configs("quick", {"backends": ["torch_eager", "torch_cudnn"], "cells": ["lstm"], "batch": [2],
                                    "seq_len": [6], "input_size": [3], "hidden": [4], "mode": ["train"]})
-    jobs = [Config.from_dict({**j.to_dict(), **FAST}) for j in jobs]
+    jobs = [TimingJob.from_dict({**j.to_dict(), **FAST}) for j in jobs]
 
     def by_key(executor):
         return {(record_key(r), r["kind"]): r for _, records in executor for r in records}
@@ -130,7 +130,7 @@ def test_a_sweep_gives_the_records_of_the_inline_executor(cluster):
 def test_faults_become_records_and_the_other_configurations_complete(cluster):
     killed = KillsItsWorker("torch_eager", "gru", **{**SHAPE, "seq_len": 1})
     hangs = Sleeps("torch_eager", "gru", **{**SHAPE, "seq_len": 2}, seconds=300, timeout_s=2)
-    good = Config("torch_eager", "gru", mode="forward", **{**SHAPE, "seq_len": 3}, **FAST)
+    good = TimingJob("torch_eager", "gru", mode="forward", **{**SHAPE, "seq_len": 3}, **FAST)
     t0 = time.monotonic()
     out = {job.seq_len: records for job, records in ray_executor.execute([killed, hangs, good])}
     assert sorted(out) == [1, 2, 3] and all(len(records) == 1 for records in out.values())
@@ -141,7 +141,7 @@ def test_faults_become_records_and_the_other_configurations_complete(cluster):
 
 
 def test_a_configuration_no_node_can_run_is_left_for_resume(cluster, capsys):
-    assert list(ray_executor.execute([Config("torch_eager", device="cuda", **SHAPE)])) == []
+    assert list(ray_executor.execute([TimingJob("torch_eager", device="cuda", **SHAPE)])) == []
     assert "1 configuration(s) not run: no node of the cluster has the cuda" in capsys.readouterr().err
 
 

@@ -1,5 +1,6 @@
 """rnnbench recommend: the right backend on synthetic results whose answer is known, "not enough
 data" where the results cannot decide, and the same as a function of the package."""
+import re
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ RNNS = [b for b, (kind, *_) in COST.items() if kind == "rnn"]
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
-    make_run(root)
+    make_run(root, rounds=8)  # a paired signed-rank test needs 8 rounds
     return root
 
 
@@ -63,8 +64,33 @@ def test_nearest_configurations_and_how_far_they_are(results):
 def test_far_from_every_measurement_is_not_enough_data(results):
     rec = recommend("lstm", 16, 8192, "train", "cpu", hidden=64, results=[results])
     assert not rec.decided and rec.backend is None
-    assert "5 doublings from the query (limit 2)" in rec.reason
+    assert "no T above the query's T=8192 was measured (measured: 16, 64, 256)" in rec.reason
+    assert "rnnbench recommend --measure --cell lstm --mode train --batch 16 --seq-len 8192" in rec.reason
     assert str(rec).splitlines()[2].startswith("not enough data: ")
+
+
+def test_too_far_between_neighbours_is_not_enough_data(tmp_path):
+    rng = np.random.default_rng(0)
+    run_of(tmp_path, [timing_record(b, "lstm", "train", 16, t, 64, s * t, rng, round=r) for r in range(8)
+                      for t in (16, 1024) for b, s in (("torch_cudnn", 1e-4), ("torch_eager", 3e-4))])
+    rec = recommend("lstm", 16, 128, "train", "cpu", results=[tmp_path])
+    assert not rec.decided and "3 doublings from the query (limit 2)" in rec.reason
+
+
+def test_one_side_only_is_never_extrapolated(tmp_path):
+    """T=48 was not measured and nothing below it was: T=64 alone does not decide it."""
+    rng = np.random.default_rng(0)
+    run_of(tmp_path, [timing_record(b, "lstm", "train", 16, t, 64, s * t, rng, round=r) for r in range(8)
+                      for t in (64, 256) for b, s in (("torch_cudnn", 1e-4), ("torch_eager", 3e-4))])
+    rec = recommend("lstm", 16, 48, "train", "cpu", hidden=64, results=[tmp_path])
+    assert not rec.decided and "no T below the query's T=48 was measured (measured: 64, 256)" in rec.reason
+    assert "recommend --measure" in rec.reason
+    assert recommend("lstm", 16, 64, "train", "cpu", hidden=64, results=[tmp_path]).backend == "torch_cudnn"
+
+
+def eight_rounds(backend, cell, mode, batch, seq_len, hidden, seconds, rng, **kw):
+    return [timing_record(backend, cell, mode, batch, seq_len, hidden, seconds, rng, round=r, round_noise=0.02, **kw)
+            for r in range(8)]
 
 
 def test_no_measurement_of_the_regime_is_not_enough_data(results):
@@ -82,10 +108,11 @@ def run_of(tmp_path, records, machine="m") -> Run:
 
 def test_backends_within_noise_is_not_enough_data(tmp_path):
     rng = np.random.default_rng(0)
-    run_of(tmp_path, [timing_record(b, "lstm", "train", 16, 64, 64, 0.01, rng)
-                      for b in ("torch_cudnn", "torch_eager")])
+    run_of(tmp_path, [rec for b in ("torch_cudnn", "torch_eager")
+                      for rec in eight_rounds(b, "lstm", "train", 16, 64, 64, 0.01, rng)])
     rec = recommend("lstm", 16, 64, "train", "cpu", results=[tmp_path])
     assert not rec.decided and "within noise" in rec.reason and len(rec.relied_on) == 1
+    assert "signed-rank p = " in rec.reason
 
 
 def test_one_backend_is_not_enough_data(tmp_path):
@@ -94,12 +121,14 @@ def test_one_backend_is_not_enough_data(tmp_path):
     assert not rec.decided and "only torch_eager measured" in rec.reason
 
 
-def test_too_few_repeats_is_not_enough_data(tmp_path):
+def test_too_few_rounds_is_not_enough_data(tmp_path):
+    """5x apart, 50 samples each, but 7 rounds: the smallest signed-rank p is 2/128, above 0.01."""
     rng = np.random.default_rng(0)
-    run_of(tmp_path, [timing_record("torch_cudnn", "gru", "forward", 16, 64, 64, 0.01, rng, repeats=3),
-                      timing_record("torch_eager", "gru", "forward", 16, 64, 64, 0.05, rng, repeats=3)])
+    run_of(tmp_path, [timing_record(b, "gru", "forward", 16, 64, 64, s, rng, repeats=50, round=r)
+                      for r in range(7) for b, s in (("torch_cudnn", 0.01), ("torch_eager", 0.05))])
     rec = recommend("gru", 16, 64, "forward", "cpu", results=[tmp_path])
-    assert not rec.decided and "too few repeats" in rec.reason
+    assert not rec.decided and "too few rounds" in rec.reason and "7 here" in rec.reason
+    assert "recommend --measure" in rec.reason
 
 
 def test_disagreeing_neighbours_is_not_enough_data(tmp_path):
@@ -109,14 +138,19 @@ def test_disagreeing_neighbours_is_not_enough_data(tmp_path):
                       for t, s in by_t.items()])
     rec = recommend("gru", 16, 64, "train", "cpu", results=[tmp_path])
     assert not rec.decided and "disagree" in rec.reason
-    assert "torch_cudnn fastest at B=16 T=32" in rec.reason and "torch_eager fastest at B=16 T=128" in rec.reason
+    # each neighbour's winner and margin, not an average of them
+    margins = re.findall(r"(\w+) fastest at B=16 T=(\d+) I=32 H=64 layers=1 \(x([\d.]+) over (\w+)\)", rec.reason)
+    assert [(w, t, o) for w, t, _, o in margins] == [("torch_cudnn", "32", "torch_eager"),
+                                                     ("torch_eager", "128", "torch_cudnn")]
+    assert all(float(m) == pytest.approx(2, rel=0.1) for _, _, m, _ in margins)
+    assert "recommend --measure" in rec.reason
 
 
 def test_interpreted_and_failed_records_are_never_recommended(tmp_path):
     rng = np.random.default_rng(0)
     run_of(tmp_path, [
-        timing_record("torch_cudnn", "lstm", "train", 16, 64, 64, 0.02, rng),
-        timing_record("torch_eager", "lstm", "train", 16, 64, 64, 0.04, rng),
+        *eight_rounds("torch_cudnn", "lstm", "train", 16, 64, 64, 0.02, rng),
+        *eight_rounds("torch_eager", "lstm", "train", 16, 64, 64, 0.04, rng),
         timing_record("triton_fused", "lstm", "train", 16, 64, 64, 0.0001, rng, impl_label="interpreted"),
         {**timing_record("jax_scan", "lstm", "train", 16, 64, 64, 0.0001, rng), "status": "unsupported",
          "message": "no jax here", "median_s": None},
@@ -128,13 +162,24 @@ def test_interpreted_and_failed_records_are_never_recommended(tmp_path):
 
 def test_several_machines_use_the_one_with_most_results_and_say_so(tmp_path):
     rng = np.random.default_rng(0)
-    run_of(tmp_path, [timing_record(b, "lstm", "train", 16, t, 64, s * t, rng)
-                      for t in (16, 64) for b, s in (("torch_cudnn", 1e-4), ("torch_eager", 3e-4))], machine="big")
+    run_of(tmp_path, [rec for t in (16, 64) for b, s in (("torch_cudnn", 1e-4), ("torch_eager", 3e-4))
+                      for rec in eight_rounds(b, "lstm", "train", 16, t, 64, s * t, rng)], machine="big")
     run_of(tmp_path, [timing_record(b, "lstm", "train", 16, 64, 64, s, rng)
                       for b, s in (("torch_cudnn", 0.5), ("torch_eager", 0.1))], machine="small")
     rec = recommend("lstm", 16, 64, "train", "cpu", results=[tmp_path])
     assert rec.machine == "big" and rec.backend == "torch_cudnn"
     assert any("2 machines (big, small)" in n for n in rec.notes)
+
+
+def test_contended_records_are_left_out_and_counted(tmp_path):
+    rng = np.random.default_rng(0)
+    run_of(tmp_path, [*eight_rounds("torch_cudnn", "lstm", "train", 16, 64, 64, 0.02, rng),
+                      *eight_rounds("torch_eager", "lstm", "train", 16, 64, 64, 0.04, rng),
+                      *eight_rounds("jax_scan", "lstm", "train", 16, 64, 64, 0.001, rng, contention=1.3,
+                                    contended=True)])
+    rec = recommend("lstm", 16, 64, "train", "cpu", results=[tmp_path])
+    assert rec.backend == "torch_cudnn" and rec.runner_up == "torch_eager"  # jax_scan's times are not trusted
+    assert "8 contended timing record(s) left out" in "\n".join(rec.notes)
 
 
 def test_the_package_exposes_recommend_as_a_function(results):

@@ -1,4 +1,4 @@
-"""The oracle's BPTT against central finite differences, and its forward against torch's cells."""
+"""The oracle's BPTT against central finite differences, and against torch.nn (packed sequences)."""
 import numpy as np
 import pytest
 
@@ -6,19 +6,42 @@ from impls import reference
 from impls.spec import RNNSpec, init_weights, make_inputs
 
 
-def _loss(spec, w, x, state, dy):
-    y, _ = reference.forward(spec, w, x, state)
-    return float(np.sum(y * dy))
+RAGGED = np.array([5, 1, 3])  # [B]: a full row, a single step, one in between
+
+
+def _loss(spec, w, x, state, dy, lengths=None, d_final=None):
+    y, final = reference.forward(spec, w, x, state, lengths=lengths)
+    loss = float(np.sum(y * dy))
+    if d_final is not None:  # a cotangent on the final state too: dh0 flows through both directions' ends
+        finals = final if spec.has_cell_state else (final,)
+        loss += sum(float(np.sum(f * d)) for f, d in zip(finals, d_final))
+    return loss
+
+
+GRADIENT_CASES = [  # (bidirectional, lengths, with a final-state cotangent)
+    (False, None, False),
+    (True, None, False),
+    (False, RAGGED, True),
+    (True, RAGGED, True),
+]
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_gradients_match_finite_differences(cell, layers):
-    spec = RNNSpec(cell, input_size=3, hidden_size=4, num_layers=layers)
+@pytest.mark.parametrize("case", GRADIENT_CASES, ids=lambda c: f"{'bi' if c[0] else 'uni'}-{'ragged' if c[1] is not None else 'full'}")
+def test_gradients_match_finite_differences(cell, layers, case):
+    bidirectional, lengths, with_final = case
+    spec = RNNSpec(cell, input_size=3, hidden_size=4, num_layers=layers, bidirectional=bidirectional)
     w = init_weights(spec, seed=3)
-    x, state, dy = make_inputs(spec, seq_len=5, batch=2, with_state=True)
-    grads = reference.forward_backward(spec, w, x, state, dy)
+    x, state, dy = make_inputs(spec, seq_len=5, batch=3, with_state=True)
+    rng = np.random.default_rng(5)
+    d_final = [rng.standard_normal(spec.state_shape(3)) for _ in spec.state_names()] if with_final else None
+    kwargs = dict(zip(("dh_n", "dc_n"), d_final)) if with_final else {}
+    grads = reference.forward_backward(spec, w, x, state, dy, lengths=lengths, **kwargs)
     assert set(grads) == set(spec.weight_names() + ["x"] + spec.state_names())
+    if lengths is not None:
+        padded = np.arange(5)[:, None] >= lengths  # [T, B]
+        assert np.all(grads["x"][padded] == 0)
     eps = 1e-6
     names = list(spec.state_names())
     leaves = dict(w, x=x, **dict(zip(names, state if spec.has_cell_state else (state,))))
@@ -34,10 +57,74 @@ def test_gradients_match_finite_differences(cell, layers):
             def with_(v):
                 lv = dict(leaves, **{name: v})
                 st = tuple(lv[n] for n in names) if spec.has_cell_state else lv["h0"]
-                return _loss(spec, {k: lv[k] for k in w}, lv["x"], st, dy)
+                return _loss(spec, {k: lv[k] for k in w}, lv["x"], st, dy, lengths, d_final)
 
             numeric = (with_(plus) - with_(minus)) / (2 * eps)
             assert abs(grads[name][idx] - numeric) <= 1e-6 * max(1.0, abs(numeric)), (name, idx)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_matches_torch_packed_sequences_in_float64(cell, layers, bidirectional):
+    """The oracle's semantics are torch's: pack_padded_sequence(enforce_sorted=False) through
+    nn.LSTM / GRU / RNN in float64, outputs, final state and every gradient."""
+    import torch
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    spec = RNNSpec(cell, 3, 4, layers, bidirectional)
+    w = init_weights(spec, seed=2)
+    T, lengths = 5, RAGGED
+    x, state, dy = make_inputs(spec, T, len(lengths), with_state=True)
+    module = {"rnn_tanh": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](
+        3, 4, layers, bidirectional=bidirectional).double()
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in w.items()})
+    xt = torch.from_numpy(x).requires_grad_(True)
+    states = [torch.from_numpy(s).requires_grad_(True) for s in (state if spec.has_cell_state else (state,))]
+    packed = pack_padded_sequence(xt, torch.from_numpy(lengths), enforce_sorted=False)
+    out, final = module(packed, tuple(states) if spec.has_cell_state else states[0])
+    y, _ = pad_packed_sequence(out, total_length=T)
+    y_ref, final_ref = reference.forward(spec, w, x, state, lengths=lengths)
+    np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=0, atol=1e-12)
+    for a, b in zip(final if spec.has_cell_state else (final,), final_ref if spec.has_cell_state else (final_ref,)):
+        np.testing.assert_allclose(a.detach().numpy(), b, rtol=0, atol=1e-12)
+    params = dict(module.named_parameters())
+    leaves = [params[n] for n in spec.weight_names()] + [xt] + states
+    torch_grads = torch.autograd.grad(y, leaves, torch.from_numpy(dy))
+    grads = reference.forward_backward(spec, w, x, state, dy, lengths=lengths)
+    for name, g in zip(spec.weight_names() + ["x"] + spec.state_names(), torch_grads):
+        np.testing.assert_allclose(grads[name], g.numpy(), rtol=0, atol=1e-12, err_msg=name)
+
+
+def test_lengths_all_t_equal_none_and_reverse_is_flipped_forward():
+    """lengths = T everywhere is the full batch; a reversed row of length n is the forward
+    direction run over that row's first n steps flipped in time."""
+    spec = RNNSpec("gru", 3, 4, 1, bidirectional=True)
+    w = init_weights(spec, seed=4)
+    x, state, _ = make_inputs(spec, 6, 3, with_state=True)
+    y_full, h_full = reference.forward(spec, w, x, state)
+    y_t, h_t = reference.forward(spec, w, x, state, lengths=np.full(3, 6))
+    np.testing.assert_array_equal(y_full, y_t)
+    np.testing.assert_array_equal(h_full, h_t)
+    lengths = np.array([6, 1, 4])
+    y, h_n = reference.forward(spec, w, x, state, lengths=lengths)
+    uni = RNNSpec("gru", 3, 4, 1)
+    w_rev = {k: w[k + "_reverse"] for k in uni.weight_names()}
+    for b, n in enumerate(lengths):
+        y_b, h_b = reference.forward(uni, w_rev, x[:n, b:b + 1][::-1], state[1:2, b:b + 1])
+        np.testing.assert_allclose(y[:n, b, 4:], y_b[::-1, 0], rtol=0, atol=1e-14)
+        np.testing.assert_allclose(h_n[1, b], h_b[0, 0], rtol=0, atol=1e-14)
+        assert np.all(y[n:, b] == 0)
+
+
+def test_bad_lengths_are_named():
+    spec = RNNSpec("lstm", 3, 4)
+    w = init_weights(spec)
+    x = np.zeros((4, 2, 3))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, 4\]"):
+        reference.forward(spec, w, x, lengths=np.array([0, 4]))
+    with pytest.raises(ValueError, match=r"lengths must be None or an integer array of shape \(2,\)"):
+        reference.forward(spec, w, x, lengths=np.array([4, 4, 4]))
 
 
 def test_state_none_equals_zeros():

@@ -4,6 +4,7 @@ changes, and pytest-benchmark JSON read into the records' table."""
 import base64
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnbench import cli, report
+from rnnbench import cli, report, results
 from rnnbench.store import Run
+from rnnbench.suites import SETTINGS
 
 from .synthetic_results import make_run, timing_record
 
@@ -87,19 +89,51 @@ def test_html_is_self_contained_and_every_image_decodes(written):
 BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
 
-@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium (apt-get install chromium)")
+# In CI (.ci/run installs Chromium and sets RNNBENCH_REQUIRE_BROWSER=1) a missing browser fails instead of skipping.
+NEEDS_BROWSER = pytest.mark.skipif(BROWSER is None and not os.environ.get("RNNBENCH_REQUIRE_BROWSER"),
+                                   reason="no headless Chromium (apt-get install chromium)")
+# What the page reports about itself once loaded: its images and its sections (h2 to the next h2).
+PROBE = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0 && i.naturalHeight > 0 && i.width > 0));
+  const bad = [];
+  for (const h of document.querySelectorAll('h2')) {
+    let blocks = 0, n = h.nextElementSibling;
+    for (; n && n.tagName !== 'H2'; n = n.nextElementSibling) {
+      if (n.tagName === 'TABLE' && !n.querySelector('tbody tr')) bad.push(h.textContent + ': empty table');
+      if ((n.innerText || '').trim() || n.querySelector('img')) blocks++;
+    }
+    if (!blocks) bad.push(h.textContent + ': empty');
+  }
+  const sections = document.querySelectorAll('h2').length;
+  document.title = `images=${imgs.length} broken=${broken.length} sections=${sections} bad=[${bad.join('; ')}]`;
+});</script>"""
+
+
+def chromium(*args, profile):
+    """Headless Chromium with a fresh profile and nothing that reaches the network."""
+    return subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync", "--no-first-run",
+                           f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=180)
+
+
+@NEEDS_BROWSER
 def test_html_loads_in_a_headless_browser(written, tmp_path):
-    """Chromium opens the page and every <img> has loaded with a width (a broken image has none)."""
-    path, _ = written
-    probe = ("<script>window.addEventListener('load', () => { const imgs = [...document.images];"
-             "const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0));"
-             "document.title = 'images=' + imgs.length + ' broken=' + bad.length; });</script>")
+    """Chromium opens the page: every figure decodes with a size, no section is empty or broken; a screenshot."""
+    assert BROWSER is not None, "RNNBENCH_REQUIRE_BROWSER is set but no Chromium is installed"
+    path, out = written
     page = tmp_path / "probe.html"
-    page.write_text(path.read_text().replace("</body>", probe + "</body>"))
-    dom = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    n = len(list((path.parent / "figures").glob("*.png")))
-    assert f"<title>images={n} broken=0</title>" in dom
+    page.write_text(path.read_text().replace("</body>", PROBE + "</body>"))
+    dom = chromium("--virtual-time-budget=10000", "--dump-dom", page.as_uri(), profile=tmp_path / "profile1").stdout
+    n = len(list((out / "figures").glob("*.png")))
+    sections = path.read_text().count("<h2>")
+    assert n > 0 and sections >= 9
+    assert f"<title>images={n} broken=0 sections={sections} bad=[]</title>" in dom, dom[:2000]
+    shot = tmp_path / "report.png"
+    chromium(f"--screenshot={shot}", "--window-size=1400,4000", "--hide-scrollbars", path.as_uri(),
+             profile=tmp_path / "profile2")
+    height, width, _ = png_decodes(shot.read_bytes())
+    assert (width, height) == (1400, 4000)
 
 
 def test_absent_data_is_said_not_dropped(tmp_path):
@@ -129,20 +163,20 @@ def test_a_run_without_records_still_gets_a_report(tmp_path):
 def test_compare_samples_is_a_rank_test_and_a_factor():
     rng = np.random.default_rng(0)
     a = 1.0 + 0.01 * rng.standard_normal(9)
-    slower = report.compare_samples(a, 1.3 * (1.0 + 0.01 * rng.standard_normal(9)))
-    assert slower.significant and slower.verdict.startswith("slower x1.") and slower.p < report.P_THRESHOLD
-    small = report.compare_samples(a, 1.05 * (1.0 + 0.01 * rng.standard_normal(9)))
-    assert small.p < report.P_THRESHOLD and not small.significant  # real, but under the factor
-    noise = report.compare_samples(a, 1.0 + 0.01 * rng.standard_normal(9))
+    slower = results.compare_samples(a, 1.3 * (1.0 + 0.01 * rng.standard_normal(9)))
+    assert slower.significant and slower.verdict.startswith("slower x1.") and slower.p < SETTINGS.p_threshold
+    small = results.compare_samples(a, 1.05 * (1.0 + 0.01 * rng.standard_normal(9)))
+    assert small.p < SETTINGS.p_threshold and not small.significant  # real, but under the factor
+    noise = results.compare_samples(a, 1.0 + 0.01 * rng.standard_normal(9))
     assert not noise.significant and noise.verdict == ""
-    few = report.compare_samples([1.0, 1.01, 0.99], [2.0, 2.01, 1.99])
+    few = results.compare_samples([1.0, 1.01, 0.99], [2.0, 2.01, 1.99])
     assert few.p is None and not few.significant and few.verdict == "too few samples"
 
 
 def test_two_runs_flag_only_significant_changes(tmp_path):
     a = make_run(tmp_path, shapes=SMALL, seed=1, extras=False)
     b = make_run(tmp_path, shapes=SMALL, seed=2, extras=False, slower={"torch_eager": 1.3, "jax_scan": 1.04})
-    section = report.comparison_section(report.load_inputs([a.path, b.path]))
+    section = report.sections.comparison_section(results.load_inputs([a.path, b.path]))
     table = next(block[1] for block in section.blocks if block[0] == "table")
     flagged = table[table["change"] != ""]
     assert set(flagged["backend"]) == {"torch_eager"} and len(flagged) == len(table[table["backend"] == "torch_eager"])
@@ -196,7 +230,7 @@ def bench_json(tmp_path_factory):
 
 
 def test_pytest_benchmark_json_reads_into_the_records_table(bench_json, tmp_path):
-    df = report.load_inputs([bench_json])
+    df = results.load_inputs([bench_json])
     raw = {b["extra_info"].get("backend", "") + str(b["extra_info"].get("seq_len")): b
            for b in json.loads(bench_json.read_text())["benchmarks"]}
     assert len(df) == 4  # the benchmark without extra_info is not rnnbench's
@@ -246,7 +280,49 @@ def test_pytest_benchmark_runs_without_samples_are_never_flagged(bench_json, tmp
         bench["stats"]["median"] *= 2
     stripped = tmp_path / "stripped.json"
     stripped.write_text(json.dumps(data))
-    section = report.comparison_section(report.load_inputs([bench_json, stripped]))
+    section = report.sections.comparison_section(results.load_inputs([bench_json, stripped]))
     table = next(block[1] for block in section.blocks if block[0] == "table")
     assert set(table["change"]) == {"no samples kept"} and len(table) == 4
     assert section.summary.endswith("0 significantly slower in B, 0 significantly faster.")
+
+
+def _model_winners(shapes):
+    """The regime table's answers from the cost model alone (no noise): per cell, mode and T range,
+    the backend with the least geometric mean of time over the fastest, and its margin."""
+    from .synthetic_results import COST, model_seconds
+
+    rnns = [b for b, (kind, *_) in COST.items() if kind == "rnn"]
+    answers = {}
+    for cell in shapes["cells"]:
+        for mode in shapes["modes"]:
+            for short in (True, False):
+                ts = [t for t in shapes["seq_len"] if (t <= SETTINGS.short_t_max) == short]
+                if not ts:
+                    continue
+                configs = [(b, t, h) for b in shapes["batch"] for t in ts for h in shapes["hidden"]]
+                times = np.array([[model_seconds(k, cell, mode, b, t, h) for k in rnns] for b, t, h in configs])
+                score = np.exp(np.log(times / times.min(axis=1, keepdims=True)).mean(axis=0))
+                best, second = np.argsort(score)[:2]
+                margin = float(np.exp(np.log(times[:, second] / times[:, best]).mean()))
+                answers[(cell, mode, "short" if short else "long")] = (rnns[best], rnns[second], margin)
+    return answers
+
+
+def test_regime_winners_and_margins_are_the_cost_models(tmp_path):
+    from .synthetic_results import SHAPES
+
+    run = make_run(tmp_path, extras=False)
+    table, reason = results.regime_table(results.load_inputs([run.path]))
+    assert reason is None
+    found = {(r["cell"], r["mode"], r["T range"].split()[0]): (r["fastest (geo. mean)"], r["runner-up"],
+             float(r["margin (geo. mean)"].lstrip("x"))) for _, r in table.iterrows()}
+    expected = _model_winners(SHAPES)
+    assert set(found) == set(expected)
+    for regime, (best, second, margin) in expected.items():
+        assert found[regime][:2] == (best, second), regime
+        assert found[regime][2] == pytest.approx(margin, rel=0.03), regime  # 2% noise on each sample's time
+    md_path = tmp_path / "report"
+    report.write_report([run.path], md_path)
+    md = (md_path / "report.md").read_text()
+    for best, _, _ in expected.values():  # the report's table names each regime's winner
+        assert f"| {best} " in md

@@ -10,7 +10,7 @@ from scipy.special import erf, softmax
 import impls
 from impls.spec import CELLS, RNNSpec, Unsupported
 from impls.transformer import TOLERANCE, TransformerDims, dims_for, init_params
-from rnnbench.config import Config
+from rnnbench.jobs import TimingJob
 from rnnbench.measure import measure
 
 from .conftest import rel_err
@@ -62,11 +62,14 @@ def test_sdpa_model_matches_plain_math_attention(dtype, tol):
     y, cache = runner.forward(x)
     assert runner.output_size == runner.dims.d_model == y.shape[-1]
     assert rel_err(runner.get(y), y_ref) <= tol
-    # decoding one position at a time against the KV cache gives the same outputs
-    state = None
-    for t in range(x.shape[0]):
-        y_t, state = runner.forward(x[t:t + 1], state)
-        assert rel_err(runner.get(y_t)[0], y_ref[t]) <= tol
+    # one position at a time into a preallocated KV cache gives the same outputs (a chunk of two too)
+    state = runner.empty_cache(x.shape[1], x.shape[0])
+    for t in (0, 1, 3, 4, *range(5, x.shape[0])):
+        stop = 3 if t == 1 else t + 1
+        y_t, state = runner.forward(x[t:stop], state)
+        assert rel_err(runner.get(y_t), y_ref[t:stop]) <= tol
+    with pytest.raises(ValueError, match="KV cache full"):
+        runner.step(x[0], state)
     assert runner.sdpa_kernel() in ("cpu-flash", "math")
 
 
@@ -85,10 +88,10 @@ def test_jax_model_matches_torch_model_with_the_same_weights():
     assert set(g_t) == set(g_j) == set(weights) | {"x"}
     for name in g_t:
         assert rel_err(jax_runner.get(g_j[name]), torch_runner.get(g_t[name])) <= 1e-4, name
-    # the KV-cache step of JAX agrees too
-    state = jax_runner.step(x[0])
-    y_1, _ = jax_runner.forward(x[1:2], state)
-    assert rel_err(jax_runner.get(y_1)[0], torch_runner.get(y_t)[1]) <= 1e-5
+    # so does JAX's KV cache: a chunk of prefix, then one step (the mask and positions at an offset)
+    state = jax_runner.forward(x[:3], jax_runner.empty_cache(x.shape[1], 8))[1]
+    y_3, _ = jax_runner.step_with_output(x[3], state)
+    assert rel_err(jax_runner.get(y_3)[0], torch_runner.get(y_t)[3]) <= 1e-5
     assert jax_runner.sdpa_kernel() == "xla"  # cuDNN attention is for GPUs
 
 
@@ -116,7 +119,7 @@ def test_measured_beside_the_rnns(backend, mode):
     ok, reason = impls.available(backend, "cpu")
     if not ok:
         pytest.skip(reason)
-    cfg = Config(backend, "lstm", batch=3, seq_len=12, input_size=SPEC.input_size, hidden=SPEC.hidden_size,
+    cfg = TimingJob(backend, "lstm", batch=3, seq_len=12, input_size=SPEC.input_size, hidden=SPEC.hidden_size,
                  mode=mode, min_time_s=0.01, max_time_s=0.05, min_repeats=2)  # the shapes above: JAX compiles once
     records = measure(cfg, memory="skip")
     assert [r["status"] for r in records] == ["ok"] * len(records), records

@@ -2,9 +2,9 @@
 
 Without a GPU the kernels run under Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1
 before any kernel module is imported), a few hundred times slower than eager torch, so shapes
-stay tiny.  The persistent kernel's cross-program barrier cannot run there (programs run one
-after another): it is covered with one hidden tile here, with several on a GPU, and its code is
-compiled for sm_90 (no GPU needed) in the compile checks.
+stay tiny.  The persistent kernel's cross-program barrier cannot complete there (programs run one
+after another): it is covered with one hidden tile here, with several on a GPU; with two it must
+time out and raise; its code is compiled for sm_90 (no GPU needed) in tests/test_kernel_plans.py.
 """
 import os
 import re
@@ -19,7 +19,7 @@ import impls
 from impls import reference
 from impls.spec import RNNSpec, Unsupported, init_weights, make_inputs
 from impls.triton import make_backend
-from impls.triton.plan import make_plan
+from impls.triton.plan import Plan, make_plan
 
 from .conftest import DEVICES, rel_err
 from .test_conformance import TOLERANCE, run_case
@@ -174,79 +174,69 @@ def test_registry_does_not_import_triton():
     assert out.stdout.strip() == "False"
 
 
-# --- compiled for a real GPU, without one: catches errors the interpreter cannot see -------------------------
-_COMPILE = r"""
-import os, subprocess, sys, tempfile
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from impls.spec import GATES
-from impls.triton import kernels
-from impls.triton.plan import make_plan
-
-cell, dtype, hidden, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-G, p = GATES[cell], "*" + {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[dtype]
-plan = make_plan(cell, hidden, dtype, "cuda", interpreted=False, path=path)
-consts = dict(G=G, SPLIT=plan.path != "fused", BARRIER=plan.path == "persistent", BLOCK_B=plan.block_b,
-              BLOCK_H=plan.block_h, H_PAD=plan.h_pad, PRECISION=plan.precision)
-i32, bar = "i32", consts["BARRIER"] and "*i32"
-fwd = dict(gi_ptr=p, w_ptr=p, b_ptr=p, hs_ptr=p, c_ptr=G == 4 and "*fp32", cs_ptr=G == 4 and p, acts_ptr=G > 1 and p,
-           bar_ptr=bar, t_start=i32, n_steps=i32, B=i32, H=i32, tile_b0=i32)
-bwd = dict(w_ptr=p, hs_ptr=p, cs_ptr=G == 4 and p, acts_ptr=G > 1 and p, dy_ptr=p, dg_ptr=p, dn_ptr=G == 3 and p,
-           dh_ptr="*fp32", dc_ptr=G == 4 and "*fp32", bar_ptr=bar, t_start=i32, n_steps=i32, T=i32, B=i32, H=i32, tile_b0=i32)
-tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-for fn, args, extra in ((kernels.rnn_fwd_kernel, fwd, {"SAVE": True}), (kernels.rnn_bwd_kernel, bwd, {})):
-    const = {**consts, **extra, **{k: None for k, v in args.items() if not v}}
-    sig = {**{k: v for k, v in args.items() if v}, **{k: "constexpr" for k in const}}
-    compiled = triton.compile(ASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options={"num_warps": plan.num_warps})
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(compiled.asm["cubin"])
-        f.flush()
-        usage = subprocess.run([os.path.join(tools, "cuobjdump"), "-res-usage", f.name], capture_output=True, text=True).stdout
-    print(fn.__name__, [line.split("SHARED")[0].strip() for line in usage.splitlines() if "REG:" in line][0])
-"""
+# --- the persistent barrier cannot hang; the resident limit; the graph label ---------------------------------
+def _persistent_layer(cell, T=3, B=5, H=32):
+    """Inputs of one layer and a plan splitting its 32 units over two programs (which the
+    interpreter runs one after the other, so the first waits for a second that never arrives)."""
+    G = {"rnn_tanh": 1, "lstm": 4, "gru": 3}[cell]
+    gen = torch.Generator().manual_seed(0)
+    gi = torch.randn(T, B, G * H, generator=gen)  # [T, B, G*H]
+    w_hh = torch.randn(G * H, H, generator=gen) / H**0.5  # [G*H, H]
+    b_hh, h0 = torch.zeros(G * H), torch.zeros(B, H)
+    c0 = torch.zeros(B, H) if G == 4 else None
+    plan = Plan(path="persistent", block_b=16, block_h=16, h_pad=H, num_warps=4, precision="ieee", cuda_graph=False)
+    return plan, (gi, w_hh, b_hh, h0, c0)
 
 
-def compile_for_sm90(cell, dtype, hidden, path) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run(
-        [sys.executable, "-c", _COMPILE, cell, dtype, str(hidden), path], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the waiting program reads h/dG the other never wrote
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_barrier_that_never_completes_raises_naming_the_configuration(cell, monkeypatch):
+    from impls.triton import function
+
+    monkeypatch.setattr(function, "MAX_SPINS", 20)
+    plan, inputs = _persistent_layer(cell)
+    with pytest.raises(function.BarrierTimeout, match=rf"forward kernel: .*never arrived \({cell} H=32 B=5 T=3 float32"):
+        function.recurrent_forward(plan, *inputs, save=True, launches=set())
+    T, B, H = 3, 5, 32
+    G = inputs[1].shape[0] // H
+    saved = (torch.zeros(T + 1, B, H), torch.zeros(T + 1, B, H) if G == 4 else None, torch.zeros(T, B, 4 * H))
+    dy, dh = torch.ones(T, B, H), torch.zeros(B, H)
+    with pytest.raises(function.BarrierTimeout, match="backward kernel"):
+        function.recurrent_backward(plan, inputs[1], *saved, dy, dh, dh if G == 4 else None, set())
 
 
-def assert_light_spills(usage: str) -> None:
-    """Both kernels compiled, spilling at most a few hundred bytes: the layouts that once made ptxas
-    fall back to 32 registers spilled kilobytes per thread."""
-    stacks = [int(n) for n in re.findall(r"STACK:(\d+)", usage)]
-    assert len(stacks) == 2 and max(stacks) <= 512, usage
+def test_resident_programs_follow_registers_shared_memory_and_sms():
+    from types import SimpleNamespace
+
+    from impls.triton.function import resident_programs
+
+    h100 = SimpleNamespace(multi_processor_count=132, max_threads_per_multi_processor=2048,
+                           regs_per_multiprocessor=65536, shared_memory_per_multiprocessor=233472)
+    assert resident_programs(64, 0, 4, h100) == 132 * 8  # by registers: 64 regs x 128 threads = 8K per program
+    assert resident_programs(255, 0, 4, h100) == 132 * 2  # 256-register allocation units: 32K per program
+    assert resident_programs(32, 150 * 1024, 4, h100) == 132  # one 150 KiB program per SM
+    assert resident_programs(128, 0, 16, h100) == 132  # 16 warps x 128 regs take the whole register file
 
 
-def _has_ptxas():
-    try:
-        import triton
-    except ImportError:
-        return False
-    return os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"))
+def test_stepwise_label_says_eager_launches_without_a_graph(backend, monkeypatch):
+    """Off the interpreter label: stepwise without CUDA graphs ran its launches eagerly, and says so."""
+    spec = RNNSpec("gru", 3, 16)
+    runner = impls.get(backend(path="stepwise", cuda_graph=False)).build(spec, init_weights(spec), "cpu", "float32")
+    x, state, _ = make_inputs(spec, 3, 2, with_state=True)
+    fused = impls.get("triton_wt").build(spec, init_weights(spec), "cpu", "float32")
+    runner.forward(x, state)
+    fused.forward(x, state)
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert runner.impl_label() == "triton-stepwise/eager-launches"
+    assert fused.impl_label() == "triton-wt-fused"
 
 
-needs_ptxas = pytest.mark.skipif(not _has_ptxas(), reason="triton ships no ptxas here")
-
-
-@needs_ptxas
-def test_split_kernels_compile_for_sm90():
-    """The persistent path (barrier, .cg loads, masked steps) compiles for an H100."""
-    assert_light_spills(compile_for_sm90("gru", "bfloat16", 32, "persistent"))
-
-
-@pytest.mark.slow
-@needs_ptxas
-@pytest.mark.parametrize("path", ["fused", "persistent", "stepwise"])
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("cell", CELLS)
-def test_kernels_compile_for_sm90(cell, dtype, path):
-    assert_light_spills(compile_for_sm90(cell, dtype, 32, path))
+def test_transposed_variant_uses_fast_tanh_only_for_half_types_on_a_gpu():
+    options = impls.get("triton_wt").options
+    plan = make_plan("lstm", 128, "bfloat16", "cuda", interpreted=False, **options)
+    assert plan.transposed and plan.fast_tanh and plan.path == "fused"
+    assert not make_plan("lstm", 128, "float32", "cuda", interpreted=False, **options).fast_tanh
+    assert not make_plan("lstm", 128, "bfloat16", "cpu", interpreted=True, **options).fast_tanh
 
 
 @pytest.mark.slow
@@ -277,9 +267,29 @@ def test_every_hidden_size_on_cuda(name, dtype, cuda_only):
             assert_matches(name, "cuda", cell, 1, 4, 3, 2, hidden, True, dtype)
 
 
+# The points scripts/gpu_check.sh times (the gpu-check suite), so its first figures have passed parity
+# and its kernels are in triton's cache: T=256 and 1024, H 64/128/256, both dtypes, fused and
+# persistent.  Three cases, 9 kernels a backend: what the check's 150 s parity stage can compile.
+TIMED_CASES = [("lstm", 1024, 128, "bfloat16"), ("lstm", 256, 256, "bfloat16"), ("lstm", 256, 64, "float32")]
+
+
+@pytest.mark.parametrize("case", TIMED_CASES, ids=lambda c: f"{c[0]}-T{c[1]}-H{c[2]}-{c[3]}")
+@pytest.mark.parametrize("name", ["triton", "triton_wt", "triton_stepwise"])
+def test_timed_shapes_on_cuda(name, case, cuda_only):
+    """Outputs and every gradient at a timed shape.  Over hundreds of steps rounding accumulates past the
+    T <= 16 bounds, so the bound is that bound or twice cuDNN's own error at the same shape, whichever is larger."""
+    cell, T, H, dtype = case
+    shape = (cell, 1, T, 16, 32, H, True)
+    cudnn = max(run_case("torch_cudnn", "cuda", dtype, *shape).values())
+    errors = run_case(name, "cuda", dtype, *shape)
+    worst = max(errors, key=errors.get)
+    bound = max(TOLERANCE[dtype], 2 * cudnn)
+    assert errors[worst] <= bound, f"{name} {case}: {worst} off by {errors[worst]:.3g} (cuDNN {cudnn:.3g}; {errors})"
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_persistent_split_and_graph_replay_on_cuda(backend, cell, cuda_only):
-    """Several programs per batch tile meeting at the barrier; stepwise runs eager, captured, replayed."""
+    """Several programs per batch tile meeting at the barrier; stepwise replays a graph over its own buffers."""
     assert_matches(backend(path="persistent", block_h=16), "cuda", cell, 2, 16, 40, 5, 64, True)
     from impls.triton import function
 
@@ -289,5 +299,38 @@ def test_persistent_split_and_graph_replay_on_cuda(backend, cell, cuda_only):
     x, state = runner.put(x), runner.put(state)
     outs = [runner.get(runner.forward(x, state)[0]) for _ in range(3)]
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
-    graphs = function._GRAPHS.entries.values()
-    assert any(isinstance(g, torch.cuda.CUDAGraph) for g in graphs), "the same buffers came back, yet nothing replayed"
+    assert function._GRAPHS.entries, "stepwise on CUDA captured no graph"
+    assert runner.impl_label() == "triton-stepwise/graph"
+    y_graph = runner.get(runner.forward(x + 1.0, state)[0])  # new data through the same graph
+    assert not np.array_equal(y_graph, outs[0])
+
+
+# --- scripts/gpu_check.sh: stages that cannot overrun ----------------------------------------------------------
+GPU_CHECK = os.path.join(ROOT, "scripts", "gpu_check.sh")
+
+
+def test_gpu_check_stages_are_capped_within_six_and_a_half_minutes():
+    text = open(GPU_CHECK).read()
+    caps = [int(n) for n in re.findall(r"^\s*stage [\w-]+ (\d+) ", text, flags=re.M)]
+    total = int(re.search(r"^TOTAL=(\d+)", text, flags=re.M).group(1))
+    assert len(caps) == 5 and total <= 390 and sum(caps) <= total, (caps, total)
+    assert 'stage more "$((left - 10))"' in text  # the optional stages get only what is left of TOTAL
+    assert "| tail" not in text and 'timeout -k 5 "$secs"' in text and 'tee -a "$LOG"' in text
+
+
+def test_gpu_check_rejects_an_unknown_flag():
+    out = subprocess.run(["bash", GPU_CHECK, "--fast"], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.startswith("usage: bash scripts/gpu_check.sh [--dry-run]")
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_every_stage(tmp_path):
+    """The whole check on this CPU at tiny shapes: every stage reports its exit status, inside 3 minutes."""
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
+    out = subprocess.run(["bash", GPU_CHECK, "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    log = (tmp_path / "gpu_check.log").read_text()
+    for name in ("env", "base", "base-t", "parity", "triton"):
+        assert re.search(rf"== stage {name}: exit \d+", log), (name, out.stdout[-3000:])
+    assert "-- Triton backends to time: triton,triton_wt,triton_stepwise" in log
+    assert float(re.search(r"== done in (\d+)s", log).group(1)) <= 180
+    assert list(tmp_path.glob("dry-run/*/records.jsonl"))

@@ -3,7 +3,8 @@
 ``triton`` runs each layer's recurrence in one launch per direction: a single program per batch
 tile where W_hh fits one SM, else the hidden dimension split over programs that meet at a
 barrier every step (persistent kernel).  ``triton_stepwise`` splits the same way but launches
-once per timestep, replayed as a CUDA graph.  Triton itself is imported only in ``build``, so
+once per timestep, replayed as a CUDA graph.  ``triton_wt`` runs the ``triton`` paths with the
+transposed product (gates^T = W_hh . h^T) and, for bf16/fp16 on a GPU, the hardware tanh.  Triton itself is imported only in ``build``, so
 listing backends works without it; on CPU the kernels run under Triton's interpreter, which
 ``TRITON_INTERPRET=1`` selects and which must be set before the kernel module is imported.
 """
@@ -31,10 +32,21 @@ class TritonRunner(TorchRunner):
         return TritonRNN(self.spec, options)
 
     def impl_label(self) -> str:
-        return "interpreted" if interpreted() else self.plan.label
+        """The plan's path; stepwise adds how its launches ran last (``graph`` or ``eager-launches``)."""
+        if interpreted():
+            return "interpreted"
+        ran = self._module.launches - {"one-launch"}
+        if not ran:
+            return self.plan.label
+        return f"{self.plan.label}/{'eager-launches' if 'eager-launches' in ran else 'graph'}"
 
 
 class TritonBackend(TorchBackend):
+    feature_reasons = {
+        "bidirectional": "the triton kernels run each layer in one direction; they have no reverse pass",
+        "lengths": "the triton kernels advance every batch row for all T steps; they take no per-row lengths",
+    }
+
     def __init__(self, name: str, options: dict):
         super().__init__(name, TritonRunner, cpu_dtypes=("float32",), cuda_dtypes=("float32", "bfloat16", "float16"))
         self.options = options

@@ -12,6 +12,11 @@ One forward and one backward kernel serve the three launch plans of ``function.p
 * stepwise (``SPLIT=True, BARRIER=False``): the same split, one launch per timestep, so the
   launch boundary is the barrier.
 
+``WT`` selects the transposed product (backend ``triton_wt``): every tile is held as its
+transpose, [BH, BB] instead of [BB, BH], so the gate dot is gates^T = W_hh . h^T with the G*H
+gate side as the dot's M and the batch tile as its narrow N, and W_hh is the dot's first operand
+(the one Hopper's wgmma takes from registers).  Memory layouts are the same for both.
+
 The cell is selected by ``G``, the number of gate blocks: 1 rnn_tanh, 4 LSTM (i, f, g, o),
 3 GRU (r, z, n).  The input projection (with b_ih) is computed outside, for all timesteps at
 once; the kernels add W_hh h + b_hh and do the gate math in float32.  Tensors are contiguous;
@@ -30,6 +35,40 @@ def _tanh(x):
 
 
 @triton.jit
+def _tanh_approx(x):
+    """The hardware tanh (sm_75+, max error about 5e-4): for bf16/fp16 layers only.  Inline asm does
+    not run in the interpreter, so it is behind the FAST_TANH constexpr, off there."""
+    return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _act_tanh(x, FAST_TANH: tl.constexpr):
+    if FAST_TANH:
+        return _tanh_approx(x)
+    else:
+        return _tanh(x)
+
+
+@triton.jit
+def _mm(a, w, WT: tl.constexpr, PRECISION: tl.constexpr):
+    """The recurrent product of a state-side tile with a W_hh tile: a @ w, or w @ a when transposed."""
+    if WT:
+        return tl.dot(w, a, input_precision=PRECISION)
+    else:
+        return tl.dot(a, w, input_precision=PRECISION)
+
+
+@triton.jit
+def _axes(rows, cols, ks, WT: tl.constexpr):
+    """The index vectors as 2-D tiles: rows, cols (and ks as the state's K) along a [BB, *] tile, or along
+    its transpose; kw is ks in the other orientation, for the W_hh tiles."""
+    if WT:
+        return rows[None, :], cols[:, None], ks[:, None], ks[None, :]
+    else:
+        return rows[:, None], cols[None, :], ks[None, :], ks[:, None]
+
+
+@triton.jit
 def _plane(t, size):
     """Offset of timestep t in a [T, ...] buffer whose steps hold `size` elements, in int64."""
     return tl.cast(t, tl.int64) * size
@@ -43,15 +82,25 @@ def _rows_if(rows, B, cond):
 
 
 @triton.jit
-def _grid_barrier(counter_ptr, target):
+def _grid_barrier(counter_ptr, target, err_ptr, spins_left):
     """Arrive, then wait until `target` arrivals: every program of this batch tile has finished
     the step.  As in CUDA cooperative groups' grid sync: a CTA barrier so all threads' stores are
-    issued, a gpu-scope release by one thread, an acquire spin, and a CTA barrier again."""
+    issued, a gpu-scope release by one thread, an acquire spin, and a CTA barrier again.
+
+    The spin is bounded: `spins_left` is this program's polling budget for the whole launch.  When
+    it runs out before the others arrive, the program sets the error flag and stops waiting (this
+    and every later barrier pass at once), so the launch ends and the caller raises.  Returns the
+    budget left."""
     tl.debug_barrier()
     tl.atomic_add(counter_ptr, 1, sem="release", scope="gpu")
-    while tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu") < target:
-        pass
+    arrived = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
+    while (arrived < target) & (spins_left > 0):
+        arrived = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
+        spins_left -= 1
+    if arrived < target:
+        tl.atomic_max(err_ptr, 1, sem="relaxed", scope="gpu")
     tl.debug_barrier()
+    return spins_left
 
 
 @triton.jit
@@ -73,12 +122,13 @@ def rnn_fwd_kernel(
     c_ptr,  # [B, H] float32 LSTM cell carry: c0 on entry, c of the last step run on exit
     cs_ptr,  # [T+1, B, H] LSTM c history, cs[0] = c0 (SAVE)
     acts_ptr,  # [T, B, 4H] gate activations: LSTM i f g o, GRU r z n hn (SAVE)
-    bar_ptr,  # [batch tiles] int32 arrival counters, zeroed (BARRIER)
+    bar_ptr,  # [batch tiles + 1] int32 arrival counters, zeroed, then the error flag (BARRIER)
     t_start,
     n_steps,
     B,
     H,
     tile_b0,  # first batch tile of this launch
+    max_spins,  # barrier polling budget per program (BARRIER)
     G: tl.constexpr,
     SAVE: tl.constexpr,
     SPLIT: tl.constexpr,
@@ -87,32 +137,37 @@ def rnn_fwd_kernel(
     BLOCK_H: tl.constexpr,
     H_PAD: tl.constexpr,
     PRECISION: tl.constexpr,
+    WT: tl.constexpr,
+    FAST_TANH: tl.constexpr,
 ):
     pid_b = tile_b0 + tl.program_id(0)
     n_h = tl.num_programs(1)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # batch rows of this program
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)  # hidden units it computes
     ks = tl.arange(0, H_PAD)  # every hidden unit: the dot's K
-    own = (rows < B)[:, None] & (cols < H)[None, :]  # [BB, BH]
-    full = (rows < B)[:, None] & (ks < H)[None, :]  # [BB, HP]
-    own_hw = rows[:, None] * H + cols[None, :]  # offsets in a [B, H] plane
-    full_hw = rows[:, None] * H + ks[None, :]
-    gate_hw = rows[:, None] * (G * H) + cols[None, :]  # gate 0 in a [B, G*H] plane
-    act_hw = rows[:, None] * (4 * H) + cols[None, :]  # gate 0 in a [B, 4H] plane
+    rr, cc, kk, kw = _axes(rows, cols, ks, WT)
+    own = (rr < B) & (cc < H)  # [BB, BH] ([BH, BB] when WT, as every tile below)
+    full = (rr < B) & (kk < H)  # [BB, HP]
+    own_hw = rr * H + cc  # offsets in a [B, H] plane
+    full_hw = rr * H + kk
+    gate_hw = rr * (G * H) + cc  # gate 0 in a [B, G*H] plane
+    act_hw = rr * (4 * H) + cc  # gate 0 in a [B, 4H] plane
+    spins = max_spins
 
     # W_hh^T for this program's units, one [HP, BH] tile per gate: (k, j) -> W_hh[g*H + cols_j, k]
-    w_tile = w_ptr + cols[None, :] * H + ks[:, None]
-    w_mask = (ks < H)[:, None] & (cols < H)[None, :]
+    # (WT: W_hh itself, [BH, HP])
+    w_tile = w_ptr + cc * H + kw
+    w_mask = (kw < H) & (cc < H)
     w0 = tl.load(w_tile, mask=w_mask, other=0.0)
-    b0 = tl.load(b_ptr + cols, mask=cols < H, other=0.0).to(tl.float32)
+    b0 = tl.load(b_ptr + cc, mask=cc < H, other=0.0).to(tl.float32)  # [1, BH]
     if G >= 3:
         w1 = tl.load(w_tile + H * H, mask=w_mask, other=0.0)
         w2 = tl.load(w_tile + 2 * H * H, mask=w_mask, other=0.0)
-        b1 = tl.load(b_ptr + H + cols, mask=cols < H, other=0.0).to(tl.float32)
-        b2 = tl.load(b_ptr + 2 * H + cols, mask=cols < H, other=0.0).to(tl.float32)
+        b1 = tl.load(b_ptr + H + cc, mask=cc < H, other=0.0).to(tl.float32)
+        b2 = tl.load(b_ptr + 2 * H + cc, mask=cc < H, other=0.0).to(tl.float32)
     if G == 4:
         w3 = tl.load(w_tile + 3 * H * H, mask=w_mask, other=0.0)
-        b3 = tl.load(b_ptr + 3 * H + cols, mask=cols < H, other=0.0).to(tl.float32)
+        b3 = tl.load(b_ptr + 3 * H + cc, mask=cc < H, other=0.0).to(tl.float32)
         c = tl.load(c_ptr + own_hw, mask=own, other=0.0)
     if not SPLIT:
         h = tl.load(hs_ptr + _plane(t_start, B * H) + full_hw, mask=full, other=0.0).to(tl.float32)  # [BB, HP]
@@ -135,7 +190,7 @@ def rnn_fwd_kernel(
     for s in range(n_steps):
         # prefetch the next step's input projection; its latency hides behind this step
         gi_s += B * G * H
-        more = _rows_if(rows, B, s + 1 < n_steps)[:, None] & (cols < H)[None, :]
+        more = _rows_if(rr, B, s + 1 < n_steps) & (cc < H)
         n0 = tl.load(gi_s + gate_hw, mask=more, other=0.0)
         if G >= 3:
             n1 = tl.load(gi_s + H + gate_hw, mask=more, other=0.0)
@@ -150,16 +205,16 @@ def rnn_fwd_kernel(
         else:
             hk = h.to(w0.dtype)
             h_own = h
-        a0 = x0.to(tl.float32) + b0 + tl.dot(hk, w0, input_precision=PRECISION)
+        a0 = x0.to(tl.float32) + b0 + _mm(hk, w0, WT, PRECISION)
         if G == 1:
-            h_new = _tanh(a0)
+            h_new = _act_tanh(a0, FAST_TANH)
         elif G == 4:
             i = tl.sigmoid(a0)
-            f = tl.sigmoid(x1.to(tl.float32) + b1 + tl.dot(hk, w1, input_precision=PRECISION))
-            g = _tanh(x2.to(tl.float32) + b2 + tl.dot(hk, w2, input_precision=PRECISION))
-            o = tl.sigmoid(x3.to(tl.float32) + b3 + tl.dot(hk, w3, input_precision=PRECISION))
+            f = tl.sigmoid(x1.to(tl.float32) + b1 + _mm(hk, w1, WT, PRECISION))
+            g = _act_tanh(x2.to(tl.float32) + b2 + _mm(hk, w2, WT, PRECISION), FAST_TANH)
+            o = tl.sigmoid(x3.to(tl.float32) + b3 + _mm(hk, w3, WT, PRECISION))
             c = f * c + i * g
-            h_new = o * _tanh(c)
+            h_new = o * _act_tanh(c, FAST_TANH)
             if SAVE:
                 _store4(acts_s + act_hw, H, i, f, g, o, own)
                 tl.store(cs_s + own_hw, c.to(cs_ptr.dtype.element_ty), mask=own)
@@ -167,9 +222,9 @@ def rnn_fwd_kernel(
                 cs_s += B * H
         else:
             r = tl.sigmoid(a0)
-            z = tl.sigmoid(x1.to(tl.float32) + b1 + tl.dot(hk, w1, input_precision=PRECISION))
-            hn = b2 + tl.dot(hk, w2, input_precision=PRECISION)
-            n = _tanh(x2.to(tl.float32) + r * hn)
+            z = tl.sigmoid(x1.to(tl.float32) + b1 + _mm(hk, w1, WT, PRECISION))
+            hn = b2 + _mm(hk, w2, WT, PRECISION)
+            n = _act_tanh(x2.to(tl.float32) + r * hn, FAST_TANH)
             h_new = n + z * (h_own - n)
             if SAVE:
                 _store4(acts_s + act_hw, H, r, z, n, hn, own)
@@ -185,7 +240,7 @@ def rnn_fwd_kernel(
         if not SPLIT:
             h = h_new
         if BARRIER:
-            _grid_barrier(bar_ptr + pid_b, (s + 1) * n_h)
+            spins = _grid_barrier(bar_ptr + pid_b, (s + 1) * n_h, bar_ptr + tl.cdiv(B, BLOCK_B), spins)
     if G == 4:
         tl.store(c_ptr + own_hw, c, mask=own)
 
@@ -201,13 +256,14 @@ def rnn_bwd_kernel(
     dn_ptr,  # [T, B, H] out, GRU: gradient of the input side's n pre-activation
     dh_ptr,  # [B, H] float32 carry: dh_T on entry, dh of the earliest step reached on exit
     dc_ptr,  # [B, H] float32 LSTM carry, as dh_ptr
-    bar_ptr,  # [batch tiles] int32 arrival counters, zeroed (BARRIER)
+    bar_ptr,  # [batch tiles + 1] int32 arrival counters, zeroed, then the error flag (BARRIER)
     t_start,  # latest step of this launch; it runs t_start, t_start - 1, .. down to t_start - n_steps + 1
     n_steps,
     T,
     B,
     H,
     tile_b0,
+    max_spins,  # barrier polling budget per program (BARRIER)
     G: tl.constexpr,
     SPLIT: tl.constexpr,
     BARRIER: tl.constexpr,
@@ -215,6 +271,8 @@ def rnn_bwd_kernel(
     BLOCK_H: tl.constexpr,
     H_PAD: tl.constexpr,
     PRECISION: tl.constexpr,
+    WT: tl.constexpr,
+    FAST_TANH: tl.constexpr,
 ):
     """Reverse loop.  Step t: dh_t = dy_t + (dG_{t+1} @ W_hh)[own units] (+ GRU's z_{t+1} * dh_{t+1}),
     then the gate gradients dG_t.  A fused program applies dG_t @ W_hh as soon as it has dG_t
@@ -226,15 +284,18 @@ def rnn_bwd_kernel(
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     ks = tl.arange(0, H_PAD)
-    own = (rows < B)[:, None] & (cols < H)[None, :]  # [BB, BH]
-    own_hw = rows[:, None] * H + cols[None, :]
-    gate_hw = rows[:, None] * (G * H) + cols[None, :]
-    gate_full = rows[:, None] * (G * H) + ks[None, :]  # [BB, HP] gate 0 of every unit
-    act_hw = rows[:, None] * (4 * H) + cols[None, :]
+    rr, cc, kk, kw = _axes(rows, cols, ks, WT)
+    own = (rr < B) & (cc < H)  # [BB, BH] ([BH, BB] when WT, as every tile below)
+    own_hw = rr * H + cc
+    gate_hw = rr * (G * H) + cc
+    gate_full = rr * (G * H) + kk  # [BB, HP] gate 0 of every unit
+    act_hw = rr * (4 * H) + cc
+    spins = max_spins
 
     # W_hh for this program's units, one [HP, BH] tile per gate: (k, j) -> W_hh[g*H + k, cols_j]
-    w_tile = w_ptr + ks[:, None] * H + cols[None, :]
-    w_mask = (ks < H)[:, None] & (cols < H)[None, :]
+    # (WT: its transpose, [BH, HP])
+    w_tile = w_ptr + kw * H + cc
+    w_mask = (kw < H) & (cc < H)
     w0 = tl.load(w_tile, mask=w_mask, other=0.0)
     if G >= 3:
         w1 = tl.load(w_tile + H * H, mask=w_mask, other=0.0)
@@ -259,7 +320,7 @@ def rnn_bwd_kernel(
     for s in range(n_steps):
         t = t_start - s
         # this step's saved values first (none at t = -1), so their latency overlaps the recurrent half
-        live = _rows_if(rows, B, t >= 0)[:, None] & (cols < H)[None, :]
+        live = _rows_if(rr, B, t >= 0) & (cc < H)
         dy = tl.load(dy_s + own_hw, mask=live, other=0.0)
         if G == 1:
             h_t = tl.load(hs_s + B * H + own_hw, mask=live, other=0.0).to(tl.float32)
@@ -277,18 +338,18 @@ def rnn_bwd_kernel(
             h_prev = tl.load(hs_s + own_hw, mask=live, other=0.0).to(tl.float32)
 
         if SPLIT:  # dh_t += dG_{t+1} @ W_hh; every unit's dG_{t+1}, from L2 (.cg); none at t = T-1
-            after = _rows_if(rows, B, t < T - 1)[:, None] & (ks < H)[None, :]
+            after = _rows_if(rr, B, t < T - 1) & (kk < H)
             dg_next = dg_s + B * G * H + gate_full
             d0 = tl.load(dg_next, mask=after, other=0.0, cache_modifier=".cg")
-            dh += tl.dot(d0, w0, input_precision=PRECISION)
+            dh += _mm(d0, w0, WT, PRECISION)
             if G >= 3:
                 d1 = tl.load(dg_next + H, mask=after, other=0.0, cache_modifier=".cg")
                 d2 = tl.load(dg_next + 2 * H, mask=after, other=0.0, cache_modifier=".cg")
-                dh += tl.dot(d1, w1, input_precision=PRECISION)
-                dh += tl.dot(d2, w2, input_precision=PRECISION)
+                dh += _mm(d1, w1, WT, PRECISION)
+                dh += _mm(d2, w2, WT, PRECISION)
             if G == 4:
                 d3 = tl.load(dg_next + 3 * H, mask=after, other=0.0, cache_modifier=".cg")
-                dh += tl.dot(d3, w3, input_precision=PRECISION)
+                dh += _mm(d3, w3, WT, PRECISION)
 
         # gate gradients of step t (no runtime branch: one in the loop makes Triton keep the
         # gradients in replicated dot-operand layouts and spill; step -1 is masked instead)
@@ -300,7 +361,7 @@ def rnn_bwd_kernel(
             dh_new = tl.zeros_like(dh)
             tl.store(dg_own, e0.to(ty), mask=live)
         elif G == 4:
-            tc = _tanh(c_hi.to(tl.float32))
+            tc = _act_tanh(c_hi.to(tl.float32), FAST_TANH)
             dct = dc + dht * a_o * (1.0 - tc * tc)
             e0 = dct * a_g * a_i * (1.0 - a_i)
             e1 = dct * c_lo.to(tl.float32) * a_f * (1.0 - a_f)
@@ -323,14 +384,14 @@ def rnn_bwd_kernel(
         if SPLIT:
             dh = tl.where(t >= 0, dh_new, dh)
         else:  # dh_{t-1} += dG_t @ W_hh at once, so no gate gradients are carried between steps
-            dh = dh_new + tl.dot(e0.to(ty), w0, input_precision=PRECISION)
+            dh = dh_new + _mm(e0.to(ty), w0, WT, PRECISION)
             if G >= 3:
-                dh += tl.dot(e1.to(ty), w1, input_precision=PRECISION)
-                dh += tl.dot(e2.to(ty), w2, input_precision=PRECISION)
+                dh += _mm(e1.to(ty), w1, WT, PRECISION)
+                dh += _mm(e2.to(ty), w2, WT, PRECISION)
             if G == 4:
-                dh += tl.dot(e3.to(ty), w3, input_precision=PRECISION)
+                dh += _mm(e3.to(ty), w3, WT, PRECISION)
         if BARRIER:
-            _grid_barrier(bar_ptr + pid_b, (s + 1) * n_h)
+            spins = _grid_barrier(bar_ptr + pid_b, (s + 1) * n_h, bar_ptr + tl.cdiv(B, BLOCK_B), spins)
         hs_s -= B * H
         dy_s -= B * H
         dg_s -= B * G * H

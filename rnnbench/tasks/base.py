@@ -90,9 +90,6 @@ class Task:
             return value >= self.baseline() + self.margin
         return value <= self.baseline() - self.margin
 
-    def describe(self) -> str:
-        return f"{self.name} T={self.seq_len}"
-
 
 def sha256_of(*arrays_or_text) -> str:
     h = hashlib.sha256()

@@ -17,7 +17,7 @@ import pytest
 import impls
 from impls import runtime
 from impls.spec import RNNSpec, Unsupported, init_weights, make_inputs
-from rnnbench.config import Config
+from rnnbench.jobs import TimingJob as Config
 from rnnbench.measure import Prepared
 
 from ..conftest import DEVICES

@@ -1,0 +1,556 @@
+"""``recommend --measure``: every candidate backend for one exact configuration, measured here and now.
+
+Timings taken one backend after another on a shared machine drift, so the
+comparison is built to cancel drift: after each candidate passes a parity check
+against the float64 oracle (at the query's batch and sizes, a short T) and is
+compiled and warmed up (that cost is reported apart), the candidates are timed
+in *rounds*, one call each, in a fresh shuffled order every round.  Each round
+is watched by ``rnnbench.contention.Window``; a round in which others used more
+than the threshold of cores is dropped, counted and replaced while the budget
+lasts.  The winner (lowest median) is tested against the runner-up by a paired
+Wilcoxon signed-rank test over the per-round log time ratios (two-sided, exact
+for small n: 8 rounds are the fewest that can reach p < 0.01).  The test is
+looked at after 8 rounds and then each time the count has grown by half
+(8, 12, 18, 27, ...), so that repeated looks do not spend much of the error
+rate; measuring stops when it passes or when the next round would overrun the
+budget.  Margins over every other candidate are the geometric mean of the
+paired per-round ratios with a bootstrap confidence interval.
+
+The records go into a run folder like any run (``sweep.create_run``), one timing
+record per measured candidate with its per-round times as ``samples_s``, so later
+reports and plain ``recommend`` calls use them.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import MODES, ConfigError
+from .suites import SETTINGS
+
+PARITY_T = 8  # parity check's sequence length: the conformance test's float32 bound holds for T <= 16
+CONFIDENCE = 0.95  # of the margins' bootstrap intervals
+LOOK_GROWTH = 1.5  # the test is looked at when the clean rounds have grown by this factor
+# tolerance of the parity check, as the conformance test states it (DESIGN.md "Conformance")
+PARITY_TOLERANCE = {"float64": 1e-10, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+
+
+@dataclass
+class Excluded:
+    backend: str
+    stage: str  # unavailable | unsupported | unranked | skipped | parity | error
+    reason: str
+
+
+@dataclass
+class Margin:
+    """Another candidate against the winner: its time over the winner's, per round."""
+
+    backend: str
+    median_s: float
+    ratio: float  # geometric mean over rounds of (its time / the winner's)
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None  # two-sided Wilcoxon signed-rank over the rounds
+    compile_s: float
+
+
+@dataclass
+class MeasuredRecommendation:
+    query: dict
+    backend: str | None  # the fastest candidate (None: nothing could be measured)
+    separable: bool  # the winner beat the runner-up at p < p_threshold
+    verdict: str  # one line: why it is (or is not) separable
+    median_s: float | None = None
+    tokens_per_s: float | None = None
+    peak_bytes: int | None = None
+    peak_method: str | None = None
+    compile_s: float | None = None  # the winner's compile and warm-up before its first timed round
+    impl_label: str | None = None
+    margins: list = field(default_factory=list)  # Margin, one per other measured candidate, fastest first
+    excluded: list = field(default_factory=list)  # Excluded
+    rounds: int = 0  # rounds the answer rests on
+    loaded_rounds: int = 0  # rounds dropped because others used the machine
+    load_cores: float | None = None  # median of others' cores over every round
+    budget_s: float = 0.0
+    wall_s: float = 0.0
+    setup_s: float = 0.0  # imports, parity checks, builds, compiles and warm-ups, before the first round
+    snippet: str = ""
+    notes: list = field(default_factory=list)
+    run_dir: Path | None = None
+
+    @property
+    def runner_up(self) -> str | None:
+        return self.margins[0].backend if self.margins else None
+
+    def table(self):
+        """Every measured candidate, fastest first: median, tokens/s, ratio to the winner with its CI, p, compile."""
+        import pandas as pd
+
+        rows = []
+        if self.backend is not None:
+            rows.append({"backend": self.backend, "median_ms": self.median_s * 1e3, "tokens_per_s": self.tokens_per_s,
+                         "ratio_to_winner": 1.0, "ci_low": None, "ci_high": None, "p_value": None,
+                         "compile_s": self.compile_s})
+        for m in self.margins:
+            rows.append({"backend": m.backend, "median_ms": m.median_s * 1e3,
+                         "tokens_per_s": self.tokens_per_s * self.median_s / m.median_s, "ratio_to_winner": m.ratio,
+                         "ci_low": m.ci_low, "ci_high": m.ci_high, "p_value": m.p_value, "compile_s": m.compile_s})
+        return pd.DataFrame(rows, columns=["backend", "median_ms", "tokens_per_s", "ratio_to_winner", "ci_low",
+                                           "ci_high", "p_value", "compile_s"])
+
+    def __str__(self) -> str:
+        q = self.query
+        lines = [f"query: {q['cell']} {q['mode']} B={q['batch']} T={q['seq_len']} I={q['input_size']} "
+                 f"H={q['hidden']} layers={q['layers']}{' bidirectional' if q.get('bidirectional') else ''} "
+                 f"{q['dtype']} on {q['device']} (measured now, interleaved)"]
+        lines += [f"excluded {e.backend}: {e.stage}: {e.reason}" for e in self.excluded]
+        if self.backend is None:
+            lines.append(f"no answer: {self.verdict}")
+            return "\n".join(lines + [f"note: {n}" for n in self.notes])
+        peak = f", peak {self.peak_bytes / 1e6:.3g} MB ({self.peak_method})" if self.peak_bytes is not None else \
+            f"; peak memory {self.peak_method}"
+        lines.append(("use: " if self.separable else "fastest (not separable): ") +
+                     f"{self.backend} ({self.impl_label}): {self.median_s * 1e3:.4g} ms median, "
+                     f"{self.tokens_per_s:.4g} tokens/s{peak}; compile and warm-up {self.compile_s:.3g} s")
+        lines.append(self.verdict)
+        if self.margins:
+            lines.append(f"margins over {self.rounds} paired rounds (geometric mean of per-round time ratios, "
+                         f"{CONFIDENCE:.0%} bootstrap CI; Wilcoxon signed-rank p):")
+            table = self.table().assign(CI=lambda d: [
+                "" if lo is None or lo != lo else f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(d["ci_low"], d["ci_high"])])
+            table = table[["backend", "median_ms", "tokens_per_s", "ratio_to_winner", "CI", "p_value", "compile_s"]]
+            lines += ["  " + s for s in table.to_string(index=False, float_format=lambda v: f"{v:.4g}",
+                                                        na_rep="-").splitlines()]
+        load = f", others used {self.load_cores:.2g} cores (median over rounds)" if self.load_cores is not None else ""
+        lines.append(f"rounds: {self.rounds} used, {self.loaded_rounds} dropped under load "
+                     f"(threshold {SETTINGS.contention_threshold:g} cores){load}")
+        lines.append(f"time: {self.wall_s:.3g} s of a {self.budget_s:g} s budget ({self.setup_s:.3g} s of it "
+                     f"parity checks, builds, compiles and warm-ups)")
+        lines += [f"note: {n}" for n in self.notes]
+        if self.snippet:
+            lines += [f"how to use {self.backend} with your weights:"] + ["  " + s for s in self.snippet.splitlines()]
+        if self.run_dir is not None:
+            lines.append(f"records: {Path(self.run_dir) / 'records.jsonl'}")
+        return "\n".join(lines)
+
+
+# -- candidates ---------------------------------------------------------------------------------
+
+
+def candidate_names(spec, mode: str, device: str, dtype: str, backends=None) -> tuple[list[str], list[Excluded]]:
+    """The RNN backends that can run this configuration here, and the others with why not."""
+    import impls
+    from impls.runner import interpreted
+    from impls.spec import feature_support
+
+    names = impls.names(kind="rnn") if backends is None else list(backends)
+    chosen, excluded = [], []
+    for name in names:
+        ok, reason = impls.available(name, device)
+        if not ok:
+            excluded.append(Excluded(name, "unavailable", reason))
+            continue
+        backend = impls.get(name)
+        modes = getattr(backend, "modes", MODES)
+        if mode not in modes:
+            excluded.append(Excluded(name, "unsupported", f"{name} runs {', '.join(modes)} only, not {mode}"))
+            continue
+        ok, reason = backend.supports(device, dtype)
+        if ok and spec.bidirectional:
+            ok, reason = feature_support(backend, "bidirectional")
+        if not ok:
+            excluded.append(Excluded(name, "unsupported", reason))
+            continue
+        if interpreted(backend, device):
+            excluded.append(Excluded(name, "unranked", f"runs under an interpreter on {device}: exactness only"))
+            continue
+        chosen.append(name)
+    return chosen, excluded
+
+
+def recorded_rows(results, backend: str, query: dict):
+    """Finished timing records of this backend, cell, mode and dtype on this device type under ``results``."""
+    from .results import load_inputs
+
+    paths = [p for p in results if Path(p).is_dir()]
+    try:
+        df = load_inputs(paths) if paths else None
+    except ConfigError:
+        df = None
+    if df is None or df.empty:
+        return None
+    return df[(df["kind"] == "timing") & (df["status"] == "ok") & (df["backend"] == backend)
+              & (df["cell"] == query["cell"]) & (df["mode"] == query["mode"]) & (df["dtype"] == query["dtype"])
+              & (df["device"].astype(str).str.split(":").str[0] == query["device"].split(":")[0])]
+
+
+def recorded_compile_s(rows) -> float | None:
+    """The largest compile_s among recorded rows (None: none recorded)."""
+    values = rows["compile_s"].dropna() if rows is not None else ()
+    return float(values.max()) if len(values) else None
+
+
+def recorded_peak(rows, query: dict) -> tuple[int | None, str]:
+    """(peak_bytes, how) recorded at exactly the query's shape, the latest run's."""
+    if rows is None:
+        return None, "not measured"
+    exact = rows[(rows["batch"] == query["batch"]) & (rows["seq_len"] == query["seq_len"])
+                 & (rows["hidden"] == query["hidden"]) & (rows["input_size"] == query["input_size"])
+                 & (rows["layers"] == query["layers"]) & rows["peak_bytes"].notna()]
+    if exact.empty:
+        return None, "not measured"
+    row = exact.sort_values("run_id").iloc[-1]
+    return int(row["peak_bytes"]), f"{row['peak_method']}, recorded in run {row['run_id']}"
+
+
+def parity_error(runner, spec, weights, mode: str, batch: int, seed: int = 0) -> tuple[float, str]:
+    """(worst relative error, the tensor) of the runner against the oracle at T = PARITY_T.
+
+    Forward: y and the final state; train: also every gradient (as the conformance test).
+    """
+    from impls import reference
+    from impls.spec import make_inputs
+
+    def err(a, b):
+        a, b = np.asarray(runner.get(a), dtype=np.float64), np.asarray(b, dtype=np.float64)
+        scale = np.max(np.abs(b))
+        return float(np.max(np.abs(a - b)) / (scale if scale > 0 else 1.0))
+
+    x, state, dy = make_inputs(spec, PARITY_T, batch, seed=seed + 1, with_state=True)  # [T, B, I], [L*D, B, H]
+    errors = {}
+    if mode == "step":
+        x = x[:1]
+        new = runner.step(runner.put(x[0]), runner.put(state))
+        _, final = reference.forward(spec, weights, x, state)
+        for name, a, b in zip(spec.state_names(), new if spec.has_cell_state else [new],
+                              final if spec.has_cell_state else [final]):
+            errors[f"{name} after one step"] = err(a, b)
+    else:
+        y, final = runner.forward(runner.put(x), runner.put(state))
+        y_ref, final_ref = reference.forward(spec, weights, x, state)
+        errors["y"] = err(y, y_ref)
+        for name, a, b in zip(("h_n", "c_n"), final if spec.has_cell_state else [final],
+                              final_ref if spec.has_cell_state else [final_ref]):
+            errors[name] = err(a, b)
+        if mode == "train":
+            grads = runner.forward_backward(runner.put(x), runner.put(state), runner.put(dy))
+            ref = reference.forward_backward(spec, weights, x, state, dy)
+            errors.update({f"d{name}": err(grads[name], ref[name]) for name in ref})
+    worst = max(errors, key=errors.get)
+    return errors[worst], worst
+
+
+@dataclass
+class _Candidate:
+    name: str
+    prepared: object  # rnnbench.measure.Prepared at the query's shape
+    setup_s: float  # the backend's own build, compile and warm-up time (parity stage included)
+    parity_err: float
+    y_err: float
+    last_s: float  # its second warm-up call: what the next round is expected to cost
+    times: list = field(default_factory=list)  # one per clean round
+    loaded_times: list = field(default_factory=list)  # one per dropped round
+    cores: list = field(default_factory=list)  # others' cores during each of its windows
+
+
+def _setup(name, job, spec, weights, mode, tolerance, excluded, log) -> _Candidate | None:
+    """Parity check, build at the query's shape, compile, two warm-up calls; None (and a reason) on failure."""
+    import impls
+    from impls.spec import Unsupported
+
+    from .measure import Prepared, classify
+
+    backend = impls.get(name)
+    try:
+        t0 = time.perf_counter()
+        small = backend.build(spec, weights, job.device, job.dtype)
+        ranked, why = small.ranked() if hasattr(small, "ranked") else (True, "")
+        if not ranked:
+            excluded.append(Excluded(name, "unranked", why))
+            return None
+        build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        error, worst = parity_error(small, spec, weights, mode, job.batch, seed=job.seed)
+        parity_s = time.perf_counter() - t0  # the backend's calls and the oracle's (a small share at T = 8)
+        if not error <= tolerance:  # NaN fails too
+            excluded.append(Excluded(name, "parity", f"{worst} off the float64 oracle by {error:.3g} "
+                                                     f"(tolerance {tolerance:g} in {job.dtype})"))
+            return None
+        y_err = parity_error(small, spec, weights, "forward", job.batch, seed=job.seed)[0] if mode == "train" else error
+        del small
+        t0 = time.perf_counter()
+        p = Prepared(job, spec=spec, weights=weights)
+        timer = p.timer()
+        timer.time(p.fn)  # first call: jit, autotune, lazy init
+        last_s = timer.time(p.fn)  # second warm-up
+        setup_s = build_s + parity_s + time.perf_counter() - t0
+    except Unsupported as exc:
+        excluded.append(Excluded(name, "unsupported", str(exc)))
+        return None
+    except Exception as exc:  # noqa: BLE001 - a candidate that fails is named, the others go on
+        excluded.append(Excluded(name, classify(exc), f"{type(exc).__name__}: {exc}"[:300]))
+        return None
+    log(f"  {name}: parity {error:.2g} ({worst}), ready in {setup_s:.3g} s")
+    return _Candidate(name, p, setup_s, error, y_err, last_s)
+
+
+# -- rounds and the decision --------------------------------------------------------------------
+
+
+def _wilcoxon_p(log_ratios) -> float | None:
+    """Two-sided signed-rank p over per-round log ratios (None with fewer than 8 usable rounds)."""
+    from scipy.stats import wilcoxon
+
+    d = np.asarray(log_ratios, dtype=float)
+    d = d[d != 0]
+    if len(d) < 8:
+        return None
+    return float(wilcoxon(d).pvalue)
+
+
+def _ratio_ci(log_ratios, seed: int) -> tuple[float | None, float | None]:
+    from scipy.stats import bootstrap
+
+    d = np.asarray(log_ratios, dtype=float)
+    if len(d) < 3 or np.ptp(d) == 0:
+        return (math.exp(d[0]),) * 2 if len(d) and np.ptp(d) == 0 else (None, None)
+    res = bootstrap((d,), np.mean, confidence_level=CONFIDENCE, method="percentile", n_resamples=2000,
+                    rng=np.random.default_rng(seed))
+    return math.exp(res.confidence_interval.low), math.exp(res.confidence_interval.high)
+
+
+def _decide(cands: list[_Candidate], use_loaded: bool):
+    """(winner, the others fastest first, per-candidate times used) from the clean rounds (or all)."""
+    times = {c.name: np.asarray(c.times + (c.loaded_times if use_loaded else []), dtype=float) for c in cands}
+    order = sorted(cands, key=lambda c: float(np.median(times[c.name])))
+    return order[0], order[1:], times
+
+
+def _round(order):
+    """One call of each candidate in ``order``; (times, others' cores in each window)."""
+    from .contention import Window
+
+    times, cores = {}, {}
+    for c in order:
+        timer = c.prepared.timer()
+        with Window() as w:
+            times[c.name] = timer.time(c.prepared.fn)
+        cores[c.name] = w.cores
+    return times, cores
+
+
+def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, device: str, dtype: str,
+                        budget_s: float = 60.0, backends=None, out="results/runs", machine: str | None = None,
+                        results=("results", "results/runs"), source: str = "model", seed: int = 0,
+                        contention_threshold: float = SETTINGS.contention_threshold, argv=None,
+                        log=None) -> MeasuredRecommendation:
+    """Every candidate for this exact configuration, measured interleaved within ``budget_s`` seconds."""
+    import impls
+    from impls.convert import usage_snippet
+
+    from .jobs import TimingJob
+    from .sweep import create_run
+
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    start = time.perf_counter()
+    deadline = start + budget_s
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    query = dict(cell=spec.cell, mode=mode, dtype=dtype, device=device, batch=batch, seq_len=seq_len,
+                 input_size=spec.input_size, hidden=spec.hidden_size, layers=spec.num_layers,
+                 bidirectional=spec.bidirectional)
+    job_of = {}
+    for name in impls.names(kind="rnn") if backends is None else backends:
+        job = TimingJob(name, spec.cell, spec.num_layers, batch, seq_len, spec.input_size, spec.hidden_size, dtype,
+                        mode, device, seed=seed)
+        job.validate()
+        job_of[name] = job
+    names, excluded = candidate_names(spec, mode, device, dtype, list(job_of))
+    rec = MeasuredRecommendation(query, None, False, "", budget_s=budget_s, excluded=excluded)
+    run = create_run([job_of[n] for n in names], [device], "inline", out, machine, argv)  # inside the budget
+    rec.run_dir = run.path
+    tolerance = PARITY_TOLERANCE[dtype]
+    log(f"parity check at T={PARITY_T} and warm-up of {len(names)} candidates ({', '.join(names)})")
+    recorded = {name: recorded_rows(results, name, query) for name in names}
+    cands = []
+    for name in names:
+        left = deadline - time.perf_counter()
+        known = recorded_compile_s(recorded[name])
+        if known is not None and known > left:
+            excluded.append(Excluded(name, "skipped", f"its compile and warm-up took {known:.3g} s in recorded runs, "
+                                                      f"more than the {left:.3g} s of budget left; a larger "
+                                                      f"--budget-s includes it"))
+            continue
+        if left <= 0:
+            excluded.append(Excluded(name, "skipped", "no budget left after the other candidates' set-up"))
+            continue
+        cand = _setup(name, job_of[name], spec, weights, mode, tolerance, excluded, log)
+        if cand is not None:
+            cands.append(cand)
+    rec.setup_s = time.perf_counter() - start
+    if not cands:
+        rec.verdict = "no candidate passed the parity check and warm-up"
+        _write_records(run, [], excluded, job_of, {}, rec, None, False)
+        rec.wall_s = time.perf_counter() - start
+        return rec
+
+    rng = np.random.default_rng(seed)
+    round_cores, next_look, decided = [], 8, False
+    expected_s = sum(c.last_s for c in cands)
+    while time.perf_counter() + 1.2 * expected_s <= deadline:  # a round that would overrun is not started
+        order = [cands[i] for i in rng.permutation(len(cands))]
+        times, cores = _round(order)
+        expected_s = sum(times.values())
+        loaded = max(cores.values()) > contention_threshold
+        round_cores.append(max(cores.values()))
+        for c in cands:
+            (c.loaded_times if loaded else c.times).append(times[c.name])
+            c.cores.append(cores[c.name])
+        clean = len(cands[0].times)
+        if not loaded and clean >= next_look:
+            next_look = math.ceil(clean * LOOK_GROWTH)
+            if len(cands) == 1:  # nothing to compare with: 8 rounds give its median
+                break
+            winner, others, t = _decide(cands, use_loaded=False)
+            p = _wilcoxon_p(np.log(t[others[0].name] / t[winner.name]))
+            if p is not None and p < SETTINGS.p_threshold:
+                decided = True
+                break
+    rec.loaded_rounds = len(cands[0].loaded_times)
+    if not cands[0].times and not cands[0].loaded_times:
+        rec.verdict = (f"not separable: no round fit the {budget_s:g} s budget after {rec.setup_s:.3g} s of set-up "
+                       f"(parity checks, builds, compiles); a larger --budget-s would measure")
+        _write_records(run, [], excluded, job_of, {}, rec, None, False)
+        rec.wall_s = time.perf_counter() - start
+        return rec
+    use_loaded = len(cands[0].times) < 8 and rec.loaded_rounds > 0
+    if use_loaded:
+        rec.notes.append(f"only {len(cands[0].times)} rounds ran on a quiet machine before the budget ran out: "
+                         f"the answer uses all {len(cands[0].times) + rec.loaded_rounds} rounds, loaded ones included "
+                         f"(paired rounds cancel slow drift, not a burst that hits one candidate)")
+    winner, others, t = _decide(cands, use_loaded)
+    rec.rounds = len(t[winner.name])
+    rec.load_cores = float(np.median(round_cores)) if round_cores else None
+    _fill_answer(rec, winner, others, t, decided, seed)
+    rec.snippet = usage_snippet(winner.name, winner.prepared.runner, spec, device, dtype, source)
+    _flag_compile(rec, winner, others, t)
+    rec.peak_bytes, rec.peak_method = _peak(winner, recorded[winner.name], query)
+    _write_records(run, cands, excluded, job_of, t, rec, winner, use_loaded)
+    rec.wall_s = time.perf_counter() - start
+    return rec
+
+
+def _fill_answer(rec, winner, others, t, decided: bool, seed: int) -> None:
+    q = rec.query
+    rec.backend = winner.name
+    rec.impl_label = winner.prepared.runner.impl_label()
+    rec.median_s = float(np.median(t[winner.name]))
+    tokens = q["batch"] * (1 if q["mode"] == "step" else q["seq_len"])
+    rec.tokens_per_s = tokens / rec.median_s
+    rec.compile_s = winner.setup_s
+    for c in others:
+        d = np.log(t[c.name] / t[winner.name])
+        low, high = _ratio_ci(d, seed)
+        rec.margins.append(Margin(c.name, float(np.median(t[c.name])), float(math.exp(d.mean())), low, high,
+                                  _wilcoxon_p(d), c.setup_s))
+    if not others:
+        rec.separable, rec.verdict = True, "the only candidate that passed: nothing to compare with"
+        return
+    ru = rec.margins[0]
+    if decided or (ru.p_value is not None and ru.p_value < SETTINGS.p_threshold):
+        rec.separable = True
+        rec.verdict = (f"{winner.name} beats the runner-up {ru.backend} by x{ru.ratio:.3g} (CI "
+                       f"{_ci(ru)}; Wilcoxon signed-rank p = {ru.p_value:.2g} < {SETTINGS.p_threshold:g} over "
+                       f"{rec.rounds} paired rounds)")
+    elif ru.p_value is None:
+        rec.verdict = (f"not separable: {rec.rounds} rounds fit the budget, fewer than the 8 a signed-rank test needs "
+                       f"for p < {SETTINGS.p_threshold:g}; {ru.backend} is x{ru.ratio:.3g} the time of {winner.name} "
+                       f"(CI {_ci(ru)}); a larger --budget-s would decide")
+    else:
+        rec.verdict = (f"not separable: {winner.name} and {ru.backend} are within x{ru.ratio:.3g} of each other "
+                       f"(CI {_ci(ru)}; Wilcoxon signed-rank p = {ru.p_value:.2g} >= {SETTINGS.p_threshold:g} over "
+                       f"{rec.rounds} paired rounds): either will do")
+
+
+def _ci(m: Margin) -> str:
+    return "n/a" if m.ci_low is None else f"{m.ci_low:.3g}-{m.ci_high:.3g}"
+
+
+def _flag_compile(rec, winner, others, t) -> None:
+    """A winner that compiles much longer than a close rival pays off only after many calls: say after how many."""
+    cheaper = [c for c in others if c.setup_s + 1.0 < winner.setup_s]
+    if not cheaper:
+        return
+    rival = min(cheaper, key=lambda c: float(np.median(t[c.name])))
+    saved = float(np.median(t[rival.name]) - np.median(t[winner.name]))
+    extra = winner.setup_s - rival.setup_s
+    calls = extra / saved if saved > 0 else math.inf
+    rec.notes.append(f"short jobs: {winner.name}'s compile and warm-up took {winner.setup_s:.3g} s, {extra:.3g} s more "
+                     f"than {rival.name}'s; saving {saved * 1e3:.3g} ms a call, it pays that back after {calls:.0f} "
+                     f"calls ({calls * rec.median_s:.3g} s of work): for a shorter job use {rival.name}")
+
+
+def _peak(winner, rows, query: dict) -> tuple[int | None, str]:
+    """The winner's peak memory of one call: by its runner's probe where that runs in this process (CUDA);
+    else as recorded at this shape (a CPU's probe needs a fresh process that preloads every framework,
+    seconds to a minute on a busy machine, more than a budget of rounds can give)."""
+    p = winner.prepared
+    if p.memory_probe.in_process:
+        return p.peak_memory(fresh_process=False)
+    peak, how = recorded_peak(rows, query)
+    if peak is None:
+        how = (f"not measured here (a fresh process per configuration): rnnbench run --backends {winner.name} "
+               f"--cells {query['cell']} --mode {query['mode']} --batch {query['batch']} --seq-len {query['seq_len']} "
+               f"--input-size {query['input_size']} --hidden {query['hidden']} measures it")
+    return peak, how
+
+
+def _write_records(run, cands, excluded, job_of, t, rec, winner, use_loaded: bool) -> None:
+    """One timing record per measured candidate (per-round times as samples_s), one failure record per
+    candidate excluded by the parity check or by an error."""
+    from . import cost
+    from .measure import base_record, failure_record, summarize
+
+    run.update_info(interleaved={"rounds": rec.rounds, "loaded_rounds": rec.loaded_rounds, "budget_s": rec.budget_s,
+                                 "winner": rec.backend, "separable": rec.separable, "verdict": rec.verdict})
+    ceilings = run.info.get("ceilings")
+    for c in cands:
+        p = c.prepared
+        timing = summarize(t[c.name])
+        r = {**base_record(p.cfg), **p.base_fields(), "compile_s": c.setup_s, "median_s": timing.median_s,
+             "iqr_s": timing.iqr_s, "samples_s": timing.samples_s, "max_rel_err": c.y_err,
+             "tokens_per_s": rec.tokens_per_s * rec.median_s / timing.median_s,
+             "peak_bytes": rec.peak_bytes if c is winner else None,
+             "peak_method": rec.peak_method if c is winner else "not probed (interleaved: winner only)",
+             "contention": float(np.median(c.cores)) if c.cores else None,
+             "contended": use_loaded, "interleaved_rounds": rec.rounds,
+             **cost.record_cost(p.cfg, p.kind, getattr(p.runner, "dims", None))}
+        run.append(cost.complete(r, ceilings))
+    for e in excluded:
+        if e.stage in ("parity", "error"):
+            run.append(failure_record(job_of[e.backend], "error", f"{e.stage}: {e.reason}"))
+
+
+def recommend_for(model, batch: int, seq_len: int, mode: str = "train", device: str | None = None,
+                  budget_s: float = 60.0, dtype: str | None = None, **options) -> MeasuredRecommendation:
+    """The fastest backend for ``model`` (a torch.nn.LSTM / GRU / RNN), measured here with its own weights.
+
+    Sizes, layers, bidirectional and weights are read from the module (``impls.convert``); device and
+    dtype default to its parameters'.  ``options`` go to ``measure_interleaved`` (``backends``, ``out``,
+    ``results``, ...).  A module the suite cannot reproduce raises ``impls.convert.Unconvertible``
+    (a ValueError) naming the attribute.
+    """
+    from impls.convert import from_torch_module
+
+    spec, weights, model_dtype = from_torch_module(model)
+    if device is None:
+        where = next(model.parameters()).device
+        device = where.type if where.index is None or where.type == "cpu" else f"{where.type}:{where.index}"
+    return measure_interleaved(spec, weights, batch=batch, seq_len=seq_len, mode=mode, device=device,
+                               dtype=dtype or model_dtype, budget_s=budget_s, source="model", **options)

@@ -1,0 +1,191 @@
+"""Jobs: what a sweep runs.  Each kind knows its identity, how to describe, run and fail itself.
+
+The ``Job`` protocol: ``key()`` (the identity that resume and the records share,
+from the job type's one ``IDENTITY`` list, so ``record_key(record)`` of each of
+its records equals it), ``describe()``, ``run(fresh_process) -> records``,
+``failure(status, message) -> record``, ``to_dict()`` / ``from_dict()``.  The
+executors and the sweep call only these; a new kind of job is one more class
+and one line in ``JOB_TYPES``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar, Protocol
+
+from .config import MODES, ConfigError, check_common
+from .suites import SETTINGS
+
+
+class Job(Protocol):
+    IDENTITY: ClassVar[tuple[str, ...]]
+    RECORD_KIND: ClassVar[str]
+    timeout_s: float
+
+    def key(self) -> tuple: ...
+    def describe(self) -> str: ...
+    def run(self, fresh_process: bool) -> list[dict]: ...
+    def failure(self, status: str, message: str) -> dict: ...
+    def to_dict(self) -> dict: ...
+
+
+class JobBase:
+    """What every job shares: the identity tuple, the dict round trip, the record's configuration fields."""
+
+    IDENTITY: ClassVar[tuple[str, ...]] = ()
+    RECORD_KIND: ClassVar[str] = ""  # the ``kind`` of the records that carry this job's identity
+    OTHER_RECORDS: ClassVar[dict] = {}  # kind -> identity fields those records leave out
+    JOB: ClassVar[str] = ""  # the name in ``to_dict()["job"]``
+
+    def key(self) -> tuple:
+        """Identity of the job (what --resume looks for); timing knobs excluded."""
+        return (self.JOB, *(getattr(self, f) for f in self.IDENTITY))
+
+    def to_dict(self) -> dict:
+        return {"job": self.JOB, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})  # unknown keys ("job") are ignored
+
+    @property
+    def record_fields(self) -> dict:
+        return {"backend": self.backend, "device": self.device, "dtype": self.dtype, "cell": self.cell,
+                "layers": self.layers, "batch": self.batch, "seq_len": self.seq_len,
+                "input_size": self.input_size, "hidden": self.hidden}
+
+
+@dataclass(frozen=True)
+class TimingJob(JobBase):
+    """One timed configuration (``rnnbench.measure``): a timing record, and a stability one in train mode."""
+
+    IDENTITY: ClassVar[tuple[str, ...]] = ("backend", "cell", "layers", "batch", "seq_len", "input_size",
+                                           "hidden", "dtype", "mode", "device")
+    RECORD_KIND: ClassVar[str] = "timing"
+    JOB: ClassVar[str] = "timing"
+    # the other records it writes, with the identity fields they leave out: a stability record rides
+    # along with a train-mode timing
+    OTHER_RECORDS: ClassVar[dict] = {"stability": {"mode": "train"}}
+
+    backend: str
+    cell: str = "lstm"
+    layers: int = 1
+    batch: int = 16
+    seq_len: int = 64
+    input_size: int = 32
+    hidden: int = 64
+    dtype: str = "float32"
+    mode: str = "train"
+    device: str = "cpu"
+    seed: int = 0
+    tf32: bool = False
+    min_time_s: float = SETTINGS.min_time_s
+    max_time_s: float = SETTINGS.max_time_s
+    min_repeats: int = SETTINGS.min_repeats
+    timeout_s: float = SETTINGS.timing_timeout_s
+
+    def validate(self) -> None:
+        check_common(self.backend, self.cell, self.dtype, self.device,
+                     {n: getattr(self, n) for n in ("layers", "batch", "seq_len", "input_size", "hidden")})
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.cell} {self.mode} B={self.batch} T={self.seq_len} H={self.hidden} {self.dtype}"
+
+    def run(self, fresh_process: bool) -> list[dict]:
+        from .measure import measure
+
+        return measure(self, memory="fresh" if fresh_process else "subprocess")
+
+    def failure(self, status: str, message: str) -> dict:
+        from .measure import failure_record
+
+        return failure_record(self, status, message)
+
+
+@dataclass(frozen=True)
+class TrainJob(JobBase):
+    """One training run (``rnnbench.train``).  Sizes left as None take the task's default short setting."""
+
+    IDENTITY: ClassVar[tuple[str, ...]] = ("task", "backend", "cell", "hidden", "seq_len", "layers", "input_size",
+                                           "batch", "dtype", "device", "steps", "seed")
+    RECORD_KIND: ClassVar[str] = "training"
+    JOB: ClassVar[str] = "train"
+
+    task: str
+    backend: str
+    cell: str = "lstm"
+    hidden: int | None = None
+    seq_len: int | None = None
+    steps: int | None = None
+    seed: int = 0
+    batch: int | None = None
+    lr: float | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    timeout_s: float = SETTINGS.train_timeout_s  # stops (status timeout) after timeout_share of this
+    layers: int = 1
+    input_size: int | None = None  # width of the input layer's output (the core's input); default hidden
+    eval_every: int | None = None
+    clip: float = SETTINGS.clip_norm
+    forget_bias: float = SETTINGS.forget_bias  # added to an LSTM's forget-gate bias at initialisation
+
+    def __post_init__(self):
+        from . import tasks
+
+        if self.task not in tasks.TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; valid: {', '.join(tasks.names())}")
+        default = tasks.TASKS[self.task].default
+        for name in ("hidden", "seq_len", "steps", "batch", "lr", "eval_every"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(default, name))
+        if self.input_size is None:
+            object.__setattr__(self, "input_size", self.hidden)
+
+    @property
+    def record_fields(self) -> dict:
+        return {**super().record_fields, "task": self.task, "steps": self.steps, "seed": self.seed}
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the valid choices (the task was checked on construction)."""
+        from . import tasks
+
+        check_common(self.backend, self.cell, self.dtype, self.device, {n: getattr(self, n) for n in
+                     ("hidden", "seq_len", "steps", "batch", "layers", "input_size", "eval_every")})
+        try:
+            tasks.TASKS[self.task].check_seq_len(self.seq_len)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.task} {self.cell} T={self.seq_len} H={self.hidden} steps={self.steps}"
+
+    def run(self, fresh_process: bool) -> list[dict]:
+        from .train import run_training
+
+        return run_training(self)
+
+    def failure(self, status: str, message: str) -> dict:
+        from .train import failure_record
+
+        return failure_record(self, status, message)
+
+
+JOB_TYPES = {cls.JOB: cls for cls in (TimingJob, TrainJob)}
+_BY_RECORD_KIND = {kind: (cls, implied) for cls in JOB_TYPES.values()
+                   for kind, implied in {cls.RECORD_KIND: {}, **cls.OTHER_RECORDS}.items()}
+
+
+def job_from_dict(d: dict):
+    """A job from ``to_dict()`` (``job`` names its type; timing when absent, as older runs wrote)."""
+    return JOB_TYPES[d.get("job", "timing")].from_dict(d)
+
+
+def record_key(record: dict) -> tuple | None:
+    """The key of the job that wrote ``record``; None for a record of no known kind."""
+    if record.get("kind") not in _BY_RECORD_KIND:
+        return None
+    cls, implied = _BY_RECORD_KIND[record["kind"]]
+    record = {**implied, **record}
+    return (cls.JOB, *(record.get(f) for f in cls.IDENTITY))

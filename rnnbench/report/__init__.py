@@ -1,0 +1,69 @@
+"""Run folders (and pytest-benchmark JSON) -> report.md and a self-contained report.html.
+
+Everything is drawn from one long-form table (``store.load``: one row per
+record, joined with its run's environment) with seaborn.  Each section of the
+report stays when its data is absent and says what is missing.  Records of
+Triton under its interpreter are exactness checks, not speed: they are left
+out of every speed figure and ranking.  Records that did not finish (status
+other than ok) go to a table of failures and are never plotted.
+
+Two runs (two commits, two machines) get ratio tables in which a change is
+flagged only when it is both beyond the change factor (``suites.SETTINGS``) and significant under a
+two-sided Mann-Whitney U test on the kept samples (as ``asv compare`` does).
+
+Layout: ``rnnbench.results`` (inputs: runs -> one frame), ``sections`` (one function
+per section), ``figures`` (the shared plotting helpers), ``render`` (md, html),
+``console`` (the end-of-run summary of ``rnnbench run``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import results, store
+from .render import render_html, render_markdown
+from .figures import Figures
+from .sections import (comparison_section, efficiency_section, failures_section, gradient_section, header_section,
+                       memory_section, regime_section, speedup_section, throughput_section, training_section)
+
+
+def build_report(df, out_dir) -> dict:
+    """Write report.md, report.html and figures/*.png; returns their paths and the sections."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figs = Figures(out_dir, df["backend"].dropna().unique())
+    for old in figs.dir.glob("*.png"):  # a rewritten report must not keep figures of older data
+        old.unlink()
+    label_run = df["run_id"].nunique() > 1
+    comparison = comparison_section(df)
+    sections = [header_section(df), *([comparison] if comparison else []), regime_section(df),
+                throughput_section(df, figs, label_run), memory_section(df, figs, label_run),
+                speedup_section(df, figs, label_run), gradient_section(df, figs, label_run),
+                training_section(df, figs, label_run), efficiency_section(df, figs, label_run), failures_section(df)]
+    title = "rnnbench report"
+    md, page = out_dir / "report.md", out_dir / "report.html"
+    md.write_text(render_markdown(title, sections, out_dir))
+    page.write_text(render_html(title, sections))
+    return {"md": md, "html": page, "figures": sorted(figs.dir.glob("*.png")), "sections": sections,
+            "comparison": comparison}
+
+
+def write_report(inputs, out_dir) -> Path:
+    """The report of run folders (what ``rnnbench run`` calls at its end); returns report.html's path."""
+    return build_report(results.load_inputs(inputs), out_dir)["html"]
+
+
+def report_command(inputs, out=None) -> int:
+    """``rnnbench report``: the report of ``inputs`` in ``out`` (default: the run's report/ folder)."""
+    inputs = [Path(p) for p in inputs]
+    df = results.load_inputs(inputs)
+    if out:
+        out = Path(out)
+    elif len(inputs) == 1 and inputs[0].is_dir() and (inputs[0] / store.RUN_JSON).is_file():
+        out = inputs[0] / "report"
+    else:
+        out = Path("rnnbench-report")
+    result = build_report(df, out)
+    print(f"report: {result['html']}  (and {result['md'].name}, {len(result['figures'])} figures)")
+    if result["comparison"] and result["comparison"].summary:
+        print(result["comparison"].summary)
+    return 0

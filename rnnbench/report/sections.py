@@ -1,0 +1,354 @@
+"""The report's sections: one function per section, each from the long-form frame; each keeps its
+place when its data is absent and says what is missing."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import results
+from ..results import SHAPE_NAMES
+from ..suites import SETTINGS
+from .figures import Figures, finish_lines, groups
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list = field(default_factory=list)  # ("text", str) | ("table", DataFrame) | ("figure", Path, caption)
+    summary: str = ""  # one line for the terminal
+
+    def text(self, s: str):
+        self.blocks.append(("text", s))
+
+    def table(self, df):
+        self.blocks.append(("table", display(df)))
+
+    def figure(self, path: Path, caption: str):
+        self.blocks.append(("figure", path, caption))
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return " ".join(str(v).split())  # one line: a table cell
+
+
+def display(df):
+    """Readable column names and 4 significant digits, as strings (both renderers print these)."""
+    return df.rename(columns=SHAPE_NAMES).astype(object).apply(lambda col: col.map(_fmt))
+
+
+def header_section(df) -> Section:
+    s = Section("Runs")
+    if df.empty:
+        s.text("No records in the inputs.")
+        return s
+    import pandas as pd
+
+    rows = []
+    for run_id, sub in df.groupby("run_id", sort=False):
+        first = sub.iloc[0]
+        commit = first["commit"]
+        rows.append({
+            "run": run_id, "machine": first["machine"],
+            "devices": ", ".join(sorted(map(str, sub["device"].dropna().unique()))),
+            "CPU": first["cpu_model"], "GPU": first["gpu"],
+            **{name: first.get(f"version_{name}") for name in ("torch", "triton", "jax", "cudnn", "python")},
+            "commit": (str(commit)[:10] + (" +dirty" if pd.notna(first["dirty"]) and first["dirty"] else ""))
+            if commit else None,
+            "records": len(sub), "source": first["run_dir"],
+        })
+    s.table(pd.DataFrame(rows))
+    return s
+
+
+def regime_section(df) -> Section:
+    """The fastest RNN backend per device, dtype, cell, mode and short/long T."""
+    s = Section("Fastest backend per regime")
+    table, reason = results.regime_table(df)
+    if table is None:
+        s.text(f"No data: {reason}.")
+        return s
+    if df["run_id"].nunique() == 1:
+        table = table.drop(columns="run")
+    s.text("Per regime, the backend whose time is closest to the fastest over the measured configurations (batch, "
+           "hidden and T within the regime; geometric mean of time over the fastest), in how many configurations "
+           "it was the fastest, and its margin over the runner-up (runner-up's time over its time, geometric mean). "
+           "RNN backends only; Triton under its interpreter excluded.")
+    s.table(table)
+    return s
+
+
+def throughput_section(df, figs: Figures, label_run: bool) -> Section:
+    s = Section("Throughput vs sequence length")
+    speed = results.speed_rows(df)
+    speed = speed[speed["tokens_per_s"].notna()]
+    if speed.empty or speed["seq_len"].nunique() < 2:
+        s.text("No data: no finished timings at two or more sequence lengths.")
+        return s
+    import seaborn as sns
+
+    s.text("Tokens per second (B*T per call) against T, log axes. The line is the median of the repeats; "
+           "the band spans their 20th to 80th percentile. Rows: mode; columns: cell; line style: batch.")
+    for title, slug, sub in groups(speed, ("device", "dtype", "layers", "input_size", "hidden"), label_run):
+        long = sub.assign(tokens=sub["tokens_per_s"] * sub["median_s"],
+                          sample_s=sub.apply(results.samples_of, axis=1)).explode("sample_s")
+        long["tokens_per_s"] = long["tokens"] / long["sample_s"].astype(float)
+        g = sns.relplot(data=long, kind="line", x="seq_len", y="tokens_per_s", hue="backend", style="batch",
+                        row="mode", col="cell", estimator="median", errorbar=("pi", 60), markers=True,
+                        palette=figs.palette, hue_order=figs.order(sub), height=2.6, aspect=1.25)
+        path = finish_lines(figs, g, sub["seq_len"].unique(), "tokens / s", title, f"throughput_{slug}")
+        s.figure(path, f"Throughput vs T, {title}")
+    return s
+
+
+def memory_section(df, figs: Figures, label_run: bool) -> Section:
+    s = Section("Peak memory vs sequence length")
+    mem = results.speed_rows(df)
+    mem = mem[mem["peak_bytes"].notna()].copy()
+    if mem.empty or mem["seq_len"].nunique() < 2:
+        s.text("No data: no peak-memory measurements at two or more sequence lengths.")
+        return s
+    import seaborn as sns
+
+    mem["peak_MB"] = mem["peak_bytes"].astype(float).clip(lower=1) / 1e6
+    baselines = sorted(mem.loc[mem["backend_kind"] == "baseline", "backend"].unique())
+    s.text("Rise of peak memory during one call over what the built model holds, against T, log axes; "
+           + (f"transformer baselines ({', '.join(baselines)}) dashed. " if baselines else
+              "no transformer baseline was measured in these runs. ")
+           + "Methods: " + ", ".join(sorted(mem["peak_method"].dropna().unique())) + ".")
+    for title, slug, sub in groups(mem, ("device", "dtype", "layers", "input_size", "hidden"), label_run):
+        g = sns.relplot(data=sub, kind="line", x="seq_len", y="peak_MB", hue="backend", style="backend_kind",
+                        size="batch", sizes=(1, 2.5), dashes={"rnn": "", "baseline": (4, 2)},
+                        markers={"rnn": "o", "baseline": "X"}, row="mode", col="cell",
+                        estimator="median", errorbar=None, palette=figs.palette, hue_order=figs.order(sub),
+                        height=2.6, aspect=1.25)
+        path = finish_lines(figs, g, sub["seq_len"].unique(), "peak rise (MB)", title, f"memory_{slug}")
+        s.figure(path, f"Peak memory vs T, {title}")
+    return s
+
+
+def speedup_section(df, figs: Figures, label_run: bool) -> Section:
+    s = Section(f"Speedup over {SETTINGS.reference_backend}")
+    speed = results.speed_rows(df)
+    key = ["run_id", *results.CONFIG_KEY]
+    ref = speed[speed["backend"] == SETTINGS.reference_backend][key + ["median_s"]].rename(columns={"median_s": "ref_s"})
+    pairs = speed[speed["backend"] != SETTINGS.reference_backend].merge(ref, on=key)
+    if pairs.empty:
+        s.text(f"No data: no timing of {SETTINGS.reference_backend} beside another backend at the same configuration.")
+        return s
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+    from matplotlib.colors import Normalize
+
+    pairs["log2_speedup"] = np.log2(pairs["ref_s"] / pairs["median_s"])
+    s.text(f"Time of {SETTINGS.reference_backend} divided by the backend's time, over batch x hidden: rows are backend and "
+           "hidden size, columns cell, mode and batch; each entry is the geometric mean over the measured "
+           f"sequence lengths (T). Above 1 (red): faster than {SETTINGS.reference_backend}.")
+    for title, slug, sub in groups(pairs, ("device", "dtype"), label_run):
+        # one heatmap: rows (backend, hidden), columns (cell, mode, batch)
+        grid = sub.groupby(["backend", "hidden", "cell", "mode", "batch"])["log2_speedup"].mean().unstack(
+            ["cell", "mode", "batch"]).sort_index(axis=1)
+        lim = max(1.0, float(np.nanmax(np.abs(grid.to_numpy()))))
+        labels = np.vectorize(lambda v: "" if np.isnan(v) else f"{2 ** v:.2g}x")(grid.to_numpy())
+        fig, ax = plt.subplots(figsize=(2.5 + 0.5 * grid.shape[1], 1.0 + 0.3 * grid.shape[0]))
+        sns.heatmap(grid, ax=ax, cmap="RdBu_r", norm=Normalize(-lim, lim), annot=labels, fmt="",
+                    annot_kws={"size": 7}, linewidths=0.5, linecolor="white",
+                    cbar_kws={"label": f"speedup over {SETTINGS.reference_backend}", "shrink": 0.8})
+        step = max(1, math.ceil(math.floor(lim) / 3))  # at most 7 ticks, at powers of two, 1x among them
+        ticks = step * np.arange(-(math.floor(lim) // step), math.floor(lim) // step + 1)
+        ax.collections[0].colorbar.set_ticks(ticks, labels=[f"{2 ** t}x" if t >= 0 else f"1/{2 ** -t}x"
+                                                            for t in ticks.astype(int)])
+        ax.set_yticks(np.arange(grid.shape[0]) + 0.5, [f"{b} · H={h}" for b, h in grid.index], rotation=0)
+        ax.set_xticks(np.arange(grid.shape[1]) + 0.5, [f"{c} · {m} · B={b}" for c, m, b in grid.columns],
+                      rotation=90)
+        ax.set(xlabel="", ylabel="")
+        for i in range(1, grid.shape[0]):  # rules between backends, and between cells or modes
+            if grid.index[i][0] != grid.index[i - 1][0]:
+                ax.axhline(i, color="0.2", lw=1.5)
+        for j in range(1, grid.shape[1]):
+            if grid.columns[j][:2] != grid.columns[j - 1][:2]:
+                ax.axvline(j, color="0.2", lw=1.5)
+        ax.set_title(title)
+        s.figure(figs.save(fig, f"speedup_{slug}"), f"Speedup over {SETTINGS.reference_backend}, {title}")
+    return s
+
+
+def gradient_section(df, figs: Figures, label_run: bool) -> Section:
+    import numpy as np
+
+    s = Section("Gradient flow through time")
+    stab = df[(df["kind"] == "stability") & (df["status"] == "ok")]
+    stab = stab[stab["grad_profile"].apply(lambda p: isinstance(p, (list, tuple)) and len(p) > 1)]
+    if stab.empty:
+        s.text("No data: no gradient-profile (stability) records; mode train records them.")
+        return s
+    import seaborn as sns
+
+    longest = stab.groupby(["run_id", "device", "dtype", "cell", "hidden"])["seq_len"].transform("max")
+    stab = stab[stab["seq_len"] == longest]
+    # the stored profile is at most 64 points spread evenly over t = 0..T-1
+    long = stab.assign(g=stab["grad_profile"],
+                       t=[np.linspace(0, T - 1, len(p)) for T, p in zip(stab["seq_len"], stab["grad_profile"])])
+    long = long.explode(["g", "t"]).astype({"g": float, "t": float})
+    long = long[long["g"] > 0]
+    kinds = sorted(stab["backend_kind"].unique())
+    s.text("||dL/dx_t|| against t for L = <y_{T-1}, u> (u a fixed unit vector), at the longest T measured; "
+           "log scale; median over batch sizes. Gradients vanish going left when the curve falls; backends that "
+           "agree draw one curve (dashes tell them apart). "
+           + ("Attention (transformer baselines) drawn beside the RNNs." if "baseline" in kinds
+              else "No transformer baseline has a profile in these runs."))
+    for title, slug, sub in groups(long, ("device", "dtype"), label_run):
+        g = sns.relplot(data=sub, kind="line", x="t", y="g", hue="backend", style="backend", col="cell",
+                        row="hidden", estimator="median", errorbar=None, palette=figs.palette,
+                        hue_order=figs.order(sub), height=2.6, aspect=1.3, facet_kws={"sharex": False, "sharey": False})
+        g.set(yscale="log")
+        g.set_axis_labels("timestep t", "||dL/dx_t||")
+        g.set_titles("{col_name} · H={row_name}")
+        g.figure.suptitle(title, y=1.02)
+        s.figure(figs.save(g.figure, f"gradient_{slug}"), f"Gradient flow, {title}")
+    summary = stab.groupby(["device", "dtype", "backend", "cell", "seq_len"], as_index=False).agg(
+        decay_per_step=("grad_decay_per_step", "median"), nan=("nan_count", "sum"), inf=("inf_count", "sum"))
+    s.text("grad_decay_per_step = (log10 g_0 - log10 g_{T-1}) / (T - 1), median over shapes (negative: vanishing).")
+    s.table(summary)
+    return s
+
+
+def training_section(df, figs: Figures, label_run: bool) -> Section:
+    s = Section("Training curves")
+    train = df[(df["kind"] == "training") & df["step"].notna()]
+    if train.empty:
+        s.text("No data: no training records (rnnbench run --suite tasks, or rnnbench train).")
+        return s
+    import pandas as pd
+    import seaborn as sns
+
+
+    loss = train[train["loss"].notna()].assign(quantity="training loss", value=train["loss"])
+    metric = train[train["metric"].notna()].assign(quantity="validation metric", value=train["metric"])
+    long = pd.concat([loss, metric], ignore_index=True).astype({"value": float, "step": float})
+    s.text("Per task: the training loss at every step, and the task's metric on its fixed validation set at each "
+           "evaluation, with the task's naive baseline dashed (what a model that learned nothing scores).")
+    for title, slug, sub in groups(long, ("device",), label_run):
+        g = sns.relplot(data=sub, kind="line", x="step", y="value", hue="backend", style="cell", row="task",
+                        col="quantity", col_order=["training loss", "validation metric"], errorbar=None,
+                        palette=figs.palette, hue_order=figs.order(sub), height=2.3, aspect=1.6,
+                        facet_kws={"sharex": False, "sharey": False})
+        for (task, quantity), ax in g.axes_dict.items():
+            of_task = sub[sub["task"] == task]
+            name = of_task["metric_name"].dropna()
+            ax.set_title(f"{task} · " + (quantity if quantity == "training loss" or name.empty else name.iloc[0]))
+            base = of_task["baseline_metric"].dropna()
+            if quantity == "validation metric" and len(base):
+                ax.axhline(float(base.median()), ls="--", color="0.3", lw=1)
+        g.set_ylabels("")
+        g.figure.suptitle(title, y=1.02)
+        s.figure(figs.save(g.figure, f"training_{slug}"), f"Training curves, {title}")
+    s.table(results.training_summary(train.to_dict("records")))
+    failed = train[train["status"] != "ok"]
+    if len(failed):
+        s.text(f"{len(failed)} training run(s) stopped early; see the failures table.")
+    return s
+
+
+def efficiency_section(df, figs: Figures, label_run: bool) -> Section:
+    s = Section("Efficiency")
+    speed = results.speed_rows(df)
+    have = [f for f in results.EFFICIENCY_FIELDS if speed[f].notna().any()]
+    if not have:
+        s.text("Not recorded: these runs carry no cost fields (flops, achieved_flops_per_s, fraction_of_peak, "
+               "fraction_of_step_bound).")
+        return s
+    import seaborn as sns
+
+    eff = speed[speed[have].notna().any(axis=1)].copy()
+    for f in have:
+        eff[f] = eff[f].astype(float)
+    rates = [f for f in have if f != "flops"] or have
+    summary = eff.groupby(["device", "dtype", "backend", "cell", "mode"], as_index=False)[rates].median()
+    s.text("Median over shapes. fraction_of_peak: achieved FLOP/s (analytical FLOPs over the median time) over the "
+           "FLOP/s of a large matmul measured on the machine; fraction_of_step_bound: over the FLOP/s of one "
+           "recurrent-shaped matmul ([B, H] x [H, G*H]), which a recurrence chains T times.")
+    s.table(summary)
+    if "fraction_of_peak" in have and eff["seq_len"].nunique() >= 2:
+        for title, slug, sub in groups(eff[eff["fraction_of_peak"] > 0], ("device", "dtype", "hidden"), label_run):
+            g = sns.relplot(data=sub, kind="line", x="seq_len", y="fraction_of_peak", hue="backend", style="batch",
+                            row="mode", col="cell", estimator="median", errorbar=None, markers=True,
+                            palette=figs.palette, hue_order=figs.order(sub), height=2.6, aspect=1.25)
+            path = finish_lines(figs, g, sub["seq_len"].unique(), "fraction of peak FLOP/s", title,
+                                f"efficiency_{slug}")
+            s.figure(path, f"Fraction of peak, {title}")
+    else:
+        s.text("Figure: not drawn (fraction_of_peak needs two or more sequence lengths).")
+    return s
+
+
+def comparison_section(df) -> Section | None:
+    """Ratio table of run B against run A when exactly two runs are shown."""
+    import pandas as pd
+
+    runs = list(pd.unique(df["run_id"]))
+    if len(runs) != 2:
+        return None
+    s = Section("Comparison of two runs")
+    speed = results.speed_rows(df)
+    key = ["backend", *results.CONFIG_KEY]
+    a = speed[speed["run_id"] == runs[0]].drop_duplicates(key, keep="last").set_index(key)
+    b = speed[speed["run_id"] == runs[1]].drop_duplicates(key, keep="last").set_index(key)
+    both = a.index.intersection(b.index)
+    s.text(f"A = {runs[0]}, B = {runs[1]}. Ratio = B's median time / A's. A change is flagged only when the ratio "
+           f"is beyond {SETTINGS.change_factor}x either way and a two-sided Mann-Whitney U test on every kept sample "
+           f"gives p < {SETTINGS.p_threshold} (asv compare's rule: a rank test and a factor); unflagged rows are within "
+           "noise. 'too few samples': the test cannot reach that p with so few repeats.")
+    if not len(both):
+        s.text("No data: the two runs share no finished timing configuration.")
+        return s
+    rows = []
+    unkept = 0
+    for k in both:
+        change = results.compare_samples(results.samples_of(a.loc[k]), results.samples_of(b.loc[k]))
+        kept = all(isinstance(r["samples_s"], (list, tuple)) for r in (a.loc[k], b.loc[k]))
+        unkept += not kept
+        rows.append({**dict(zip(key, k)), "A ms": a.loc[k, "median_s"] * 1e3, "B ms": b.loc[k, "median_s"] * 1e3,
+                     "ratio B/A": change.ratio, "p": change.p, "change": change.verdict if kept else "no samples kept",
+                     "_flag": change.significant})
+    table = pd.DataFrame(rows).sort_values(["_flag", "ratio B/A"], ascending=[False, False])
+    flagged = table[table["_flag"]]
+    s.summary = (f"{len(table)} configurations in both runs: {int((flagged['ratio B/A'] > 1).sum())} significantly "
+                 f"slower in B, {int((flagged['ratio B/A'] < 1).sum())} significantly faster.")
+    s.text(s.summary)
+    if unkept:
+        s.text(f"{unkept} configuration(s) have no samples to test (pytest-benchmark keeps them only with "
+               "--benchmark-save-data): their ratios are shown, never flagged.")
+    constant = [c for c in results.CONFIG_KEY if table[c].nunique(dropna=False) == 1]
+    if constant:
+        s.text("Every row: " + ", ".join(f"{SHAPE_NAMES.get(c, c)}={table[c].iloc[0]}" for c in constant) + ".")
+    s.table(table.drop(columns=["_flag", *constant]))
+    return s
+
+
+def failures_section(df) -> Section:
+    s = Section("Failures and exclusions")
+    bad = df[df["status"].notna() & (df["status"] != "ok")]
+    interpreted = df[(df["kind"] == "timing") & (df["impl_label"] == "interpreted")]
+    if len(interpreted):
+        s.text(f"{len(interpreted)} timing record(s) of Triton under its interpreter "
+               f"({', '.join(sorted(interpreted['backend'].unique()))}) are exactness checks: left out of speed "
+               "figures and rankings.")
+    if bad.empty:
+        s.text("Every record finished (status ok).")
+        return s
+    cols = ["run_id", "backend", "kind", "cell", "mode", "batch", "seq_len", "hidden", "dtype", "device", "status",
+            "message"]
+    table = bad[cols].copy()
+    table["message"] = table["message"].fillna("").str.slice(0, 160)
+    s.text(f"{len(bad)} record(s) did not finish; they are not plotted.")
+    s.table(table)
+    return s
+
+
+# -- rendering --------------------------------------------------------------------------------

@@ -1,0 +1,187 @@
+"""Many runs -> tidy frames, and what report and recommend both compute from them.
+
+One long-form table (one row per record, joined with its run's environment) from
+run folders or pytest-benchmark JSON; the identity columns of a configuration;
+the significance test (a rank test plus a factor, as ``asv compare``); the regime
+table (fastest RNN backend per regime); the per-run training summary.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import store
+from .config import ConfigError
+from .suites import SETTINGS
+
+# what identifies a configuration across runs (with run_id within one) and the columns added on load
+CONFIG_KEY = ("device", "dtype", "cell", "layers", "batch", "seq_len", "input_size", "hidden", "mode")
+EFFICIENCY_FIELDS = ("flops", "achieved_flops_per_s", "fraction_of_peak", "fraction_of_step_bound")
+SHAPE_NAMES = {"batch": "B", "seq_len": "T", "input_size": "I", "hidden": "H"}  # short column names
+ENV_FIELDS = ("machine", "commit", "dirty", "cpu_model", "gpu", "run_dir")
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def load_inputs(paths):
+    """Run folders, folders of runs and pytest-benchmark JSON files -> one long-form DataFrame.
+
+    Rows keep the order of ``paths`` (the first input is "A" in a comparison).
+    """
+    import pandas as pd
+
+    frames = []
+    for p in map(Path, paths):
+        if p.is_file() and p.suffix == ".json":
+            frames.append(load_pytest_benchmark(p))
+        elif p.is_dir() and store.find_runs([p]):
+            frames.append(store.load([p]))
+        else:
+            raise ConfigError(f"{p} is not a run folder (with {store.RUN_JSON}), a folder of runs, "
+                              f"or a pytest-benchmark .json file")
+    df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) \
+        else pd.DataFrame()
+    for col in (*store.COMMON_FIELDS, *store.TIMING_FIELDS, *store.STABILITY_FIELDS, *store.TRAINING_FIELDS,
+                *EFFICIENCY_FIELDS, *ENV_FIELDS):
+        if col not in df:
+            df[col] = None
+    return df
+
+
+def load_pytest_benchmark(path: Path):
+    """A ``pytest --benchmark-json`` file -> timing rows of the record schema.
+
+    The benchmarks' ``extra_info`` carries the configuration (backend, device, dtype,
+    cell, batch, seq_len, hidden, mode; optionally input_size, layers, impl_label,
+    backend_kind, framework); benchmarks without a backend there are not rnnbench's
+    and are skipped.  ``stats.data`` (``--benchmark-save-data``) gives the samples.
+    """
+    import pandas as pd
+
+    try:
+        data = json.loads(Path(path).read_text())
+        benchmarks, machine = data["benchmarks"], data.get("machine_info", {})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a pytest-benchmark JSON file ({exc}); "
+                          f"make one with pytest --benchmark-json=FILE") from None
+    commit = data.get("commit_info") or {}
+    env = {"run_id": f"pytest-benchmark:{Path(path).stem}", "machine": machine.get("node"),
+           "commit": commit.get("id"), "dirty": commit.get("dirty"),
+           "cpu_model": (machine.get("cpu") or {}).get("brand_raw"), "gpu": None,
+           "version_python": machine.get("python_version"), "run_dir": str(path)}
+    rows = []
+    for bench in benchmarks:
+        info, stats = bench.get("extra_info") or {}, bench["stats"]
+        if "backend" not in info:
+            continue
+        row = {"kind": "timing", "status": "ok", "message": bench.get("fullname", ""), "layers": 1,
+               "backend_kind": "rnn", "impl_label": None, **env, **info}
+        row.setdefault("input_size", row.get("hidden"))
+        tokens = row["batch"] * (1 if row.get("mode") == "step" else row["seq_len"])
+        row.update(median_s=stats["median"], iqr_s=stats["iqr"], samples_s=stats.get("data"),
+                   tokens_per_s=tokens / stats["median"] if stats["median"] > 0 else None)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def speed_rows(df):
+    """Finished timing records that measure speed (not Triton under its interpreter)."""
+    return df[(df["kind"] == "timing") & (df["status"] == "ok") & (df["impl_label"] != "interpreted")
+              & df["median_s"].notna()]
+
+
+# -- significance -----------------------------------------------------------------------------
+
+
+@dataclass
+class Change:
+    ratio: float  # median of b / median of a
+    p: float | None  # two-sided Mann-Whitney U on the samples; None when too few to reach the p threshold
+    significant: bool  # p < SETTINGS.p_threshold and the ratio beyond CHANGE_FACTOR either way
+
+    @property
+    def verdict(self) -> str:
+        if self.p is None:
+            return "too few samples"
+        if not self.significant:
+            return ""
+        return f"slower x{self.ratio:.2f}" if self.ratio > 1 else f"faster x{1 / self.ratio:.2f}"
+
+
+def compare_samples(a, b, factor: float = SETTINGS.change_factor) -> Change:
+    """Is b's time different from a's?  A rank test on every kept sample plus a factor, as asv does."""
+    import numpy as np
+    from scipy.special import comb
+    from scipy.stats import mannwhitneyu
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    ratio = float(np.median(b) / np.median(a))
+    if 2 / comb(len(a) + len(b), min(len(a), len(b))) >= SETTINGS.p_threshold:  # the test could never pass
+        return Change(ratio, None, False)
+    p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    return Change(ratio, p, p < SETTINGS.p_threshold and (ratio > factor or ratio < 1 / factor))
+
+
+def samples_of(row) -> list:
+    """Every kept sample of a timing row (its median alone when samples were not recorded)."""
+    s = row["samples_s"]
+    return list(s) if isinstance(s, (list, tuple)) and len(s) else [row["median_s"]]
+
+
+# -- regimes and training --------------------------------------------------------------------
+
+
+def regime_table(df):
+    """(table, None), or (None, why not): per run, device, dtype, cell, mode and short/long T, the
+    fastest RNN backend (geometric mean of time over the fastest), its wins, the runner-up and the margin."""
+    import numpy as np
+    import pandas as pd
+
+    rnn = speed_rows(df)
+    rnn = rnn[rnn["backend_kind"] == "rnn"].copy()
+    if rnn["backend"].nunique() < 2:
+        return None, "the fastest backend needs timings of at least two RNN backends"
+    rnn["T range"] = np.where(rnn["seq_len"] <= SETTINGS.short_t_max, f"short (T<={SETTINGS.short_t_max})", f"long (T>{SETTINGS.short_t_max})")
+    config = ["run_id", *CONFIG_KEY]
+    rows = []
+    for regime, sub in rnn.groupby(["run_id", "device", "dtype", "cell", "mode", "T range"], sort=True):
+        times = sub.pivot_table(index=config, columns="backend", values="median_s", aggfunc="median")
+        times = times[times.notna().sum(axis=1) >= 2]  # [configuration, backend]: where backends can be compared
+        if times.empty:
+            continue
+        # each backend's time over the configuration's fastest, geometric mean over where it ran
+        score = np.exp(np.log(times.div(times.min(axis=1), axis=0)).mean()).sort_values()
+        best, runner_up = score.index[:2]
+        both = times[[best, runner_up]].dropna()
+        margin = float(np.exp(np.log(both[runner_up] / both[best]).mean()))
+        wins = int((times.idxmin(axis=1) == best).sum())
+        rows.append({**dict(zip(["run", "device", "dtype", "cell", "mode", "T range"], regime)),
+                     "fastest (geo. mean)": best, "fastest in": f"{wins} of {len(times)}", "runner-up": runner_up,
+                     "margin (geo. mean)": f"x{margin:.2f}"})
+    if not rows:
+        return None, "no configuration was timed with two or more RNN backends"
+    return pd.DataFrame(rows), None
+
+
+def training_summary(records):
+    """One row per run: task, setting, backend, steps, final metric, baseline, seconds, verdict."""
+    import pandas as pd
+
+    rows = []
+    frame = pd.DataFrame([r for r in records if r.get("kind") == "training"])
+    if frame.empty:
+        return frame
+    for _, run in frame.groupby(["task", "backend", "cell", "seq_len", "hidden"], sort=False, dropna=False):
+        last = run.iloc[-1]
+        evaluated = run[run["metric"].notna()] if "metric" in run else run.iloc[:0]
+        final = evaluated.iloc[-1] if len(evaluated) else last
+        rows.append({
+            "task": last["task"], "setting": f"T={last['seq_len']} H={last['hidden']} B={last['batch']}",
+            "backend": last["backend"], "steps": last.get("step"), "metric": last.get("metric_name"),
+            "final": final.get("metric"), "baseline": last.get("baseline_metric"),
+            "beats": final.get("beats_baseline"), "seconds": run["step_s"].sum() if "step_s" in run else None,
+            "status": last["status"],
+        })
+    return pd.DataFrame(rows)

@@ -1,0 +1,130 @@
+"""Every named preset of ``rnnbench run`` and the harness's thresholds, in one place.
+
+A suite is the axes of a product of configurations, the timing settings its
+configurations are measured with, the device it runs on when the user names
+none, and optional ``extra`` configurations added as they are.  A suite of kind
+``training`` (``tasks``) runs the training tasks instead of timings.  A new
+preset is one more ``Suite(...)`` passed to ``register``; a new threshold is one
+more field of ``Settings``.  Nothing here imports a framework.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# The axes a sweep takes (CLI flags, config files), in the order they are listed.
+SWEEP_AXES = ("backends", "cells", "batch", "seq_len", "input_size", "hidden", "layers", "dtype", "mode", "device")
+# Shapes for a backend that runs under an interpreter (Triton on a CPU): exactness, not speed.
+INTERPRETED_SHAPE = {"batch": 4, "seq_len": 8, "input_size": 8, "hidden": 16}
+# ... timed once: the row checks exactness (max_rel_err), its time says nothing about the kernel's speed
+INTERPRETED_TIMING = {"min_repeats": 1, "min_time_s": 0.0, "max_time_s": 0.0}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The harness's thresholds; each says why it has its value."""
+
+    # timing (rnnbench.measure): repeats go on until min_time_s and min_repeats have passed, stop at max_time_s
+    min_time_s: float = 0.3
+    max_time_s: float = 2.0
+    min_repeats: int = 5
+    # contention (rnnbench.contention): others' CPU time over a timed window, in cores; above this the
+    # window is measured again, up to contention_retries times, then kept with contended: true
+    contention_threshold: float = 0.2
+    contention_retries: int = 3
+    timing_timeout_s: float = 300.0  # process/ray executors: a configuration running longer is a timeout
+    memory_probe_timeout_s: float = 300.0
+    # training (rnnbench.train)
+    train_timeout_s: float = 600.0
+    clip_norm: float = 1.0
+    timeout_share: float = 0.8  # the rest is for start-up, so the process executor's kill never comes first
+    # an open forget gate at the start (see impls.models): copy T=10 fell to 0.43 nats in 1000 steps with
+    # it, to 0.54 in 1200 without (baseline 0.69)
+    forget_bias: float = 2.0
+    # stability (rnnbench.stability)
+    max_profile_points: int = 64
+    max_oracle_steps: int = 64
+    # comparisons (report, recommend)
+    change_factor: float = 1.1  # asv compare's default factor
+    p_threshold: float = 0.01  # reachable with 5 repeats a side (the smallest two-sided p is then 0.008)
+    short_t_max: int = 128  # "short" sequences in the regime table: T <= this
+    reference_backend: str = "torch_cudnn"
+    max_distance: float = 2.0  # recommend: doublings; a 4x gap on one axis, or 2x on two, is the farthest used
+    dpi: int = 100  # report figures
+
+
+SETTINGS = Settings()
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named preset: a product of ``axes`` measured with ``timing``, on ``device`` by default."""
+
+    name: str
+    description: str
+    axes: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+    device: str = "cpu"
+    extra: tuple = ()  # configurations added as they are (dicts of job fields)
+    # times the sweep visits the grid, each visit shuffled: a comparison tests per-round medians, and
+    # needs 5 rounds a side (two runs, rank test) or 8 paired rounds (two backends, signed-rank test)
+    rounds: int = 1
+    kind: str = "timing"  # timing | training
+
+
+SUITES: dict[str, Suite] = {}
+
+
+def register(suite: Suite) -> Suite:
+    if suite.name in SUITES:
+        raise ValueError(f"suite {suite.name!r} is registered twice")
+    SUITES[suite.name] = suite
+    return suite
+
+
+register(Suite(
+    "quick", "the default: every available backend, small shapes, at most 2 minutes on a 2-core CPU",
+    axes={"cells": ["lstm", "gru"], "batch": [16], "seq_len": [32, 128], "input_size": [32], "hidden": [64],
+          "layers": [1], "dtype": ["float32"], "mode": ["forward", "train"], "device": ["cpu"]},
+    timing={"min_time_s": 0.2, "max_time_s": 1.0}))
+register(Suite(
+    # 5 rounds, so that two runs can be compared (rank test on round medians); 5 samples a round at
+    # least, extra ones only up to 0.1 s.  Estimated from the committed run of 2026-11-27 (706 s for
+    # one round of LSTM and GRU, 116 configurations): a later round repeats build, compile, warm-up
+    # and samples but no memory probe, oracle check or gradient profile, about 330 s for both cells;
+    # LSTM alone: 370 s + 4 x 165 s = about 17 minutes, the rest of the 20 for re-measures under load.
+    "cpu", "the committed CPU result set (LSTM training, 5 rounds: about 17 minutes)",
+    axes={"cells": ["lstm"], "batch": [16, 64], "seq_len": [32, 256], "input_size": [64],
+          "hidden": [64, 256], "layers": [1], "dtype": ["float32"], "mode": ["train"], "device": ["cpu"]},
+    timing={"min_time_s": 0.1, "max_time_s": 0.5}, rounds=5))
+register(Suite(
+    "kernels", "GPU kernels (DESIGN.md): LSTM grid, plus GRU and tanh RNN at one point",
+    axes={"cells": ["lstm"], "batch": [16, 64], "seq_len": [256, 1024], "input_size": None,
+          "hidden": [64, 128, 256], "layers": [1], "dtype": ["float32", "bfloat16"], "mode": ["forward", "train"],
+          "device": ["cuda"]},
+    timing={"min_time_s": 0.2, "max_time_s": 0.5, "min_repeats": 3}, device="cuda",
+    extra=tuple({"cell": c, "batch": 64, "seq_len": 1024, "hidden": 128, "dtype": "bfloat16", "mode": "train"}
+                for c in ("gru", "rnn_tanh"))))
+register(Suite(
+    "gpu-check", "the first run on a lent GPU (scripts/gpu_check.sh): 4 LSTM points per backend, each capped",
+    # LSTM B=64 T=1024 H=128 bf16, forward and train: the fused path where W_hh fits one SM, at the
+    # suite's longest T; extras: H=256 bf16 (the persistent path) and H=64 fp32 (the warp count the
+    # offline kernel check fixed).  timeout_s caps one configuration in the process executor.
+    axes={"cells": ["lstm"], "batch": [64], "seq_len": [1024], "input_size": None, "hidden": [128],
+          "layers": [1], "dtype": ["bfloat16"], "mode": ["forward", "train"], "device": ["cuda"]},
+    timing={"min_time_s": 0.1, "max_time_s": 0.3, "min_repeats": 3, "timeout_s": 40.0}, device="cuda",
+    extra=({"cell": "lstm", "batch": 64, "seq_len": 1024, "hidden": 256, "dtype": "bfloat16", "mode": "train"},
+           {"cell": "lstm", "batch": 64, "seq_len": 1024, "hidden": 64, "dtype": "float32", "mode": "train"})))
+register(Suite(
+    "tasks", "short training runs of every task for every RNN backend and the transformer baseline",
+    kind="training"))
+
+
+def suite_names() -> list[str]:
+    return list(SUITES)
+
+
+def get(name: str) -> Suite:
+    """The suite called ``name``; KeyError naming the valid ones."""
+    if name not in SUITES:
+        raise KeyError(f"unknown suite {name!r}; valid: {', '.join(SUITES)}")
+    return SUITES[name]

@@ -1,0 +1,186 @@
+"""RNN vs transformer (issue 20): decode records, the crossover computation, the suite, the report
+section and recommend's mention.  Structure and arithmetic only, never the clock: the curves are
+synthetic with a known crossing."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rnnbench import crossover, store
+from rnnbench.store import RecordError, Run
+
+from .synthetic_results import timing_record
+
+
+# -- the crossing of two curves ------------------------------------------------------------------
+
+
+TS = (16, 64, 256, 1024, 4096)
+
+
+def test_crossing_is_the_log_log_interpolation_of_the_known_point():
+    rnn = [1e-3] * len(TS)  # constant per token
+    attention = [1e-5 * t for t in TS]  # linear in T: equal at T = 100
+    x = crossover.crossing(TS, rnn, attention)
+    assert x.t == pytest.approx(100.0, rel=1e-9)
+    assert not x.a_wins_below and x.crossings == 1  # the transformer is faster below, the RNN above
+    assert "T≈100" in x.text() and "RNN faster above" in x.text()
+
+
+def test_the_range_comes_from_the_spread_of_the_repeats():
+    rnn, attention = [1e-3] * len(TS), [1e-5 * t for t in TS]
+    spread = lambda v, f: ([x / f for x in v], [x * f for x in v])  # noqa: E731 - (low, high)
+    x = crossover.crossing(TS, rnn, attention, spread(rnn, 1.1), spread(attention, 1.1))
+    # RNN at its best against attention at its worst crosses at 1e-3/1.1 = 1.1e-5 T * ... and the reverse
+    assert x.t_lo == pytest.approx((1e-3 / 1.1) / (1e-5 * 1.1), rel=1e-9)
+    assert x.t_hi == pytest.approx((1e-3 * 1.1) / (1e-5 / 1.1), rel=1e-9)
+    assert x.t_lo < x.t < x.t_hi
+
+
+def test_a_range_that_leaves_the_grid_is_open():
+    rnn, attention = [1e-3] * len(TS), [1e-5 * t for t in TS]
+    x = crossover.crossing(TS, rnn, attention, ([v / 100 for v in rnn], [v * 100 for v in rnn]), None)
+    assert x.t_lo is None and x.t_hi is None
+    assert "range <16->4096" in x.text()
+
+
+@pytest.mark.parametrize("rnn_factor,winner", [(0.5, "RNN"), (2.0, "transformer")])
+def test_no_crossover_says_below_which_t_and_who_wins(rnn_factor, winner):
+    attention = [1e-5 * t ** 0.5 for t in TS]
+    x = crossover.crossing(TS, [v * rnn_factor for v in attention], attention)
+    assert x.t is None and x.crossings == 0
+    assert x.text() == f"no crossover below T=4096: {winner} faster at every measured T (16-4096)"
+
+
+# -- from records: decode, train and memory curves ----------------------------------------------
+
+
+def synthetic_crossover_run(root, rng=None) -> Run:
+    """Decode: the RNN's step is constant, the transformer's grows with the context (equal at T=256);
+    train: per token the RNN is constant, the transformer grows (equal at T=1024); state: h, c
+    against a KV cache."""
+    rng = rng or np.random.default_rng(0)
+    run = Run.create(root, "synthbox", {"cpu_model": "Synthetic CPU", "gpu": {}, "versions": {}})
+    B, H = 16, 64
+    for backend, kind in (("torch_cudnn", "rnn"), ("transformer_sdpa", "baseline")):
+        for T in TS:
+            step_s = 1e-4 if kind == "rnn" else 1e-4 * T / 256
+            state = 2 * B * H * 4 if kind == "rnn" else 2 * 2 * B * T * H * 4
+            rec = timing_record(backend, "lstm", "decode", B, T, H, step_s, rng, noise=0.01,
+                                tokens_per_s=None, state_bytes=state)
+            rec["tokens_per_s"] = B / rec["median_s"]
+            run.append(rec)
+            per_token = 1e-6 if kind == "rnn" else 1e-6 * T / 1024
+            run.append(timing_record(backend, "lstm", "train", B, T, H, per_token * B * T, rng, noise=0.01))
+    return run
+
+
+@pytest.fixture
+def crossover_df(tmp_path):
+    from rnnbench.results import load_inputs
+
+    run = synthetic_crossover_run(tmp_path)
+    return load_inputs([run.path])
+
+
+def test_crossover_table_finds_each_modes_known_crossing(crossover_df):
+    table = crossover.crossover_table(crossover_df)
+    time = table[table["quantity"] == "time per token"].set_index("mode")
+    assert set(time.index) == {"decode", "train"}
+    assert time.loc["decode", "T"] == pytest.approx(256, rel=0.05)
+    assert time.loc["train", "T"] == pytest.approx(1024, rel=0.05)
+    decode = time.loc["decode", "crossover"]
+    assert decode.t_lo <= decode.t <= decode.t_hi and not decode.a_wins_below
+    memory = table[(table["quantity"] == "memory") & (table["mode"] == "decode")].iloc[0]
+    assert memory["T"] is None or math.isnan(memory["T"])
+    assert memory["verdict"].startswith("no crossover below T=4096: torch_cudnn smaller")
+
+
+def test_near_keeps_the_crossings_within_a_factor(crossover_df):
+    table = crossover.crossover_table(crossover_df)
+    assert set(crossover.near(table, 300)["mode"]) == {"decode"}
+    assert set(crossover.near(table, 2000)["mode"]) == {"train"}
+    assert crossover.near(table, 16).empty
+
+
+def test_report_section_renders_three_figures_and_the_table(tmp_path):
+    from rnnbench.report import build_report
+    from rnnbench.results import load_inputs
+
+    run = synthetic_crossover_run(tmp_path / "runs")
+    out = build_report(load_inputs([run.path]), tmp_path / "report")
+    section = next(s for s in out["sections"] if s.title == "RNN vs transformer")
+    figures = [b for b in section.blocks if b[0] == "figure"]
+    assert [f[1].name.split("_")[1] for f in figures] == ["decode", "train", "memory"]
+    assert all(f[1].is_file() for f in figures)
+    tables = [b[1] for b in section.blocks if b[0] == "table"]
+    assert any("verdict" in t.columns and t["verdict"].str.contains("T≈").any() for t in tables)
+    md = out["md"].read_text()
+    assert "## RNN vs transformer" in md and "no crossover below T=4096" in md
+
+
+def test_recommend_mentions_a_crossover_near_the_query(tmp_path):
+    from rnnbench.recommend import recommend
+
+    synthetic_crossover_run(tmp_path)
+    near = recommend("lstm", 16, 300, "decode", "cpu", hidden=64, results=[tmp_path])
+    assert any("crossover" in n and "transformer_sdpa" in n for n in near.notes), near.notes
+    far = recommend("lstm", 16, 16, "decode", "cpu", hidden=64, results=[tmp_path])
+    assert not any("crossover" in n for n in far.notes)
+
+
+# -- decode records and the suite -----------------------------------------------------------------
+
+
+def test_a_finished_decode_record_needs_state_bytes():
+    rec = timing_record("torch_cudnn", "lstm", "decode", 4, 8, 16, 1e-4, np.random.default_rng(0),
+                        run_id="r", state_bytes=512)
+    store.check_record(rec)
+    with pytest.raises(RecordError, match="state_bytes"):
+        store.check_record({k: v for k, v in rec.items() if k != "state_bytes"})
+
+
+@pytest.mark.parametrize("backend", ["torch_cudnn", "transformer_sdpa"])
+def test_decode_records_carry_the_state_and_count_b_tokens(backend):
+    from rnnbench.jobs import TimingJob
+    from rnnbench.measure import measure
+
+    sizes = {}
+    for T in (8, 32):
+        job = TimingJob(backend, "lstm", batch=3, seq_len=T, input_size=8, hidden=16, mode="decode",
+                        min_repeats=2, min_time_s=0.0, max_time_s=0.05)
+        [rec] = measure(job, memory="skip", ceilings={})
+        assert rec["status"] == "ok", rec["message"]
+        store.check_record({**rec, "run_id": "r"})
+        assert rec["tokens_per_s"] == pytest.approx(3 / rec["median_s"])
+        sizes[T] = rec["state_bytes"]
+    if backend == "torch_cudnn":
+        assert sizes[8] == sizes[32] == 2 * 3 * 16 * 4  # h and c [1, B, H] float32
+    else:
+        assert sizes[32] == 4 * sizes[8]  # a KV cache of T positions
+
+
+def test_crossover_suite_shape():
+    from rnnbench.sweep import build_configs
+
+    cpu = build_configs("crossover")
+    backends = {c.backend for c in cpu}
+    assert {"torch_cudnn", "transformer_sdpa", "transformer_jax"} <= backends and "triton" not in backends
+    assert sum(b.startswith("jax_scan") for b in backends) == 1
+    assert {c.seq_len for c in cpu} == set(TS) and {c.hidden for c in cpu} == {64, 256}
+    assert {c.batch for c in cpu if c.mode == "decode"} == {1, 16}
+    assert {c.batch for c in cpu if c.mode != "decode"} == {16}
+    assert {c.mode for c in cpu} == {"decode", "forward", "train"} and {c.dtype for c in cpu} == {"float32"}
+    cuda = build_configs("crossover", {"device": ["cuda"]})
+    assert "triton" in {c.backend for c in cuda} and max(c.seq_len for c in cuda) == 16384
+
+
+def test_a_member_too_big_for_the_machine_is_unsupported_with_the_estimate():
+    from rnnbench.jobs import TimingJob
+    from rnnbench.measure import measure
+
+    job = TimingJob("transformer_jax", "lstm", batch=64, seq_len=65536, input_size=64, hidden=256, mode="train")
+    [rec] = measure(job, memory="skip", ceilings={})
+    assert rec["status"] == "unsupported" and "estimated" in rec["message"] and "GB" in rec["message"]
