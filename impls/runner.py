@@ -10,6 +10,8 @@ through ``hook(runner, name)`` and never by switching on a framework's name:
 * ``memory_probe() -> MemoryProbe``: how the peak memory of one iteration is read.
 * ``threads() -> int`` and ``matmul_precision() -> str``: fair-play fields of a record.
 * ``attention_kernel() -> str | None``: which attention kernel a baseline ran.
+* ``ranked() -> (bool, reason)``: whether its times may enter a ranking (False for a reference loop that
+  checks a mapping, as flashrnn's vanilla backend on a CPU): the record's ``ranked`` field.
 * ``output_size() -> int``: width of y (a baseline's d_model; else hidden, times 2 when bidirectional).
 * ``decoder(x_prefix, state=None, capacity=None) -> Decoder``: decode mode's set-up, the state after
   the prefix x_prefix [S, B, I]; its ``step_after_prefix(x_t)`` is the timed call (``impls.decode``).
@@ -26,7 +28,7 @@ import time
 from typing import Protocol
 
 HOOKS = ("compile", "timer", "memory_probe", "threads", "matmul_precision", "attention_kernel", "output_size",
-         "decoder")
+         "decoder", "ranked")
 
 
 class Timer(Protocol):
@@ -88,6 +90,9 @@ class RunnerDefaults:
 
     def attention_kernel(self) -> str | None:
         return None
+
+    def ranked(self) -> tuple[bool, str]:
+        return True, ""
 
     def output_size(self) -> int:
         spec = self.spec

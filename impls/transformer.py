@@ -386,8 +386,8 @@ def jax_apply(dims: TransformerDims, implementation: str, params: dict, x, cache
 
     Without ``cache``: causal attention over x at positions 0..T-1 (none when ``causal`` is False:
     the encoder), and kv is x's own (k, v) [B, T, heads, head_dim] per block; with ``lengths`` [B]
-    no query attends a key at t >= its row's length and y is 0 there.  With one: ``cache`` is a (k, v) [B, C, heads, head_dim] per
-    block with ``start`` (a traced int) positions filled and ``pe_table`` [C, d_model] the positional
+    no query attends a key at t >= its row's length and y is 0 there.  With one: ``cache`` is a
+    (k, v) [B, C, heads, head_dim] per block with ``start`` (a traced int) positions filled and ``pe_table`` [C, d_model] the positional
     encodings; x's keys and values are written at start..start+T-1 (in place where the cache is
     donated) and kv is the written cache.  Differentiable by ``jax.grad`` / ``jax.vjp``.
     """

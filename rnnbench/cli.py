@@ -10,9 +10,13 @@ import argparse
 import importlib.util
 import sys
 
-from .config import MODES, ConfigError, check_devices
+from . import ragged
+from .config import (MODES, ConfigError, check_devices, check_fits, check_machine_name, check_writable_dir,
+                     parse_bool, size_limits)
 
 EXIT_BAD_INPUT = 2
+EXIT_FAULT = 1
+DEFAULT_OUT = "results/runs"
 EXECUTORS = ("inline", "process", "ray")
 
 
@@ -30,6 +34,13 @@ def comma_list(convert=str):
     return parse
 
 
+def boolean(text: str) -> bool:
+    try:
+        return parse_bool(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -38,6 +49,18 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not positive (sizes must be >= 1)")
     return value
+
+
+def size(field: str):
+    """A positive integer within the spec's limit for ``field``, where the spec has one."""
+    upper = size_limits().get(field)
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if upper is not None and value > upper:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: an integer in [1, {upper}] (the spec's limit)")
+        return value
+    return parse
 
 
 def _choices() -> dict:
@@ -63,15 +86,25 @@ def _run_parser(sub, c) -> None:
     r.add_argument("--backends", type=comma_list(), help=f"backends to measure (default: every one available "
                    f"on the device); {_one_of(c['backends'])}")
     r.add_argument("--cells", type=comma_list(), help=f"recurrent cells (default: the suite's); {_one_of(c['cells'])}")
+    limits = size_limits()
     for flag, what in (("--batch", "batch sizes B"), ("--seq-len", "sequence lengths T"),
                        ("--input-size", "input widths I (where the suite has none: H)"),
                        ("--hidden", "hidden sizes H"), ("--layers", "stacked layers")):
-        r.add_argument(flag, type=comma_list(positive_int), help=f"{what}; positive integers (default: the suite's)")
+        field = flag[2:].replace("-", "_")
+        bound = f"integers in [1, {limits[field]}]" if field in limits else "positive integers"
+        r.add_argument(flag, type=comma_list(size(field)), help=f"{what}; {bound} (default: the suite's)")
     r.add_argument("--dtype", type=comma_list(), help=f"dtypes (default: the suite's); {_one_of(c['dtypes'])}")
     r.add_argument("--mode", type=comma_list(), help=f"what is timed (default: the suite's); forward: no graph; "
-                   f"train: forward and backward; step: one timestep; {_one_of(c['modes'])}")
+                   f"train: forward and backward; step: one timestep from an empty state; decode: one step after a "
+                   f"context of T tokens (an RNN's h, c; a transformer's KV cache); {_one_of(c['modes'])}")
     r.add_argument("--device", type=comma_list(), help="devices: cpu, cuda or cuda:N (default: the suite's; "
                    "kernels: cuda, else cpu)")
+    r.add_argument("--bidirectional", type=comma_list(boolean), help="models: false (unidirectional), true "
+                   "(bidirectional), or false,true (default: the suite's, else false)")
+    r.add_argument("--lengths", type=comma_list(), help=f"length distributions of the batch's rows (default: the "
+                   f"suite's, else full); {_one_of(ragged.FORMS)}: full (every row T steps), uniform:MIN (uniform in "
+                   "[MIN, T]), zipf:A (Zipf exponent A > 1, clipped to [1, T]); drawn from the configuration's seed, "
+                   "the same for every backend")
     r.add_argument("--config", help="JSON or TOML file with the same axes as the flags (and 'suite'); flags win")
     r.add_argument("--suite", default=None, help=f"named preset (default quick); {_one_of(c['suites'])}. "
                    f"{c['suite_help']}")
@@ -80,12 +113,18 @@ def _run_parser(sub, c) -> None:
                         f"process (a fresh process each: a crash or hang becomes a record), ray (Ray tasks); "
                         f"{_one_of(c['executors'])} (default inline; --resume keeps the run's own)")
     r.add_argument("--isolate", action="store_true", help="same as --executor process")
-    r.add_argument("--ray-address", default=None, help="address of a running Ray cluster (default: start one here)")
-    r.add_argument("--machine", default=None, help="folder name for this machine (default: host name)")
-    r.add_argument("--out", default="results/runs", help="results root; the run goes to ROOT/MACHINE/RUN_ID "
-                   "(default results/runs)")
-    r.add_argument("--resume", default=None, metavar="RUN_DIR", help="complete this run: measure only the jobs "
-                   "it has no record of")
+    r.add_argument("--ray-address", default=None, help="with --executor ray: a running Ray cluster, HOST:PORT, "
+                   "ray://HOST:PORT or auto (default: start one here)")
+    r.add_argument("--machine", default=None, help="folder name for this machine: letters, digits, '_', '.', '-' "
+                   "(default: host name)")
+    r.add_argument("--out", default=None, help=f"results root, a writable folder; the run goes to "
+                   f"ROOT/MACHINE/RUN_ID (default {DEFAULT_OUT})")
+    r.add_argument("--rounds", type=positive_int, default=None, help="times the grid is visited, each visit "
+                   "shuffled (default: the suite's); comparisons need 5 (two runs) or 8 (two backends)")
+    r.add_argument("--resume", default=None, metavar="RUN_DIR", help="complete this run as planned: measure only "
+                   "the jobs it has no record of (takes no sweep flags)")
+    r.add_argument("--retry-failed", action="store_true", help="with --resume: also re-run the configurations "
+                   "whose last record is error, timeout or oom")
     r.add_argument("--table", choices=("summary", "full"), default="summary", help="what is printed at the end: "
                    "summary (per regime the fastest backend; default) or full (every timing row)")
     r.add_argument("--no-report", action="store_true", help="do not write the report after the run")
@@ -98,13 +137,13 @@ def _train_parser(sub, c) -> None:
     t.add_argument("--task", required=True, help=f"the task; {_one_of(c['tasks'])}")
     t.add_argument("--backend", required=True, help=f"the backend; {_one_of(c['backends'])}")
     t.add_argument("--cell", default="lstm", help=f"recurrent cell (default lstm); {_one_of(c['cells'])}")
-    t.add_argument("--hidden", type=positive_int, default=None, help="hidden size (default: the task's)")
+    t.add_argument("--hidden", type=size("hidden"), default=None, help="hidden size (default: the task's)")
     t.add_argument("--seq-len", type=positive_int, default=None, help="sequence length (default: the task's)")
     t.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default: the task's)")
     t.add_argument("--seed", type=int, default=0, help="seed of weights and batches (default 0)")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     t.add_argument("--machine", default=None, help="folder name for this machine (default: host name)")
-    t.add_argument("--out", default="results/runs", help="results root (default results/runs)")
+    t.add_argument("--out", default=None, help=f"results root, a writable folder (default {DEFAULT_OUT})")
 
 
 def _report_parser(sub, c) -> None:
@@ -123,13 +162,29 @@ def _recommend_parser(sub, c) -> None:
     rec.add_argument("--cell", required=True, help=f"recurrent cell; {_one_of(c['cells'])}")
     rec.add_argument("--batch", type=positive_int, required=True, help="batch size B")
     rec.add_argument("--seq-len", type=positive_int, required=True, help="sequence length T")
-    rec.add_argument("--input-size", type=positive_int, default=None, help="input width I (default: any)")
-    rec.add_argument("--hidden", type=positive_int, default=None, help="hidden size H (default: any)")
-    rec.add_argument("--layers", type=positive_int, default=1, help="stacked layers (default 1)")
+    rec.add_argument("--input-size", type=size("input_size"), default=None, help="input width I (default: any)")
+    rec.add_argument("--hidden", type=size("hidden"), default=None, help="hidden size H (default: any)")
+    rec.add_argument("--layers", type=size("layers"), default=1, help="stacked layers (default 1)")
     rec.add_argument("--dtype", default="float32", help=f"dtype (default float32); {_one_of(c['dtypes'])}")
     rec.add_argument("--mode", required=True, help=f"what you run; {_one_of(c['modes'])}")
+    rec.add_argument("--bidirectional", type=boolean, default=False, help="a bidirectional model: true or false "
+                     "(default false)")
+    rec.add_argument("--lengths", default=ragged.FULL, help=f"the length distribution of your batches' rows "
+                     f"(default full); {_one_of(ragged.FORMS)}, as measured by rnnbench run --lengths")
     rec.add_argument("--device", required=True, help="cpu or cuda (cuda:N)")
     rec.add_argument("--results", nargs="+", default=["results"], help="folders of recorded runs (default results)")
+    rec.add_argument("--measure", action="store_true", help="measure every available backend at exactly this "
+                     "configuration now (parity-checked, interleaved rounds, paired signed-rank test) instead of "
+                     "answering from recorded results; needs --hidden (or --from-state-dict)")
+    rec.add_argument("--budget-s", type=float, default=60.0, help="--measure: seconds for everything, set-up and "
+                     "compiles included (default 60); when it runs out the answer says what it could not separate")
+    rec.add_argument("--from-state-dict", default=None, metavar="FILE", help="a torch.nn.LSTM/GRU/RNN state_dict "
+                     "saved with torch.save: sizes, layers, directions and weights are read from it (implies --measure)")
+    rec.add_argument("--backends", type=comma_list(), default=None, help=f"--measure: the candidates (default: every "
+                     f"RNN backend available); {_one_of(c['backends'])}")
+    rec.add_argument("--out", default="results/runs", help="--measure: results root for the run folder of its "
+                     "records (default results/runs)")
+    rec.add_argument("--machine", default=None, help="--measure: folder name for this machine (default: host name)")
 
 
 PARSERS = [_run_parser, _train_parser, _report_parser, _recommend_parser]
@@ -148,8 +203,26 @@ def build_parser() -> argparse.ArgumentParser:
 # -- validation ------------------------------------------------------------------------------
 
 
+def _check_run_flags(args) -> None:
+    """Flags that contradict each other are an error, never silently resolved."""
+    from .suites import SWEEP_AXES
+
+    if args.isolate and args.executor not in (None, "process"):
+        raise ConfigError(f"--isolate means --executor process; it contradicts --executor {args.executor}")
+    if args.retry_failed and not args.resume:
+        raise ConfigError("--retry-failed goes with --resume RUN_DIR (it re-runs that run's failed configurations)")
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in (*SWEEP_AXES, "rounds", "suite", "config", "machine", "out")
+                 if getattr(args, k, None) is not None]
+        if given:
+            raise ConfigError(f"--resume RUN_DIR completes the run as it was planned; it takes no {', '.join(given)} "
+                              "(start a new run for another grid)")
+
+
 def _executor(args, resumed_executor: str | None) -> str:
     executor = ("process" if args.isolate else args.executor) or resumed_executor or "inline"
+    if args.ray_address and executor != "ray":
+        raise ConfigError(f"--ray-address goes with --executor ray; this run's executor is {executor}")
     if executor == "ray" and importlib.util.find_spec("ray") is None:
         raise ConfigError("--executor ray needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')")
     if executor == "ray" and args.ray_address:  # a dead address fails here, before a run folder exists
@@ -182,23 +255,74 @@ def cmd_run(args) -> int:
     from .report.console import print_end_of_run
     from .suites import SWEEP_AXES
 
+    _check_run_flags(args)
     if args.resume:
-        run, jobs, resumed_executor = sweep.resume_run(args.resume)
-        executor = _executor(args, resumed_executor)  # a Ray run resumes on Ray
+        run, jobs, resumed_executor = sweep.resume_run(args.resume)  # locked: one writer per run
+        try:
+            executor = _executor(args, resumed_executor)  # a Ray run resumes on Ray
+        except BaseException:
+            run.release()
+            raise
     else:
+        check_machine_name(args.machine)
         executor = _executor(args, None)
-        axes = {k: getattr(args, k) for k in SWEEP_AXES}
-        jobs, devices = sweep.plan(args.suite, axes, args.config)  # validated, devices present
-        run = sweep.create_run(jobs, devices, executor, args.out, args.machine)
-    print(f"run folder: {run.path}  ({len(jobs)} configurations, executor {executor})", file=sys.stderr)
-    sweep.run_sweep(run, jobs, executor, args.ray_address, progress=not args.quiet)
-    print_end_of_run(run.records(), args.table)
-    print(f"\nrecords: {run.path / 'records.jsonl'}")
-    if not args.no_report:
-        from .report import write_report
+        axes = {**{k: getattr(args, k) for k in SWEEP_AXES}, "rounds": args.rounds}
+        # validated, devices present, a single configuration fits here
+        jobs, devices = sweep.plan(args.suite, axes, args.config, check_memory=executor != "ray")
+        out = args.out or DEFAULT_OUT
+        check_writable_dir(out)
+        run = sweep.create_run(jobs, devices, executor, out, args.machine)
+    try:
+        return _sweep_and_report(args, run, jobs, executor)
+    finally:
+        run.release()
 
-        print(f"report: {write_report([run.path], run.path / 'report')}")
+
+def _sweep_and_report(args, run, jobs, executor) -> int:
+    from . import sweep
+    from .report import integrity, write_report
+    from .report.console import print_end_of_run
+
+    pending = sweep.pending_jobs(run, jobs, args.retry_failed)
+    print(f"run folder: {run.path}  ({len(jobs)} configurations, {len(pending)} to run, executor {executor})",
+          file=sys.stderr)
+    if args.resume and not pending:  # changes no file
+        print(f"nothing to do: every configuration of {run.path} has a record"
+              + ("" if args.retry_failed else " (--retry-failed re-runs the failed ones)"), file=sys.stderr)
+        return 0
+    report_dir, write = run.path / "report", not args.no_report
+    if write:
+        try:
+            integrity.files_we_wrote(report_dir)
+        except ConfigError as exc:
+            write = False
+            print(f"note: no report at the end: {exc}", file=sys.stderr)
+    try:
+        sweep.run_sweep(run, jobs, executor, args.ray_address, progress=not args.quiet,
+                        retry_failed=args.retry_failed)
+    except KeyboardInterrupt:
+        print(f"interrupted; every finished record is kept: rnnbench run --resume {run.path} completes this run",
+              file=sys.stderr)
+        return 130
+    print_end_of_run(run.records(), args.table)
+    _warn_contended(run.records())
+    print(f"\nrecords: {run.path / 'records.jsonl'}")
+    if write:
+        print(f"report: {write_report([run.path], report_dir)}")
     return 0
+
+
+def _warn_contended(records) -> None:
+    """One line when others used the CPU while we timed: how many records, and that rankings skip them."""
+    from .suites import SETTINGS
+
+    timing = [r for r in records if r.get("kind") == "timing" and r.get("status") == "ok"]
+    contended = sum(bool(r.get("contended")) for r in timing)
+    if contended:
+        print(f"warning: {contended} of {len(timing)} timing records are contended (others used more than "
+              f"{SETTINGS.contention_threshold:g} of a core while they were timed, after "
+              f"{SETTINGS.contention_retries} re-measures); reports and recommend leave them out; "
+              "measure again on a quieter machine", file=sys.stderr)
 
 
 def cmd_train(args) -> int:
@@ -209,10 +333,22 @@ def cmd_train(args) -> int:
     job = TrainJob(args.task, args.backend, args.cell, hidden=args.hidden, seq_len=args.seq_len,
                    steps=args.steps, seed=args.seed, device=args.device)
     job.validate()
+    check_machine_name(args.machine)
     check_devices([job.device])
-    run = sweep.create_run([job], [job.device], "inline", args.out, args.machine)
+    too_big = check_fits(job)
+    if too_big:
+        raise ConfigError(f"{too_big}; refused before anything is written")
+    out = args.out or DEFAULT_OUT
+    check_writable_dir(out)
+    run = sweep.create_run([job], [job.device], "inline", out, args.machine)
     print(f"run folder: {run.path}", file=sys.stderr)
-    records = [run.append(rec) for rec in job.run(fresh_process=False)]
+    try:
+        records = [run.append(rec) for rec in job.run(fresh_process=False)]
+    except KeyboardInterrupt:
+        print(f"interrupted; the records so far are in {run.path}", file=sys.stderr)
+        return 130
+    finally:
+        run.release()
     print_training(records)
     print(f"\nrecords: {run.path / 'records.jsonl'}")
     return 0 if all(r.get("status") == "ok" for r in records) else 1
@@ -227,8 +363,22 @@ def cmd_report(args) -> int:
 def cmd_recommend(args) -> int:
     from .recommend import recommend
 
+    if args.measure or args.from_state_dict:
+        from .interleaved import recommend_measured
+
+        if args.bidirectional or args.lengths != ragged.FULL:
+            raise ConfigError("--measure and --from-state-dict time unidirectional full-length batches; for "
+                              "--bidirectional or --lengths answer from recorded runs (rnnbench run --suite ragged)")
+
+        print(recommend_measured(args.cell, args.batch, args.seq_len, args.mode, args.device,
+                                 input_size=args.input_size, hidden=args.hidden, layers=args.layers, dtype=args.dtype,
+                                 budget_s=args.budget_s, state_dict_file=args.from_state_dict,
+                                 backends=args.backends, out=args.out, machine=args.machine,
+                                 results=[*args.results, args.out]))
+        return 0
     print(recommend(args.cell, args.batch, args.seq_len, args.mode, args.device, input_size=args.input_size,
-                    hidden=args.hidden, layers=args.layers, dtype=args.dtype, results=args.results))
+                    hidden=args.hidden, layers=args.layers, dtype=args.dtype, bidirectional=args.bidirectional,
+                    lengths=args.lengths, results=args.results))
     return 0
 
 
@@ -255,6 +405,8 @@ COMMANDS["history"] = cmd_history
 def main(argv=None) -> int:
     from impls.runtime import prepare_process
 
+    from .store import StoreError
+
     prepare_process()
     try:
         args = build_parser().parse_args(argv)
@@ -262,6 +414,9 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted; rnnbench run --resume RUN_DIR completes a run", file=sys.stderr)
+    except StoreError as exc:  # a fault (disk full), not bad input
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAULT
+    except KeyboardInterrupt:  # before a run folder existed (cmd_run names the folder once there is one)
+        print("interrupted", file=sys.stderr)
         return 130

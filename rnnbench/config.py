@@ -1,11 +1,24 @@
 """The validation every entry point shares, and the error bad input raises (no framework imported)."""
 from __future__ import annotations
 
-MODES = ("forward", "train", "step")
+MODES = ("forward", "train", "step", "decode")
 
 
 class ConfigError(ValueError):
     """Bad user input; the CLI prints it as one line and exits with status 2."""
+
+
+BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+
+
+def parse_bool(value) -> bool:
+    """A boolean as it is, or one of BOOLEAN_WORDS (the CLI's, a config file's) -> bool; ConfigError otherwise."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word not in BOOLEAN_WORDS:
+        raise ConfigError(f"bidirectional must be true or false, got {value!r}; valid: {', '.join(BOOLEAN_WORDS)}")
+    return BOOLEAN_WORDS[word]
 
 
 def check_common(backend: str, cell: str, dtype: str, device: str, sizes: dict) -> None:

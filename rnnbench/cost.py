@@ -79,9 +79,10 @@ class Cost:
 
 def rnn_cost(cell: str, layers: int, batch: int, seq_len: int, input_size: int, hidden: int,
              mode: str, dtype: str = "float32") -> Cost:
-    """FLOPs and least bytes of ``mode`` (forward | train | step) for a stacked RNN."""
+    """FLOPs and least bytes of ``mode`` (forward | train | step | decode) for a stacked RNN (step and
+    decode: one step, whatever the context: the state is h and c)."""
     G, H, B = GATES[cell], hidden, batch
-    T = 1 if mode == "step" else seq_len
+    T = 1 if mode in ("step", "decode") else seq_len
     train = mode == "train"
     S, n_state = SAVED_PER_UNIT[cell], STATES[cell]
     terms = dict.fromkeys(("input_projection", "recurrent", "gate_math"), 0)
@@ -119,13 +120,15 @@ def transformer_cost(dims, batch: int, seq_len: int, mode: str, dtype: str = "fl
     ``dims`` has input_size, d_model, heads, layers, ffn.  Attention counts the
     score pairs a causal mask keeps, T(T+1)/2 per sequence (what a fused kernel
     that skips masked blocks does), and assumes the scores never reach memory;
-    ``step`` decodes one position with an empty KV cache (what the timing runs).
+    ``step`` decodes one position with an empty KV cache (what the timing runs); ``decode`` one
+    position after ``seq_len`` cached ones: its query meets seq_len + 1 keys, and the cache is read.
     """
     I, d, heads, L, f = dims.input_size, dims.d_model, dims.heads, dims.layers, dims.ffn
-    T = 1 if mode == "step" else seq_len
+    T = 1 if mode in ("step", "decode") else seq_len
     N = batch * T  # tokens
-    pairs = batch * T * (T + 1) // 2  # (query, key) pairs kept by the causal mask, per head
-    params = I * d + d + L * (3 * d * d + 3 * d + d * d + d + 2 * d * f + f + d + 4 * d) + 2 * d
+    # (query, key) pairs kept by the causal mask, per head
+    pairs = batch * (seq_len + 1) if mode == "decode" else batch * T * (T + 1) // 2
+    params = transformer_params(dims)
     terms = {
         "input_projection": 2 * N * I * d,
         "qkv_out_projection": L * 2 * N * d * 4 * d,
@@ -137,6 +140,8 @@ def transformer_cost(dims, batch: int, seq_len: int, mode: str, dtype: str = "fl
     }
     # each stage reads its input and writes its output: input projection, L blocks, final norm
     elements = params + N * I + N * d + L * 2 * N * d + 2 * N * d
+    if mode == "decode":  # every block reads its cache's k and v (seq_len + 1 positions with the new one)
+        elements += L * 2 * batch * (seq_len + 1) * d
     if mode == "train":
         terms.update({f"{k}_backward": 2 * terms[k] for k in ("input_projection", "qkv_out_projection",
                                                               "attention", "ffn")})  # dX and dW / dQ dK dV dP
@@ -150,6 +155,12 @@ def transformer_cost(dims, batch: int, seq_len: int, mode: str, dtype: str = "fl
         # gradient of its output and writes the gradient of its input
         elements += 2 * saved + 2 * params + (N * I + N * d + N * I) + L * 3 * N * d + 3 * N * d
     return Cost(terms, elements * ITEMSIZE[dtype])
+
+
+def transformer_params(dims) -> int:
+    """Parameters of the baseline: input projection, per block qkv, out, FFN and 2 LayerNorms, final LayerNorm."""
+    I, d, L, f = dims.input_size, dims.d_model, dims.layers, dims.ffn
+    return I * d + d + L * (3 * d * d + 3 * d + d * d + d + 2 * d * f + f + d + 4 * d) + 2 * d
 
 
 def record_cost(cfg, backend_kind: str, model_dims=None) -> dict:
@@ -211,7 +222,7 @@ def complete(rec: dict, ceilings: dict | None) -> dict:
     bound = time_lower_bound_s(ceilings, rec) if ok and rec.get("backend_kind") == "rnn" else None
     return {**rec, "flops": flops, "bytes": rec.get("bytes"), "achieved_flops_per_s": achieved,
             "fraction_of_peak": achieved / peak if achieved and peak else None,
-            "fraction_of_step_bound": bound / median if bound else None}
+            "fraction_of_recurrent_roofline": bound / median if bound else None}
 
 
 def footprint_bytes(cell: str, layers: int, batch: int, seq_len: int, input_size: int, hidden: int, mode: str,
@@ -236,3 +247,38 @@ def footprint_bytes(cell: str, layers: int, batch: int, seq_len: int, input_size
             elements += SAVED_PER_UNIT[cell] * T * B * H + weights + T * B * (I + G * H + H)
     host = 8 * T * B * (input_size + hidden)  # x [T, B, I] and dy [T, B, H] in float64
     return elements * ITEMSIZE[dtype] + host
+
+
+# attention kernels that write the [B, heads, T, T] scores to memory (the others tile them on chip)
+MATERIALIZED_ATTENTION = ("math", "xla")
+
+
+def transformer_footprint_bytes(dims, batch: int, seq_len: int, mode: str, dtype: str = "float32",
+                                scores_in_memory: bool = True) -> int:
+    """An estimate of the memory the transformer baseline holds at once, as ``footprint_bytes`` is the RNN's.
+
+    Per block and token: q, k, v, the attention output, two residuals and the FFN's hidden layer;
+    where the attention kernel materializes the scores (``MATERIALIZED_ATTENTION``) the [B, heads,
+    T, T] scores too: a forward holds one block's (scores and softmax), training keeps every block's
+    probabilities for the backward and makes two more there (dP and dS).  Decode: the forward over the
+    prefix, and the KV cache.  Host: the float64 inputs and output gradient.
+    """
+    I, d, heads, L = dims.input_size, dims.d_model, dims.heads, dims.layers
+    T = 1 if mode == "step" else seq_len
+    per_block = batch * T * (3 * d + d + 2 * d + dims.ffn)
+    scores = batch * heads * T * T if scores_in_memory else 0
+    kept = L if mode == "train" else 0  # blocks whose activations wait for the backward
+    elements = transformer_params(dims) + batch * T * (I + d) + (kept + 2) * (per_block + scores)
+    if mode == "decode":
+        elements += 2 * L * batch * (T + 1) * d
+    return elements * ITEMSIZE[dtype] + 8 * T * batch * (I + d)
+
+
+def estimated_peak_bytes(cfg, backend_kind: str, model_dims=None, scores_in_memory: bool = True) -> int | None:
+    """The memory estimate of one timing configuration (None where unknown: a baseline without dims)."""
+    if backend_kind == "rnn":
+        return footprint_bytes(cfg.cell, cfg.layers, cfg.batch, cfg.seq_len, cfg.input_size, cfg.hidden, cfg.mode,
+                               cfg.dtype)
+    if model_dims is None:
+        return None
+    return transformer_footprint_bytes(model_dims, cfg.batch, cfg.seq_len, cfg.mode, cfg.dtype, scores_in_memory)

@@ -13,8 +13,9 @@ for small n: 8 rounds are the fewest that can reach p < 0.01).  The test is
 looked at after 8 rounds and then each time the count has grown by half
 (8, 12, 18, 27, ...), so that repeated looks do not spend much of the error
 rate; measuring stops when it passes or when the next round would overrun the
-budget.  Margins over every other candidate are the geometric mean of the
-paired per-round ratios with a bootstrap confidence interval.
+budget.  Margins over every other candidate are the median of the paired
+per-round ratios (the statistic the signed-rank test is about; a mean is
+pulled by a burst of load) with a bootstrap confidence interval.
 
 The records go into a run folder like any run (``sweep.create_run``), one timing
 record per measured candidate with its per-round times as ``samples_s``, so later
@@ -35,6 +36,8 @@ from .suites import SETTINGS
 
 PARITY_T = 8  # parity check's sequence length: the conformance test's float32 bound holds for T <= 16
 CONFIDENCE = 0.95  # of the margins' bootstrap intervals
+ROUNDS_SHARE = 0.4  # of the budget: once two candidates are ready, no other is set up in the last 40%
+WRITE_SHARE = 0.15  # of the budget, kept for the answer (bootstrap) and the records after the last round
 LOOK_GROWTH = 1.5  # the test is looked at when the clean rounds have grown by this factor
 # tolerance of the parity check, as the conformance test states it (DESIGN.md "Conformance")
 PARITY_TOLERANCE = {"float64": 1e-10, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
@@ -53,7 +56,7 @@ class Margin:
 
     backend: str
     median_s: float
-    ratio: float  # geometric mean over rounds of (its time / the winner's)
+    ratio: float  # median over rounds of (its time / the winner's)
     ci_low: float | None
     ci_high: float | None
     p_value: float | None  # two-sided Wilcoxon signed-rank over the rounds
@@ -77,6 +80,8 @@ class MeasuredRecommendation:
     rounds: int = 0  # rounds the answer rests on
     loaded_rounds: int = 0  # rounds dropped because others used the machine
     load_cores: float | None = None  # median of others' cores over every round
+    contention_threshold: float = SETTINGS.contention_threshold  # a round above it is dropped
+    used_loaded: bool = False  # too few quiet rounds fit the budget: the answer rests on loaded ones too
     budget_s: float = 0.0
     wall_s: float = 0.0
     setup_s: float = 0.0  # imports, parity checks, builds, compiles and warm-ups, before the first round
@@ -120,7 +125,7 @@ class MeasuredRecommendation:
                      f"{self.tokens_per_s:.4g} tokens/s{peak}; compile and warm-up {self.compile_s:.3g} s")
         lines.append(self.verdict)
         if self.margins:
-            lines.append(f"margins over {self.rounds} paired rounds (geometric mean of per-round time ratios, "
+            lines.append(f"margins over {self.rounds} paired rounds (median of per-round time ratios, "
                          f"{CONFIDENCE:.0%} bootstrap CI; Wilcoxon signed-rank p):")
             table = self.table().assign(CI=lambda d: [
                 "" if lo is None or lo != lo else f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(d["ci_low"], d["ci_high"])])
@@ -128,8 +133,9 @@ class MeasuredRecommendation:
             lines += ["  " + s for s in table.to_string(index=False, float_format=lambda v: f"{v:.4g}",
                                                         na_rep="-").splitlines()]
         load = f", others used {self.load_cores:.2g} cores (median over rounds)" if self.load_cores is not None else ""
-        lines.append(f"rounds: {self.rounds} used, {self.loaded_rounds} dropped under load "
-                     f"(threshold {SETTINGS.contention_threshold:g} cores){load}")
+        dropped = (f"{self.loaded_rounds} of them under load (too few quiet ones fit)" if self.used_loaded else
+                   f"{self.loaded_rounds} more dropped under load")
+        lines.append(f"rounds: {self.rounds} used, {dropped} (threshold {self.contention_threshold:g} cores){load}")
         lines.append(f"time: {self.wall_s:.3g} s of a {self.budget_s:g} s budget ({self.setup_s:.3g} s of it "
                      f"parity checks, builds, compiles and warm-ups)")
         lines += [f"note: {n}" for n in self.notes]
@@ -190,10 +196,21 @@ def recorded_rows(results, backend: str, query: dict):
               & (df["device"].astype(str).str.split(":").str[0] == query["device"].split(":")[0])]
 
 
-def recorded_compile_s(rows) -> float | None:
-    """The largest compile_s among recorded rows (None: none recorded)."""
-    values = rows["compile_s"].dropna() if rows is not None else ()
-    return float(values.max()) if len(values) else None
+def recorded_cost_s(rows, query: dict) -> tuple[float | None, str]:
+    """(seconds, why) this candidate needs at least, as recorded: its largest compile_s, plus 10 calls
+    (2 warm-ups, 8 rounds) at the median recorded at exactly this shape; (None, "") when nothing is."""
+    if rows is None or rows.empty:
+        return None, ""
+    compile_values = rows["compile_s"].dropna()
+    compile_s = float(compile_values.max()) if len(compile_values) else 0.0
+    exact = rows[(rows["batch"] == query["batch"]) & (rows["seq_len"] == query["seq_len"])
+                 & (rows["hidden"] == query["hidden"]) & (rows["input_size"] == query["input_size"])
+                 & (rows["layers"] == query["layers"])]["median_s"].dropna()
+    if not len(exact):
+        return compile_s, f"its compile and warm-up took {compile_s:.3g} s"
+    call_s = float(exact.median())
+    return compile_s + 10 * call_s, (f"its compile and warm-up took {compile_s:.3g} s and one call "
+                                     f"{call_s:.3g} s (10 calls are the fewest measured)")
 
 
 def recorded_peak(rows, query: dict) -> tuple[int | None, str]:
@@ -251,17 +268,17 @@ class _Candidate:
     name: str
     prepared: object  # rnnbench.measure.Prepared at the query's shape
     setup_s: float  # the backend's own build, compile and warm-up time (parity stage included)
-    parity_err: float
-    y_err: float
+    y_err: float  # forward output against the oracle at T = PARITY_T: the record's max_rel_err
     last_s: float  # its second warm-up call: what the next round is expected to cost
     times: list = field(default_factory=list)  # one per clean round
     loaded_times: list = field(default_factory=list)  # one per dropped round
-    cores: list = field(default_factory=list)  # others' cores during each of its windows
+    all_times: list = field(default_factory=list)  # one per round, in the order they ran
 
 
 def _setup(name, job, spec, weights, mode, tolerance, excluded, log) -> _Candidate | None:
     """Parity check, build at the query's shape, compile, two warm-up calls; None (and a reason) on failure."""
     import impls
+    from impls.runner import hook
     from impls.spec import Unsupported
 
     from .measure import Prepared, classify
@@ -270,7 +287,7 @@ def _setup(name, job, spec, weights, mode, tolerance, excluded, log) -> _Candida
     try:
         t0 = time.perf_counter()
         small = backend.build(spec, weights, job.device, job.dtype)
-        ranked, why = small.ranked() if hasattr(small, "ranked") else (True, "")
+        ranked, why = hook(small, "ranked")()
         if not ranked:
             excluded.append(Excluded(name, "unranked", why))
             return None
@@ -285,7 +302,7 @@ def _setup(name, job, spec, weights, mode, tolerance, excluded, log) -> _Candida
         y_err = parity_error(small, spec, weights, "forward", job.batch, seed=job.seed)[0] if mode == "train" else error
         del small
         t0 = time.perf_counter()
-        p = Prepared(job, spec=spec, weights=weights)
+        p = Prepared(job, weights=weights)
         timer = p.timer()
         timer.time(p.fn)  # first call: jit, autotune, lazy init
         last_s = timer.time(p.fn)  # second warm-up
@@ -297,52 +314,47 @@ def _setup(name, job, spec, weights, mode, tolerance, excluded, log) -> _Candida
         excluded.append(Excluded(name, classify(exc), f"{type(exc).__name__}: {exc}"[:300]))
         return None
     log(f"  {name}: parity {error:.2g} ({worst}), ready in {setup_s:.3g} s")
-    return _Candidate(name, p, setup_s, error, y_err, last_s)
+    return _Candidate(name, p, setup_s, y_err, last_s)
 
 
 # -- rounds and the decision --------------------------------------------------------------------
 
 
-def _wilcoxon_p(log_ratios) -> float | None:
-    """Two-sided signed-rank p over per-round log ratios (None with fewer than 8 usable rounds)."""
-    from scipy.stats import wilcoxon
+def _paired_p(t_winner, t_other) -> float | None:
+    """Two-sided signed-rank p over the rounds (None with fewer than 8: p < 0.01 is out of reach)."""
+    from .results import compare_paired_rounds
 
-    d = np.asarray(log_ratios, dtype=float)
-    d = d[d != 0]
-    if len(d) < 8:
-        return None
-    return float(wilcoxon(d).pvalue)
+    return compare_paired_rounds(dict(enumerate(t_winner)), dict(enumerate(t_other))).p
 
 
 def _ratio_ci(log_ratios, seed: int) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval of the median ratio (None with fewer than 3 rounds)."""
     from scipy.stats import bootstrap
 
     d = np.asarray(log_ratios, dtype=float)
     if len(d) < 3 or np.ptp(d) == 0:
         return (math.exp(d[0]),) * 2 if len(d) and np.ptp(d) == 0 else (None, None)
-    res = bootstrap((d,), np.mean, confidence_level=CONFIDENCE, method="percentile", n_resamples=2000,
+    res = bootstrap((d,), np.median, confidence_level=CONFIDENCE, method="percentile", n_resamples=2000,
                     rng=np.random.default_rng(seed))
     return math.exp(res.confidence_interval.low), math.exp(res.confidence_interval.high)
 
 
 def _decide(cands: list[_Candidate], use_loaded: bool):
     """(winner, the others fastest first, per-candidate times used) from the clean rounds (or all)."""
-    times = {c.name: np.asarray(c.times + (c.loaded_times if use_loaded else []), dtype=float) for c in cands}
+    times = {c.name: np.asarray(c.all_times if use_loaded else c.times, dtype=float) for c in cands}  # paired by round
     order = sorted(cands, key=lambda c: float(np.median(times[c.name])))
     return order[0], order[1:], times
 
 
-def _round(order):
-    """One call of each candidate in ``order``; (times, others' cores in each window)."""
+def _round(order) -> tuple[dict, float]:
+    """One call of each candidate in ``order``: (their times, others' cores over the round)."""
     from .contention import Window
 
-    times, cores = {}, {}
-    for c in order:
-        timer = c.prepared.timer()
-        with Window() as w:
-            times[c.name] = timer.time(c.prepared.fn)
-        cores[c.name] = w.cores
-    return times, cores
+    times = {}
+    with Window() as window:  # one window a round: reading /proc costs tens of ms on a busy machine
+        for c in order:
+            times[c.name] = c.prepared.timer().time(c.prepared.fn)
+    return times, window.cores
 
 
 def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, device: str, dtype: str,
@@ -367,28 +379,33 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
                  bidirectional=spec.bidirectional)
     job_of = {}
     for name in impls.names(kind="rnn") if backends is None else backends:
-        job = TimingJob(name, spec.cell, spec.num_layers, batch, seq_len, spec.input_size, spec.hidden_size, dtype,
-                        mode, device, seed=seed)
+        job = TimingJob(name, cell=spec.cell, layers=spec.num_layers, batch=batch, seq_len=seq_len,
+                        input_size=spec.input_size, hidden=spec.hidden_size, dtype=dtype, mode=mode, device=device,
+                        bidirectional=bool(spec.bidirectional), seed=seed)
         job.validate()
         job_of[name] = job
     names, excluded = candidate_names(spec, mode, device, dtype, list(job_of))
-    rec = MeasuredRecommendation(query, None, False, "", budget_s=budget_s, excluded=excluded)
+    rec = MeasuredRecommendation(query, None, False, "", budget_s=budget_s, excluded=excluded,
+                                 contention_threshold=contention_threshold)
     run = create_run([job_of[n] for n in names], [device], "inline", out, machine, argv)  # inside the budget
     rec.run_dir = run.path
     tolerance = PARITY_TOLERANCE[dtype]
     log(f"parity check at T={PARITY_T} and warm-up of {len(names)} candidates ({', '.join(names)})")
     recorded = {name: recorded_rows(results, name, query) for name in names}
+    predicted = {name: recorded_cost_s(recorded[name], query) for name in names}
     cands = []
-    for name in names:
+    # the cheapest (as recorded) first, so that a slow one cannot spend the others' budget
+    for name in sorted(names, key=lambda n: predicted[n][0] if predicted[n][0] is not None else math.inf):
         left = deadline - time.perf_counter()
-        known = recorded_compile_s(recorded[name])
-        if known is not None and known > left:
-            excluded.append(Excluded(name, "skipped", f"its compile and warm-up took {known:.3g} s in recorded runs, "
-                                                      f"more than the {left:.3g} s of budget left; a larger "
-                                                      f"--budget-s includes it"))
+        need, what = predicted[name]
+        if left <= 0 or (len(cands) >= 2 and left < ROUNDS_SHARE * budget_s):
+            excluded.append(Excluded(name, "skipped", f"not set up: {max(left, 0):.3g} s of the budget were left after "
+                                                      f"the others' set-up, kept for the rounds; a larger --budget-s "
+                                                      f"includes it"))
             continue
-        if left <= 0:
-            excluded.append(Excluded(name, "skipped", "no budget left after the other candidates' set-up"))
+        if need is not None and need > left:
+            excluded.append(Excluded(name, "skipped", f"{what} in recorded runs: more than the {left:.3g} s of budget "
+                                                      f"left; a larger --budget-s includes it"))
             continue
         cand = _setup(name, job_of[name], spec, weights, mode, tolerance, excluded, log)
         if cand is not None:
@@ -396,29 +413,31 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
     rec.setup_s = time.perf_counter() - start
     if not cands:
         rec.verdict = "no candidate passed the parity check and warm-up"
-        _write_records(run, [], excluded, job_of, {}, rec, None, False)
+        _write_records(run, [], excluded, job_of, rec, None, [], [])
         rec.wall_s = time.perf_counter() - start
         return rec
 
     rng = np.random.default_rng(seed)
-    round_cores, next_look, decided = [], 8, False
+    round_cores, round_loaded, next_look, decided = [], [], 8, False
     expected_s = sum(c.last_s for c in cands)
-    while time.perf_counter() + 1.2 * expected_s <= deadline:  # a round that would overrun is not started
+    # a round that would overrun is not started; the last WRITE_SHARE is for the answer and the records
+    while time.perf_counter() + 1.2 * expected_s <= deadline - WRITE_SHARE * budget_s:
         order = [cands[i] for i in rng.permutation(len(cands))]
         times, cores = _round(order)
         expected_s = sum(times.values())
-        loaded = max(cores.values()) > contention_threshold
-        round_cores.append(max(cores.values()))
+        loaded = cores > contention_threshold
+        round_cores.append(cores)
+        round_loaded.append(loaded)
         for c in cands:
+            c.all_times.append(times[c.name])
             (c.loaded_times if loaded else c.times).append(times[c.name])
-            c.cores.append(cores[c.name])
         clean = len(cands[0].times)
         if not loaded and clean >= next_look:
             next_look = math.ceil(clean * LOOK_GROWTH)
             if len(cands) == 1:  # nothing to compare with: 8 rounds give its median
                 break
             winner, others, t = _decide(cands, use_loaded=False)
-            p = _wilcoxon_p(np.log(t[others[0].name] / t[winner.name]))
+            p = _paired_p(t[winner.name], t[others[0].name])
             if p is not None and p < SETTINGS.p_threshold:
                 decided = True
                 break
@@ -426,7 +445,7 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
     if not cands[0].times and not cands[0].loaded_times:
         rec.verdict = (f"not separable: no round fit the {budget_s:g} s budget after {rec.setup_s:.3g} s of set-up "
                        f"(parity checks, builds, compiles); a larger --budget-s would measure")
-        _write_records(run, [], excluded, job_of, {}, rec, None, False)
+        _write_records(run, [], excluded, job_of, rec, None, [], [])
         rec.wall_s = time.perf_counter() - start
         return rec
     use_loaded = len(cands[0].times) < 8 and rec.loaded_rounds > 0
@@ -434,6 +453,7 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
         rec.notes.append(f"only {len(cands[0].times)} rounds ran on a quiet machine before the budget ran out: "
                          f"the answer uses all {len(cands[0].times) + rec.loaded_rounds} rounds, loaded ones included "
                          f"(paired rounds cancel slow drift, not a burst that hits one candidate)")
+    rec.used_loaded = use_loaded
     winner, others, t = _decide(cands, use_loaded)
     rec.rounds = len(t[winner.name])
     rec.load_cores = float(np.median(round_cores)) if round_cores else None
@@ -441,7 +461,7 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
     rec.snippet = usage_snippet(winner.name, winner.prepared.runner, spec, device, dtype, source)
     _flag_compile(rec, winner, others, t)
     rec.peak_bytes, rec.peak_method = _peak(winner, recorded[winner.name], query)
-    _write_records(run, cands, excluded, job_of, t, rec, winner, use_loaded)
+    _write_records(run, cands, excluded, job_of, rec, winner, round_cores, round_loaded)
     rec.wall_s = time.perf_counter() - start
     return rec
 
@@ -457,8 +477,8 @@ def _fill_answer(rec, winner, others, t, decided: bool, seed: int) -> None:
     for c in others:
         d = np.log(t[c.name] / t[winner.name])
         low, high = _ratio_ci(d, seed)
-        rec.margins.append(Margin(c.name, float(np.median(t[c.name])), float(math.exp(d.mean())), low, high,
-                                  _wilcoxon_p(d), c.setup_s))
+        rec.margins.append(Margin(c.name, float(np.median(t[c.name])), float(math.exp(np.median(d))), low, high,
+                                  _paired_p(t[winner.name], t[c.name]), c.setup_s))
     if not others:
         rec.separable, rec.verdict = True, "the only candidate that passed: nothing to compare with"
         return
@@ -511,27 +531,32 @@ def _peak(winner, rows, query: dict) -> tuple[int | None, str]:
     return peak, how
 
 
-def _write_records(run, cands, excluded, job_of, t, rec, winner, use_loaded: bool) -> None:
-    """One timing record per measured candidate (per-round times as samples_s), one failure record per
-    candidate excluded by the parity check or by an error."""
+def _write_records(run, cands, excluded, job_of, rec, winner, round_cores, round_loaded) -> None:
+    """Per measured candidate one timing record per round (``round`` i, its one call as ``samples_s``,
+    the round's contention; rounds dropped under load are kept with ``contended: true``), as the
+    rounds of a sweep are; one failure record per candidate excluded by the parity check or an error."""
+    from dataclasses import replace
+
     from . import cost
-    from .measure import base_record, failure_record, summarize
+    from .measure import base_record, failure_record
 
     run.update_info(interleaved={"rounds": rec.rounds, "loaded_rounds": rec.loaded_rounds, "budget_s": rec.budget_s,
                                  "winner": rec.backend, "separable": rec.separable, "verdict": rec.verdict})
     ceilings = run.info.get("ceilings")
+    tokens = rec.query["batch"] * (1 if rec.query["mode"] == "step" else rec.query["seq_len"])
     for c in cands:
         p = c.prepared
-        timing = summarize(t[c.name])
-        r = {**base_record(p.cfg), **p.base_fields(), "compile_s": c.setup_s, "median_s": timing.median_s,
-             "iqr_s": timing.iqr_s, "samples_s": timing.samples_s, "max_rel_err": c.y_err,
-             "tokens_per_s": rec.tokens_per_s * rec.median_s / timing.median_s,
-             "peak_bytes": rec.peak_bytes if c is winner else None,
-             "peak_method": rec.peak_method if c is winner else "not probed (interleaved: winner only)",
-             "contention": float(np.median(c.cores)) if c.cores else None,
-             "contended": use_loaded, "interleaved_rounds": rec.rounds,
-             **cost.record_cost(p.cfg, p.kind, getattr(p.runner, "dims", None))}
-        run.append(cost.complete(r, ceilings))
+        costs = cost.record_cost(p.cfg, p.kind, getattr(p.runner, "dims", None))
+        for i, (seconds, cores, loaded) in enumerate(zip(c.all_times, round_cores, round_loaded)):
+            job = replace(p.cfg, round=i)
+            r = {**base_record(job), **p.base_fields(), "compile_s": c.setup_s if i == 0 else None,
+                 "median_s": seconds, "iqr_s": 0.0, "samples_s": [seconds], "repeats": 1,
+                 "contention": cores, "contended": bool(loaded), "tokens_per_s": tokens / seconds,
+                 "max_rel_err": c.y_err if i == 0 else None,
+                 "peak_bytes": rec.peak_bytes if c is winner and i == 0 else None,
+                 "peak_method": rec.peak_method if c is winner else "not probed (interleaved: the winner only)",
+                 "interleaved": True, **costs}
+            run.append(cost.complete(r, ceilings))
     for e in excluded:
         if e.stage in ("parity", "error"):
             run.append(failure_record(job_of[e.backend], "error", f"{e.stage}: {e.reason}"))
@@ -547,10 +572,53 @@ def recommend_for(model, batch: int, seq_len: int, mode: str = "train", device: 
     (a ValueError) naming the attribute.
     """
     from impls.convert import from_torch_module
+    from impls.runtime import prepare_process
 
+    prepare_process()  # as the CLI does first: Triton's interpreter is chosen before triton is imported
     spec, weights, model_dtype = from_torch_module(model)
     if device is None:
         where = next(model.parameters()).device
         device = where.type if where.index is None or where.type == "cpu" else f"{where.type}:{where.index}"
     return measure_interleaved(spec, weights, batch=batch, seq_len=seq_len, mode=mode, device=device,
                                dtype=dtype or model_dtype, budget_s=budget_s, source="model", **options)
+
+
+def recommend_measured(cell: str, batch: int, seq_len: int, mode: str, device: str, *, input_size: int | None = None,
+                       hidden: int | None = None, layers: int = 1, dtype: str = "float32", budget_s: float = 60.0,
+                       state_dict_file: str | None = None, backends=None, **options) -> MeasuredRecommendation:
+    """The CLI's ``recommend --measure``: the model from a saved state dict, or seeded weights of the
+    given sizes; every input checked (ConfigError naming the valid choices) before anything is written."""
+    import impls
+    from impls.convert import Unconvertible, from_state_dict, load_state_dict
+    from impls.spec import CELLS, DTYPES, RNNSpec, init_weights
+
+    from .config import check_devices
+
+    for label, value, valid in (("cell", cell, CELLS), ("mode", mode, MODES), ("dtype", dtype, DTYPES)):
+        if value not in valid:
+            raise ConfigError(f"unknown {label} {value!r}; valid: {', '.join(valid)}")
+    check_devices([device])
+    if not (isinstance(budget_s, (int, float)) and budget_s > 0 and math.isfinite(budget_s)):
+        raise ConfigError(f"--budget-s must be a positive number of seconds, got {budget_s!r}")
+    for name in backends or ():
+        if name not in impls.names(kind="rnn"):
+            raise ConfigError(f"unknown RNN backend {name!r}; valid: {', '.join(impls.names(kind='rnn'))}")
+    if state_dict_file is not None:
+        try:
+            spec, weights = from_state_dict(load_state_dict(state_dict_file), cell=cell)
+        except (OSError, Unconvertible, RuntimeError) as exc:
+            raise ConfigError(f"--from-state-dict {state_dict_file}: {exc}") from None
+        for flag, given, found in (("--input-size", input_size, spec.input_size), ("--hidden", hidden, spec.hidden_size),
+                                   ("--layers", layers if layers != 1 else None, spec.num_layers)):
+            if given is not None and given != found:
+                raise ConfigError(f"{flag} {given} disagrees with the state dict's {found}")
+        source = state_dict_file
+    else:
+        if hidden is None:
+            raise ConfigError("--measure needs --hidden (the exact configuration; --input-size defaults to it), "
+                              "or --from-state-dict FILE")
+        spec = RNNSpec(cell, input_size or hidden, hidden, layers)
+        weights = init_weights(spec, seed=0)
+        source = "model"
+    return measure_interleaved(spec, weights, batch=batch, seq_len=seq_len, mode=mode, device=device, dtype=dtype,
+                               budget_s=budget_s, backends=backends, source=source, **options)

@@ -9,9 +9,10 @@ and one line in ``JOB_TYPES``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import ClassVar, Protocol
 
+from . import ragged
 from .config import MODES, ConfigError, check_common
 from .suites import SETTINGS
 
@@ -60,7 +61,7 @@ class TimingJob(JobBase):
     """One timed configuration (``rnnbench.measure``): a timing record, and a stability one in train mode."""
 
     IDENTITY: ClassVar[tuple[str, ...]] = ("backend", "cell", "layers", "batch", "seq_len", "input_size",
-                                           "hidden", "dtype", "mode", "device")
+                                           "hidden", "dtype", "mode", "device", "bidirectional", "lengths", "round")
     RECORD_KIND: ClassVar[str] = "timing"
     JOB: ClassVar[str] = "timing"
     # the other records it writes, with the identity fields they leave out: a stability record rides
@@ -83,19 +84,36 @@ class TimingJob(JobBase):
     max_time_s: float = SETTINGS.max_time_s
     min_repeats: int = SETTINGS.min_repeats
     timeout_s: float = SETTINGS.timing_timeout_s
+    bidirectional: bool = False
+    lengths: str = ragged.FULL  # the batch's length distribution (rnnbench.ragged): full, uniform:MIN, zipf:A
+    round: int = 0  # which visit of the grid (rnnbench.sweep.in_rounds); round 0 also probes memory and checks
+
+    @property
+    def record_fields(self) -> dict:
+        """The configuration's fields, with the model's directions and the batch's lengths drawn."""
+        return {**super().record_fields, "bidirectional": self.bidirectional, "lengths": self.lengths,
+                **ragged.summary(self.lengths, self.seq_len, self.batch, self.seed), "round": self.round}
 
     def validate(self) -> None:
         check_common(self.backend, self.cell, self.dtype, self.device,
                      {n: getattr(self, n) for n in ("layers", "batch", "seq_len", "input_size", "hidden")})
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if not isinstance(self.bidirectional, bool):
+            raise ConfigError(f"bidirectional must be true or false, got {self.bidirectional!r}")
+        ragged.parse(self.lengths)
 
     def describe(self) -> str:
-        return f"{self.backend} {self.cell} {self.mode} B={self.batch} T={self.seq_len} H={self.hidden} {self.dtype}"
+        model = (" bidirectional" if self.bidirectional else "") + (
+            f" lengths={self.lengths}" if self.lengths != ragged.FULL else "")
+        return (f"{self.backend} {self.cell} {self.mode} B={self.batch} T={self.seq_len} H={self.hidden} "
+                f"{self.dtype}{model}")
 
     def run(self, fresh_process: bool) -> list[dict]:
         from .measure import measure
 
+        if self.round:  # memory is a property of the configuration: measured in round 0
+            return measure(self, memory="skip")
         return measure(self, memory="fresh" if fresh_process else "subprocess")
 
     def failure(self, status: str, message: str) -> dict:
@@ -177,6 +195,11 @@ _BY_RECORD_KIND = {kind: (cls, implied) for cls in JOB_TYPES.values()
                    for kind, implied in {cls.RECORD_KIND: {}, **cls.OTHER_RECORDS}.items()}
 
 
+_IDENTITY_DEFAULTS = {cls: {f.name: f.default for f in fields(cls)
+                            if f.name in cls.IDENTITY and f.default is not MISSING}
+                      for cls in JOB_TYPES.values()}
+
+
 def job_from_dict(d: dict):
     """A job from ``to_dict()`` (``job`` names its type; timing when absent, as older runs wrote)."""
     return JOB_TYPES[d.get("job", "timing")].from_dict(d)
@@ -187,5 +210,5 @@ def record_key(record: dict) -> tuple | None:
     if record.get("kind") not in _BY_RECORD_KIND:
         return None
     cls, implied = _BY_RECORD_KIND[record["kind"]]
-    record = {**implied, **record}
+    record = {**_IDENTITY_DEFAULTS[cls], **implied, **record}  # a record older than a field measured its default
     return (cls.JOB, *(record.get(f) for f in cls.IDENTITY))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cost
+from . import contention, cost, ragged
 from .config import backend_identity
 from .suites import SETTINGS
 
@@ -42,17 +42,27 @@ def summarize(samples) -> Timing:
 
 def repeat(time_once, *, min_repeats: int = 5, min_time_s: float = 0.3, max_time_s: float = 2.0,
            max_repeats: int = 10_000) -> Timing:
-    """Call ``time_once() -> seconds`` until min_repeats and min_time_s are both reached (capped)."""
+    """Call ``time_once() -> seconds`` min_repeats times whatever each takes, then on until min_time_s
+    has passed or max_time_s is spent (the caps bound the extra samples, never the minimum)."""
     samples, total = [], 0.0
     while len(samples) < max_repeats:
         dt = time_once()
         samples.append(dt)
         total += dt
-        if len(samples) >= min_repeats and total >= min_time_s:
-            break
-        if total >= max_time_s and len(samples) >= 2:
+        if len(samples) >= min_repeats and total >= min(min_time_s, max_time_s):
             break
     return summarize(samples)
+
+
+def timed_window(time_once, cfg) -> tuple[Timing, contention.Window, int]:
+    """The samples of one round, re-measured while others used more than the contention threshold
+    of the CPU meanwhile, up to ``contention_retries`` times: (timing, its window, re-measures)."""
+    for attempt in range(SETTINGS.contention_retries + 1):
+        with contention.Window() as window:
+            t = repeat(time_once, min_repeats=cfg.min_repeats, min_time_s=cfg.min_time_s, max_time_s=cfg.max_time_s)
+        if window.cores <= SETTINGS.contention_threshold:
+            break
+    return t, window, attempt
 
 
 # -- one configuration ------------------------------------------------------------------------
@@ -61,7 +71,8 @@ def repeat(time_once, *, min_repeats: int = 5, min_time_s: float = 0.3, max_time
 class Prepared:
     """A built runner with its inputs on the device and the callable that the mode times."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, weights=None):
+        """``weights``: canonical weights of cfg's spec (a user's model: recommend --measure); default seeded."""
         import impls
         from impls import runtime
         from impls.runner import hook
@@ -71,36 +82,65 @@ class Prepared:
         self.backend = impls.get(cfg.backend)
         self.kind = impls.kind_of(cfg.backend)
         runtime.set_tf32(cfg.tf32)
-        self.spec = RNNSpec(cfg.cell, cfg.input_size, cfg.hidden, cfg.layers)
-        self.weights = init_weights(self.spec, seed=cfg.seed) if self.kind == "rnn" else None
+        self.spec = RNNSpec(cfg.cell, cfg.input_size, cfg.hidden, cfg.layers, bidirectional=cfg.bidirectional)
+        # [B] or None: drawn from the configuration alone, so the same for every backend
+        self.lengths = ragged.draw(cfg.lengths, cfg.seq_len, cfg.batch, cfg.seed)
+        if weights is None and self.kind == "rnn":
+            weights = init_weights(self.spec, seed=cfg.seed)
+        self.weights = weights
         self.runner = r = self.backend.build(self.spec, self.weights, cfg.device, cfg.dtype)
         self.hook = lambda name: hook(r, name)  # noqa: E731 - the runner's optional hooks, with defaults
         self.out_size = self.hook("output_size")()
-        x, state, _ = make_inputs(self.spec, cfg.seq_len, cfg.batch, seed=cfg.seed + 1)
+        self._check_fits()  # before any input exists: what cannot fit is unsupported, with the estimate
+        decode = cfg.mode == "decode"
+        # decode: the prefix x[:seq_len] and the token x[seq_len] the timed step reads
+        x, state, _ = make_inputs(self.spec, cfg.seq_len + decode, cfg.batch, seed=cfg.seed + 1)  # [T(+1), B, I]
         self.x_host = x
         dy = np.random.default_rng(cfg.seed + 2).standard_normal((cfg.seq_len, cfg.batch, self.out_size))
         self.x, self.state, self.dy = r.put(x), r.put(state), r.put(dy)  # made once: no copy is timed
-        self.x_t = r.put(x[0])
-        self.fn = self._mode_fn(self.x, self.dy)
+        self.x_t = r.put(x[cfg.seq_len] if decode else x[0])
+        self.decoder = self.state_bytes = None
+        if decode:  # the state after the prefix, built once here, outside any timing (impls.decode)
+            self.decoder = self.hook("decoder")(x[:cfg.seq_len], state)
+            self.state_bytes = self.decoder.state_bytes
+        self.fn = self._mode_fn(self.x, self.dy, self.lengths)
         # one timestep of the same work: warms the libraries' lazy state before a memory baseline
-        self.fn_one_step = self._mode_fn(r.put(x[:1]), r.put(dy[:1]))
+        self.fn_one_step = self._mode_fn(r.put(x[:1]), r.put(dy[:1]), None if self.lengths is None else
+                                         np.minimum(self.lengths, 1))
         t0 = time.perf_counter()  # ahead-of-time compilation (JAX): reported apart, never timed
-        self.hook("compile")(self.x, self.state, self.dy if cfg.mode == "train" else None)
+        if not decode:  # a decode step compiles at its first call (that goes to compile_s too)
+            self.hook("compile")(self.x, self.state, self.dy if cfg.mode == "train" else None)
         self.compile_s = time.perf_counter() - t0
         self.memory_probe = self.hook("memory_probe")()
 
-    def _mode_fn(self, x, dy):
+    def _mode_fn(self, x, dy, lengths):
         r, cfg = self.runner, self.cfg
+        ragged_batch = {} if lengths is None else {"lengths": lengths}  # a full batch calls as before lengths existed
         return {
-            "forward": lambda: r.forward(x, self.state),
-            "train": lambda: r.forward_backward(x, self.state, dy),
+            "forward": lambda: r.forward(x, self.state, **ragged_batch),
+            "train": lambda: r.forward_backward(x, self.state, dy, **ragged_batch),
             "step": lambda: r.step(self.x_t, self.state),
+            "decode": lambda: self.decoder.step_after_prefix(self.x_t),
         }[cfg.mode]
+
+    def _check_fits(self) -> None:
+        """Unsupported, naming the estimate, where the configuration's estimated memory exceeds
+        ``SETTINGS.memory_fraction`` of what the device has available."""
+        from impls import runtime
+        from impls.spec import Unsupported
+
+        scores = self.hook("attention_kernel")() in cost.MATERIALIZED_ATTENTION
+        need = cost.estimated_peak_bytes(self.cfg, self.kind, getattr(self.runner, "dims", None), scores)
+        free, where = runtime.available_memory(self.cfg.device)
+        if need is not None and free is not None and need > SETTINGS.memory_fraction * free:
+            raise Unsupported(f"estimated memory {need / 2**30:.3g} GiB exceeds {SETTINGS.memory_fraction:.0%} of "
+                              f"the {free / 2**30:.3g} GiB available on {self.cfg.device} ({where})")
 
     def base_fields(self) -> dict:
         return {
             "backend_kind": self.kind, "framework": self.backend.framework, "impl_label": self.runner.impl_label(),
             "threads": self.hook("threads")(), "matmul_precision": self.hook("matmul_precision")(),
+            "ranked": self.hook("ranked")()[0],  # False: never in a ranking (report, recommend)
         }
 
     def timer(self):
@@ -145,6 +185,8 @@ def measure(cfg, memory: str = "subprocess", ceilings: dict | None = None) -> li
     """
     try:
         ok, reason = _available(cfg)
+        if ok:
+            ok, reason = _features(cfg)
         if not ok:
             return [failure_record(cfg, "unsupported", reason)]
         p = Prepared(cfg)
@@ -162,16 +204,24 @@ def measure(cfg, memory: str = "subprocess", ceilings: dict | None = None) -> li
         timer.time(p.fn)  # second warm-up, untimed
         if memory != "skip" and in_process:  # after warm-up: lazy workspaces are not the model's
             rec["peak_bytes"], rec["peak_method"] = p.peak_memory(fresh_process=False)
-        t = repeat(lambda: timer.time(p.fn), min_repeats=cfg.min_repeats, min_time_s=cfg.min_time_s,
-                   max_time_s=cfg.max_time_s)
-        rec.update(median_s=t.median_s, iqr_s=t.iqr_s, samples_s=t.samples_s)
-        tokens = cfg.batch * (1 if cfg.mode == "step" else cfg.seq_len)
-        rec["tokens_per_s"] = tokens / t.median_s if t.median_s > 0 else None
+        t, window, remeasured = timed_window(lambda: timer.time(p.fn), cfg)
+        rec.update(median_s=t.median_s, iqr_s=t.iqr_s, samples_s=t.samples_s, repeats=len(t.samples_s),
+                   contention=window.cores, contended=window.cores > SETTINGS.contention_threshold,
+                   remeasured=remeasured)
+        one_position = cfg.mode in ("step", "decode")  # a call makes one token per row
+        padded = cfg.batch * (1 if one_position else cfg.seq_len)
+        valid = cfg.batch if one_position else ragged.valid_tokens(p.lengths, cfg.seq_len, cfg.batch)
+        if p.state_bytes is not None:
+            rec["state_bytes"] = int(p.state_bytes)  # what the decode step reads: h/c, or the filled KV cache
+        rec["tokens_per_s"] = valid / t.median_s if t.median_s > 0 else None  # valid tokens only
+        rec["padded_tokens_per_s"] = padded / t.median_s if t.median_s > 0 else None
         rec.update(cost.record_cost(cfg, p.kind, getattr(p.runner, "dims", None)))  # flops, bytes
         if p.kind == "rnn":
             from .stability import max_rel_err
 
-            rec["max_rel_err"] = max_rel_err(p.runner, p.spec, p.weights, p.x_host)
+            # exactness is the configuration's: checked in round 0
+            rec["max_rel_err"] = (max_rel_err(p.runner, p.spec, p.weights, p.x_host, p.lengths)
+                                  if getattr(cfg, "round", 0) == 0 else None)
         attention = p.hook("attention_kernel")()
         if attention is not None:
             rec["sdpa_kernel"] = attention
@@ -184,7 +234,8 @@ def measure(cfg, memory: str = "subprocess", ceilings: dict | None = None) -> li
     if ceilings is None and rec["status"] == "ok":  # after the timing: a miss is measured in a child
         ceilings = _ceilings_or_none(cfg)
     records.append(cost.complete(rec, ceilings))
-    if cfg.mode == "train" and rec["status"] == "ok":
+    # gradient flow over the whole T, once per configuration (round 0)
+    if cfg.mode == "train" and rec["status"] == "ok" and p.lengths is None and getattr(cfg, "round", 0) == 0:
         records.append(stability_record(p, rec))
     return records
 
@@ -195,7 +246,8 @@ def stability_record(p: Prepared, timing: dict) -> dict:
     rec = {**base_record(p.cfg, "stability"), **{k: timing[k] for k in
            ("backend_kind", "framework", "impl_label", "threads", "matmul_precision")}}
     try:
-        rec.update(gradient_profile(p.runner, p.x_host, p.out_size, seed=p.cfg.seed))
+        rec.update(gradient_profile(p.runner, p.x_host, p.out_size, seed=p.cfg.seed, bidirectional=p.spec.bidirectional,
+                                    reverse_from=p.spec.hidden_size if p.kind == "rnn" else None))
     except Exception as exc:  # noqa: BLE001
         rec.update(status=classify(exc), message=f"{type(exc).__name__}: {exc}")
     return rec
@@ -205,6 +257,24 @@ def _available(cfg) -> tuple[bool, str]:
     import impls
 
     return impls.available(cfg.backend, cfg.device)
+
+
+def _features(cfg) -> tuple[bool, str]:
+    """(ok, reason): what the configuration needs of the backend beyond a plain batch, asked before
+    anything is built (spec.feature_support), so a backend never silently ignores it."""
+    import impls
+    from impls.spec import feature_support
+
+    if cfg.mode in ("step", "decode") and cfg.lengths != ragged.FULL:
+        return False, f"{cfg.mode} times one timestep of every row: it takes no lengths"
+    if cfg.mode in ("step", "decode") and cfg.bidirectional:
+        return False, f"{cfg.mode} is unidirectional only: a bidirectional model has no next step"
+    for feature, needed in (("bidirectional", cfg.bidirectional), ("lengths", cfg.lengths != ragged.FULL)):
+        if needed:
+            ok, reason = feature_support(impls.get(cfg.backend), feature)
+            if not ok:
+                return False, reason
+    return True, ""
 
 
 def probe_memory_in_child(cfg, timeout_s: float = SETTINGS.memory_probe_timeout_s) -> tuple[int | None, str]:

@@ -19,6 +19,7 @@ import sys
 import types
 from dataclasses import dataclass, field
 
+from . import ragged
 from .config import MODES, ConfigError
 from .suites import SETTINGS
 
@@ -48,7 +49,7 @@ class Recommendation:
 
         q = self.query
         shape = " ".join(f"{AXIS_NAMES[k]}={q[k] if q[k] is not None else 'any'}" for k in AXES)
-        lines = [f"query: {q['cell']} {q['mode']} {shape} {q['dtype']} on {q['device']}"]
+        lines = [f"query: {q['cell']} {q['mode']} {shape} {q['dtype']}{_model(q)} on {q['device']}"]
         if self.machine:
             lines.append(f"results of machine {self.machine}")
         if self.decided:
@@ -59,7 +60,7 @@ class Recommendation:
                 if _headroom(m):
                     lines.append(f"    {_headroom(m)}")
             lines.append(f"margin: {self.margin:.3g}x faster than the runner-up {self.runner_up} "
-                         f"(Mann-Whitney U p <= {self.p_value:.2g} < {SETTINGS.p_threshold} at each configuration)")
+                         f"(signed-rank p <= {self.p_value:.2g} < {SETTINGS.p_threshold} over paired rounds at each configuration)")
         else:
             lines.append(f"not enough data: {self.reason}")
         if self.relied_on:
@@ -86,18 +87,26 @@ def _headroom(row) -> str:
     """How far the chosen backend is from the machine's measured ceilings (rnnbench.cost)."""
     import pandas as pd
 
-    peak, step = row.get("fraction_of_peak"), row.get("fraction_of_step_bound")
+    peak, bound = row.get("fraction_of_peak"), row.get("fraction_of_recurrent_roofline")
     if not pd.notna(peak) or peak <= 0:
         return ""
     text = (f"headroom: {peak:.1%} of this machine's large-matmul FLOP/s; the FLOP floor is "
             f"{row['median_s'] * peak * 1e3:.3g} ms, {1 / peak:.3g}x below this time")
-    if pd.notna(step):
-        text += f"; {step:.3g}x the rate of its recurrent-shaped matmul (the step bound)"
+    if pd.notna(bound):
+        text += (f"; {bound:.1%} of its recurrent roofline (the least time of the FLOPs and bytes at the "
+                 "machine's ceilings or of the chain of step matmuls, whichever is faster)")
     return text
 
 
 def _shape(row) -> str:
     return " ".join(f"{AXIS_NAMES[k]}={int(row[k])}" for k in AXES)
+
+
+def _model(q: dict) -> str:
+    """The query's model and batch where they are not the defaults: `` bidirectional, lengths zipf:1.2``."""
+    parts = (["bidirectional"] if q["bidirectional"] else []) + (
+        [f"lengths {q['lengths']}"] if q["lengths"] != ragged.FULL else [])
+    return (" " + ", ".join(parts)) if parts else ""
 
 
 def _check_query(q: dict) -> None:
@@ -117,27 +126,33 @@ def _check_query(q: dict) -> None:
     for k in ("batch", "seq_len"):
         if q[k] is None:
             raise ConfigError(f"{k.replace('_', '-')} is required")
+    if not isinstance(q["bidirectional"], bool):
+        raise ConfigError(f"bidirectional must be true or false, got {q['bidirectional']!r}")
+    ragged.parse(q["lengths"])
 
 
 def recommend(cell: str, batch: int, seq_len: int, mode: str, device: str, *, input_size: int | None = None,
-              hidden: int | None = None, layers: int = 1, dtype: str = "float32",
-              results=("results",)) -> Recommendation:
-    """The fastest RNN backend for this configuration, from the run folders under ``results``."""
+              hidden: int | None = None, layers: int = 1, dtype: str = "float32", bidirectional: bool = False,
+              lengths: str = "full", results=("results",)) -> Recommendation:
+    """The fastest RNN backend for this configuration, from the run folders under ``results``; only
+    timings of the same model (``bidirectional``) and length distribution (``lengths``) count."""
     import numpy as np
 
-    from .results import compare_samples, load_inputs, samples_of, speed_rows
+    from .results import compare_paired_rounds, contended_rows, load_inputs, speed_rows
 
     q = dict(cell=cell, mode=mode, dtype=dtype, device=device, batch=batch, seq_len=seq_len, input_size=input_size,
-             hidden=hidden, layers=layers)
+             hidden=hidden, layers=layers, bidirectional=bidirectional, lengths=lengths)
     _check_query(q)
     results = [results] if isinstance(results, str) else list(results)
     df = load_inputs(results)
     family = device.split(":")[0]
     same_kind = ((df["cell"] == cell) & (df["mode"] == mode) & (df["dtype"] == dtype)
-                 & (df["device"].astype(str).str.split(":").str[0] == family))
+                 & (df["device"].astype(str).str.split(":").str[0] == family)
+                 & (df["bidirectional"] == bidirectional) & (df["lengths"] == lengths))
     rows = speed_rows(df[same_kind])
+    contended = contended_rows(df[same_kind])
     if rows.empty:
-        return Recommendation(q, None, f"no finished timing of {cell} {mode} {dtype} on {family} in "
+        return Recommendation(q, None, f"no finished timing of {cell} {mode} {dtype}{_model(q)} on {family} in "
                                        f"{', '.join(map(str, results))}")
     machines = rows["machine"].value_counts()
     notes = []
@@ -145,58 +160,141 @@ def recommend(cell: str, batch: int, seq_len: int, mode: str, device: str, *, in
         notes.append(f"results from {len(machines)} machines ({', '.join(map(str, machines.index))}); used "
                      f"{machines.index[0]}, which has the most; pass --results with one machine's folder to choose")
     rows = rows[rows["machine"] == machines.index[0]]
-    rows = rows.sort_values("run_id").drop_duplicates(["backend", *AXES], keep="last")  # the latest run wins
+    if len(contended):
+        notes.append(f"{len(contended)} contended timing record(s) left out (others used more than "
+                     f"{SETTINGS.contention_threshold:g} of a core while they were timed)")
+    # the latest run of each backend and shape, every round of it
+    rows = rows[rows["run_id"] == rows.groupby(["backend", *AXES])["run_id"].transform("max")]
 
     dist = sum(np.abs(np.log2(rows[k].astype(float) / q[k])) for k in AXES if q[k] is not None)
     rows = rows.assign(distance=dist)
     rnn = rows[rows["backend_kind"] == "rnn"]
     rec = Recommendation(q, None, machine=str(machines.index[0]), notes=notes)
+    notes += _crossovers_near(rows, q)
     if rnn.empty:
         rec.reason = "no RNN backend was timed in this regime"
         return rec
-    # the nearest shapes at which two or more backends can be compared
+    # the shapes at which two or more backends can be compared, bracketing the query on every axis
     comparable = rnn.groupby(list(AXES))["backend"].transform("nunique") >= 2
     pool = rnn[comparable] if comparable.any() else rnn
-    rec.distance = float(pool["distance"].min())
-    near = pool[pool["distance"] <= rec.distance + 1e-9]
-    times = near.pivot_table(index=list(AXES), columns="backend", values="median_s")  # [config, backend]
+    near, one_sided = _bracketing(pool, q)
+    if near is None:
+        near = pool[pool["distance"] <= pool["distance"].min() + 1e-9]
+    rec.distance = float(near["distance"].max())
+    summary = _summary(near)  # [(config..., backend)] -> median over rounds, rounds, ...
+    times = summary["median_s"].unstack("backend")  # [config, backend]
     rec.relied_on = [{**dict(zip(AXES, idx)), "differs": _differs(idx, q),
                       **{b: v * 1e3 for b, v in row.items() if v == v}} for idx, row in times.iterrows()]
     _add_context(rec, df[same_kind], rows, times.index)
+    measure_it = (f"for an exact answer, measure it: rnnbench recommend --measure --cell {cell} --mode {mode} "
+                  f"--batch {batch} --seq-len {seq_len}" + (f" --hidden {hidden}" if hidden else ""))
+    if _model(q):  # --measure times unidirectional full-length batches: rounds of a recorded sweep instead
+        measure_it = (f"for an exact answer, measure it in 8 rounds: rnnbench run --rounds 8 --cells {cell} "
+                      f"--mode {mode} --batch {batch} --seq-len {seq_len}" + (f" --hidden {hidden}" if hidden else "")
+                      + f" --bidirectional {str(bidirectional).lower()} --lengths {lengths}")
+    if one_sided:
+        rec.reason = f"{one_sided}; {measure_it}"
+        return rec
     if rec.distance > SETTINGS.max_distance:
         rec.reason = (f"the nearest measured configuration is {rec.distance:.3g} doublings from the query "
-                      f"(limit {SETTINGS.max_distance:g}); measure it: rnnbench run --cells {cell} --mode {mode} "
-                      f"--batch {batch} --seq-len {seq_len}" + (f" --hidden {hidden}" if hidden else ""))
+                      f"(limit {SETTINGS.max_distance:g}); {measure_it}")
         return rec
     if not comparable.any():
         rec.reason = f"only {', '.join(sorted(rnn['backend'].unique()))} measured here; nothing to compare with"
         return rec
     winners = times.idxmin(axis=1)
     if winners.nunique() > 1:
-        rec.reason = "the nearest measured configurations disagree: " + "; ".join(
-            f"{w} fastest at {_shape(dict(zip(AXES, idx)))}" for idx, w in winners.items())
+        rec.reason = ("the nearest measured configurations disagree, so the answer at the query lies between: "
+                      + "; ".join(_neighbour(times.loc[idx], idx, w) for idx, w in winners.items())
+                      + f"; {measure_it}")
         return rec
     best = winners.iloc[0]
     ratios = times.drop(columns=best).div(times[best], axis=0)  # others' time / best's time
     runner_up = np.log(ratios).mean().idxmin()
-    by_key = near.set_index(list(AXES) + ["backend"])
-    changes = [compare_samples(samples_of(by_key.loc[(*idx, best)]), samples_of(by_key.loc[(*idx, runner_up)]))
+    rounds = summary["rounds"]
+    changes = [compare_paired_rounds(rounds[(*idx, best)], rounds[(*idx, runner_up)])
                for idx in times.index if times.loc[idx, runner_up] == times.loc[idx, runner_up]]
     if any(c.p is None for c in changes):
-        rec.reason = f"too few repeats to tell {best} from {runner_up} apart (a rank test needs 5 or more a side)"
+        have = min(len(set(rounds[(*idx, best)]) & set(rounds[(*idx, runner_up)])) for idx in times.index
+                   if (*idx, runner_up) in rounds)
+        rec.reason = (f"too few rounds to tell {best} from {runner_up} apart (a paired signed-rank test on round "
+                      f"medians needs 8 or more rounds of both; {have} here); {measure_it}")
         return rec
     p = max(c.p for c in changes)
 
     if p >= SETTINGS.p_threshold:
         rec.reason = (f"{best} and {runner_up} are within noise of each other (median ratio "
-                      f"{math.exp(np.log(ratios[runner_up]).mean()):.3g}, Mann-Whitney U p = {p:.2g})")
+                      f"{math.exp(np.log(ratios[runner_up]).mean()):.3g}, signed-rank p = {p:.2g} over rounds)")
         return rec
     rec.backend, rec.runner_up, rec.p_value = best, runner_up, p
     rec.margin = float(np.exp(np.log(ratios[runner_up]).mean()))
-    rec.measured = [{**dict(zip(AXES, idx)), **by_key.loc[(*idx, best)][
+    rec.measured = [{**dict(zip(AXES, idx)), **summary.loc[(*idx, best)][
         ["impl_label", "median_s", "iqr_s", "tokens_per_s", "peak_bytes", "fraction_of_peak",
-         "fraction_of_step_bound"]].to_dict()} for idx in times.index]
+         "fraction_of_recurrent_roofline", "n_rounds"]].to_dict()} for idx in times.index]
     return rec
+
+
+def _bracketing(pool, q):
+    """(rows, "") of the measured shapes nearest the query on each axis from both sides (the query's
+    own value where measured), or (None, why) when an axis has measurements on one side only:
+    a backend's lead can change between shapes, so an answer is never extrapolated."""
+    for k in AXES:
+        if q[k] is None:
+            continue
+        values = sorted(pool[k].unique())
+        if q[k] in values:
+            pool = pool[pool[k] == q[k]]
+            continue
+        below, above = [v for v in values if v < q[k]], [v for v in values if v > q[k]]
+        if not below or not above:
+            side = "below" if not below else "above"
+            return None, (f"no {AXIS_NAMES[k]} {side} the query's {AXIS_NAMES[k]}={q[k]} was measured (measured: "
+                          f"{', '.join(str(int(v)) for v in values)}): an answer from one side would be a guess")
+        pool = pool[pool[k].isin([below[-1], above[0]])]
+    return pool, ""
+
+
+def _summary(rows):
+    """Per configuration and backend: the median over round medians, the rounds ({round: median}), and
+    the fields shown for the chosen backend (the first round's where a field is measured once)."""
+    import numpy as np
+    import pandas as pd
+
+    from .results import round_medians
+
+    out = {}
+    for key, sub in rows.groupby([*AXES, "backend"]):
+        rounds = round_medians(sub)
+        median = float(np.median(list(rounds.values())))
+        first = sub.sort_values("round").iloc[0] if "round" in sub else sub.iloc[0]
+        out[key] = {"median_s": median, "rounds": rounds, "n_rounds": len(rounds), "impl_label": first["impl_label"],
+                    "iqr_s": float(sub["iqr_s"].median()), "tokens_per_s": first["tokens_per_s"] * first["median_s"] / median,
+                    "peak_bytes": sub["peak_bytes"].dropna().iloc[0] if sub["peak_bytes"].notna().any() else None,
+                    "fraction_of_peak": sub["fraction_of_peak"].median(),
+                    "fraction_of_recurrent_roofline": sub["fraction_of_recurrent_roofline"].median()}
+    frame = pd.DataFrame.from_dict(out, orient="index")
+    frame.index = pd.MultiIndex.from_tuples(frame.index, names=[*AXES, "backend"])
+    return frame
+
+
+def _neighbour(times_row, idx, winner) -> str:
+    """``torch_cudnn fastest at B=16 T=64 ... (x2.22 over torch_eager)``: one neighbour's answer."""
+    others = times_row.drop(winner).dropna()
+    runner_up = others.idxmin()
+    return f"{winner} fastest at {_shape(dict(zip(AXES, idx)))} (x{others.min() / times_row[winner]:.3g} over {runner_up})"
+
+
+def _crossovers_near(rows, q) -> list[str]:
+    """Where an RNN backend and a transformer baseline cross (rnnbench.crossover) within
+    ``SETTINGS.crossover_near`` of the query's T, at the query's shape where it names one."""
+    from .crossover import crossover_table, near
+
+    table = near(crossover_table(rows), q["seq_len"], SETTINGS.crossover_near)
+    for k in ("batch", "input_size", "hidden", "layers"):
+        if q[k] is not None and len(table):
+            table = table[table[k] == q[k]]
+    return [f"T={q['seq_len']} is near an RNN/transformer crossover ({r['quantity']}, {r['mode']}, B={r['batch']} "
+            f"H={r['hidden']}): {r['rnn']} vs {r['baseline']}: {r['verdict']}" for _, r in table.iterrows()]
 
 
 def _differs(idx, q) -> str:

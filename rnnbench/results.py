@@ -2,7 +2,8 @@
 
 One long-form table (one row per record, joined with its run's environment) from
 run folders or pytest-benchmark JSON; the identity columns of a configuration;
-the significance test (a rank test plus a factor, as ``asv compare``); the regime
+the significance tests on per-round medians (a rank test plus a factor between runs, as ``asv
+compare``; a paired signed-rank test between backends measured in the same rounds); the regime
 table (fastest RNN backend per regime); the per-run training summary.
 """
 from __future__ import annotations
@@ -16,8 +17,12 @@ from .config import ConfigError
 from .suites import SETTINGS
 
 # what identifies a configuration across runs (with run_id within one) and the columns added on load
-CONFIG_KEY = ("device", "dtype", "cell", "layers", "batch", "seq_len", "input_size", "hidden", "mode")
-EFFICIENCY_FIELDS = ("flops", "achieved_flops_per_s", "fraction_of_peak", "fraction_of_step_bound")
+CONFIG_KEY = ("device", "dtype", "cell", "layers", "batch", "seq_len", "input_size", "hidden", "mode", "bidirectional",
+              "lengths")
+# what a record written before an axis existed measured: a unidirectional model on full-length batches
+AXIS_DEFAULTS = {"bidirectional": False, "lengths": "full"}
+DIRECTIONS = {False: "unidirectional", True: "bidirectional"}  # how tables and figures name the model
+EFFICIENCY_FIELDS = ("flops", "achieved_flops_per_s", "fraction_of_peak", "fraction_of_recurrent_roofline")
 SHAPE_NAMES = {"batch": "B", "seq_len": "T", "input_size": "I", "hidden": "H"}  # short column names
 ENV_FIELDS = ("machine", "commit", "dirty", "cpu_model", "gpu", "run_dir")
 
@@ -44,9 +49,18 @@ def load_inputs(paths):
     df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) \
         else pd.DataFrame()
     for col in (*store.COMMON_FIELDS, *store.TIMING_FIELDS, *store.STABILITY_FIELDS, *store.TRAINING_FIELDS,
-                *EFFICIENCY_FIELDS, *ENV_FIELDS):
+                *store.RAGGED_FIELDS, *store.REVERSE_PROFILE_FIELDS, *EFFICIENCY_FIELDS, *ENV_FIELDS):
         if col not in df:
             df[col] = None
+    return with_axis_defaults(df)
+
+
+def with_axis_defaults(df):
+    """``df`` with AXIS_DEFAULTS where a record has no value (identity columns must not be missing:
+    group-bys drop missing keys), and ``model`` naming the direction(s) for tables and figures."""
+    for col, default in AXIS_DEFAULTS.items():
+        df[col] = df[col].where(df[col].notna(), default).astype(type(default)) if col in df else default
+    df["model"] = df["bidirectional"].map(DIRECTIONS)
     return df
 
 
@@ -87,9 +101,13 @@ def load_pytest_benchmark(path: Path):
 
 
 def speed_rows(df):
-    """Finished timing records that measure speed (not Triton under its interpreter)."""
+    """Finished timing records that measure speed: not Triton under its interpreter, not a runner whose
+    ``ranked()`` said no (flashrnn's reference loop on a CPU), not contended (``contended_rows``: the
+    report and recommend say how many they left out)."""
+    df = df.assign(**{c: None for c in ("ranked", "contended") if c not in df})  # a frame of raw records
     return df[(df["kind"] == "timing") & (df["status"] == "ok") & (df["impl_label"] != "interpreted")
-              & df["median_s"].notna()]
+              & (df["ranked"] != False)  # noqa: E712 - a runner's ranked() said no (None: an older record)
+              & df["median_s"].notna() & (df["contended"] != True)]  # noqa: E712 - None is not contended
 
 
 # -- significance -----------------------------------------------------------------------------
@@ -98,20 +116,22 @@ def speed_rows(df):
 @dataclass
 class Change:
     ratio: float  # median of b / median of a
-    p: float | None  # two-sided Mann-Whitney U on the samples; None when too few to reach the p threshold
-    significant: bool  # p < SETTINGS.p_threshold and the ratio beyond CHANGE_FACTOR either way
+    p: float | None  # the test's two-sided p; None when too few rounds to reach the p threshold
+    significant: bool  # p < SETTINGS.p_threshold (and, between runs, the ratio beyond the factor either way)
 
     @property
     def verdict(self) -> str:
         if self.p is None:
-            return "too few samples"
+            return "too few rounds"
         if not self.significant:
             return ""
         return f"slower x{self.ratio:.2f}" if self.ratio > 1 else f"faster x{1 / self.ratio:.2f}"
 
 
-def compare_samples(a, b, factor: float = SETTINGS.change_factor) -> Change:
-    """Is b's time different from a's?  A rank test on every kept sample plus a factor, as asv does."""
+def compare_rounds(a, b, factor: float = SETTINGS.change_factor) -> Change:
+    """Is b's time different from a's?  A rank test on the per-round medians (one value per round:
+    the spread between processes, which the samples within one round do not show) plus a factor,
+    as asv does.  With fewer than 5 rounds a side p < 0.01 is out of reach: ``p`` is None."""
     import numpy as np
     from scipy.special import comb
     from scipy.stats import mannwhitneyu
@@ -122,6 +142,35 @@ def compare_samples(a, b, factor: float = SETTINGS.change_factor) -> Change:
         return Change(ratio, None, False)
     p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
     return Change(ratio, p, p < SETTINGS.p_threshold and (ratio > factor or ratio < 1 / factor))
+
+
+def compare_paired_rounds(a: dict, b: dict) -> Change:
+    """Is b's time different from a's, measured in the same rounds?  Wilcoxon signed-rank on the
+    log ratio of the round medians of the rounds both have (``{round: median}``); fewer than 8
+    pairs cannot reach p < 0.01 (the smallest two-sided p is 2 / 2**n): ``p`` is None."""
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    common = sorted(set(a) & set(b))
+    log_ratio = np.log([b[r] / a[r] for r in common])  # [rounds]
+    ratio = float(np.exp(np.median(log_ratio))) if common else float("nan")
+    if 2 / 2 ** len(common) >= SETTINGS.p_threshold:
+        return Change(ratio, None, False)
+    p = float(wilcoxon(log_ratio, alternative="two-sided").pvalue)
+    return Change(ratio, p, p < SETTINGS.p_threshold)
+
+
+def round_medians(rows) -> dict:
+    """{round: median time} of one configuration's records (a record without a round is round 0)."""
+    rounds = rows["round"].fillna(0).astype(int) if "round" in rows else 0
+    return rows.assign(round=rounds).groupby("round")["median_s"].median().to_dict()
+
+
+def contended_rows(df):
+    """Finished timing records measured while others used more than the threshold of the CPU."""
+    if "contended" not in df:
+        return df.iloc[:0]
+    return df[(df["kind"] == "timing") & (df["status"] == "ok") & (df["contended"] == True)]  # noqa: E712 - None too
 
 
 def samples_of(row) -> list:
@@ -140,13 +189,14 @@ def regime_table(df):
     import pandas as pd
 
     rnn = speed_rows(df)
-    rnn = rnn[rnn["backend_kind"] == "rnn"].copy()
+    rnn = with_axis_defaults(rnn[rnn["backend_kind"] == "rnn"].copy())
     if rnn["backend"].nunique() < 2:
         return None, "the fastest backend needs timings of at least two RNN backends"
     rnn["T range"] = np.where(rnn["seq_len"] <= SETTINGS.short_t_max, f"short (T<={SETTINGS.short_t_max})", f"long (T>{SETTINGS.short_t_max})")
     config = ["run_id", *CONFIG_KEY]
     rows = []
-    for regime, sub in rnn.groupby(["run_id", "device", "dtype", "cell", "mode", "T range"], sort=True):
+    regime_keys = ["run_id", "device", "dtype", "cell", "mode", "T range", "model", "lengths"]
+    for regime, sub in rnn.groupby(regime_keys, sort=True):
         times = sub.pivot_table(index=config, columns="backend", values="median_s", aggfunc="median")
         times = times[times.notna().sum(axis=1) >= 2]  # [configuration, backend]: where backends can be compared
         if times.empty:
@@ -157,7 +207,7 @@ def regime_table(df):
         both = times[[best, runner_up]].dropna()
         margin = float(np.exp(np.log(both[runner_up] / both[best]).mean()))
         wins = int((times.idxmin(axis=1) == best).sum())
-        rows.append({**dict(zip(["run", "device", "dtype", "cell", "mode", "T range"], regime)),
+        rows.append({**dict(zip(["run", *regime_keys[1:]], regime)),
                      "fastest (geo. mean)": best, "fastest in": f"{wins} of {len(times)}", "runner-up": runner_up,
                      "margin (geo. mean)": f"x{margin:.2f}"})
     if not rows:

@@ -4,9 +4,18 @@ A run is ``ROOT/<machine>/<run-id>/`` holding ``run.json`` (the environment,
 once, written then renamed) and ``records.jsonl`` (one measurement a line,
 appended whole).  A run cut short keeps every record it finished; ``resume``
 repairs a torn last line and tells the sweep what is still missing.
+
+Files we wrote are read defensively: ``run.json`` carries a ``schema`` version
+and is validated; readers skip a garbage line with one warning naming file and
+line, while ``resume`` refuses a run whose middle is corrupt; an append checks
+the bytes written and truncates back to the last whole line on a short write.
+One process writes a run: an exclusive ``fcntl.flock`` on ``RUN/.lock`` (which
+holds the writer's pid) from create or resume to ``release``.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import numbers
 import os
@@ -20,8 +29,14 @@ import time
 import uuid
 from pathlib import Path
 
+from .config import ConfigError
+
 RECORDS = "records.jsonl"
 RUN_JSON = "run.json"
+LOCK = ".lock"
+# run.json's layout; a run of another version is refused, never reinterpreted (no field: written before
+# the field existed, the same layout as 1)
+RUN_SCHEMA = 1
 STATUSES = ("ok", "unsupported", "oom", "error", "timeout")
 COMMON_FIELDS = (
     "run_id", "kind", "backend", "backend_kind", "framework", "impl_label", "device", "dtype", "cell",
@@ -30,9 +45,15 @@ COMMON_FIELDS = (
 TIMING_FIELDS = (
     "mode", "median_s", "iqr_s", "samples_s", "compile_s", "tokens_per_s", "peak_bytes", "peak_method",
     "max_rel_err", "sdpa_kernel", "flops", "bytes", "achieved_flops_per_s", "fraction_of_peak",
-    "fraction_of_step_bound",
+    "fraction_of_recurrent_roofline", "round", "repeats", "contention", "contended", "remeasured", "state_bytes",
+    "ranked",
 )
 STABILITY_FIELDS = ("grad_profile", "grad_decay_per_step", "nan_count", "inf_count")
+# the model and batch axes (issue 19) that every record of a timing job carries (measure writes them; a
+# record written before they existed measured a unidirectional, full-length batch: results fills those
+# in), and a bidirectional model's second gradient profile
+RAGGED_FIELDS = ("bidirectional", "lengths", "length_mean", "length_min", "padded_tokens_per_s")
+REVERSE_PROFILE_FIELDS = ("grad_profile_reverse", "grad_decay_per_step_reverse")
 TRAINING_FIELDS = (
     "task", "step", "loss", "grad_norm", "metric", "baseline_metric", "data_sha256", "step_s", "nan_count",
     "metric_name", "param_count", "beats_baseline", "elapsed_s", "steps", "seed",
@@ -45,12 +66,16 @@ FIELD_TYPES = {
                      "cell", "status", "message", "matmul_precision", "mode", "peak_method", "sdpa_kernel", "task",
                      "data_sha256", "metric_name"), _TEXT),
     **dict.fromkeys(("layers", "batch", "seq_len", "input_size", "hidden", "threads", "peak_bytes", "nan_count",
-                     "inf_count", "step", "steps", "seed", "param_count"), _INT),
+                     "inf_count", "step", "steps", "seed", "param_count", "round", "repeats", "remeasured",
+                     "state_bytes"), _INT),
     **dict.fromkeys(("flops", "bytes",  # counts, but large: a float is as good
                      "median_s", "iqr_s", "compile_s", "tokens_per_s", "max_rel_err", "achieved_flops_per_s",
-                     "fraction_of_peak", "fraction_of_step_bound", "grad_decay_per_step", "loss", "grad_norm",
+                     "fraction_of_peak", "fraction_of_recurrent_roofline", "contention", "grad_decay_per_step",
+                     "loss", "grad_norm",
                      "metric", "baseline_metric", "step_s", "elapsed_s"), _REAL),
-    "samples_s": _LIST, "grad_profile": _LIST, "beats_baseline": _FLAG,
+    "samples_s": _LIST, "grad_profile": _LIST, "beats_baseline": _FLAG, "contended": _FLAG, "ranked": _FLAG,
+    "bidirectional": _FLAG, "lengths": _TEXT, "length_mean": _REAL, "length_min": _INT, "padded_tokens_per_s": _REAL,
+    "grad_profile_reverse": _LIST, "grad_decay_per_step_reverse": _REAL,
 }
 # every record, finished or not (a failure record names its configuration, its status and why)
 REQUIRED = ("run_id", "kind", "backend", "device", "dtype", "cell", "layers", "batch", "seq_len", "input_size",
@@ -59,18 +84,24 @@ REQUIRED = ("run_id", "kind", "backend", "device", "dtype", "cell", "layers", "b
 REQUIRED_OK = {
     "timing": COMMON_FIELDS + ("mode", "median_s", "iqr_s", "samples_s", "compile_s", "tokens_per_s",
                                "peak_bytes", "peak_method", "flops", "bytes", "achieved_flops_per_s",
-                               "fraction_of_peak", "fraction_of_step_bound"),
+                               "fraction_of_peak", "fraction_of_recurrent_roofline", "round", "repeats",
+                               "contention", "contended"),
     "stability": COMMON_FIELDS + STABILITY_FIELDS,
     "training": COMMON_FIELDS + ("task", "step", "loss", "grad_norm", "metric", "baseline_metric", "data_sha256",
                                  "step_s", "nan_count", "steps", "seed"),
 }
 REQUIRED_BY_BACKEND_KIND = {("timing", "rnn"): ("max_rel_err",), ("timing", "baseline"): ("sdpa_kernel",)}
+REQUIRED_BY_MODE = {("timing", "decode"): ("state_bytes",)}  # the state a decode step reads (h/c, or a KV cache)
 NOT_NULL = ("run_id", "kind", "backend", "status", "message")
 KINDS = tuple(REQUIRED_OK)
 
 
 class RecordError(ValueError):
     """A record that breaks the schema: a bug in the code that made it, never bad user input."""
+
+
+class StoreError(RuntimeError):
+    """A run's files could not be written (disk full, a file size limit); what was whole is kept."""
 
 
 def check_record(record: dict) -> None:
@@ -83,7 +114,8 @@ def check_record(record: dict) -> None:
         problems.append(f"status {status!r} is not one of {', '.join(STATUSES)}")
     required = list(REQUIRED)
     if status == "ok" and kind in REQUIRED_OK:
-        required += REQUIRED_OK[kind] + REQUIRED_BY_BACKEND_KIND.get((kind, record.get("backend_kind")), ())
+        required += REQUIRED_OK[kind] + REQUIRED_BY_BACKEND_KIND.get((kind, record.get("backend_kind")), ()) \
+            + REQUIRED_BY_MODE.get((kind, record.get("mode")), ())
     missing = [f for f in dict.fromkeys(required) if f not in record]
     if missing:
         problems.append(f"missing {', '.join(missing)}")
@@ -137,8 +169,87 @@ def environment(devices, argv=None) -> dict:
 
 def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"{path} could not be written ({exc.strerror or exc}); the previous version is kept") from None
+
+
+def read_info(path: Path) -> dict:
+    """A run's run.json, validated; ConfigError naming the file and what is wrong."""
+    path = Path(path)
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path.parent} is not a run folder (no {RUN_JSON})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise ConfigError(f"{path}: not an object (a run's {RUN_JSON} is a JSON object)")
+    schema = info.get("schema", 1)
+    if schema != RUN_SCHEMA:
+        raise ConfigError(f"{path}: run.json schema {schema!r}, but this rnnbench reads schema {RUN_SCHEMA}; "
+                          "open it with the rnnbench version that wrote it")
+    problems = []
+    if not isinstance(info.get("run_id"), str) or not info["run_id"]:
+        problems.append("no run_id (a string)")
+    if not isinstance(info.get("jobs", []), list) or not all(isinstance(j, dict) for j in info.get("jobs", [])):
+        problems.append("jobs is not a list of objects")
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+    return info
+
+
+# -- one writer per run ------------------------------------------------------------------------
+
+_HELD: dict[str, list] = {}  # run folder -> [lock fd, holders in this process]
+
+
+def lock_run(path) -> None:
+    """Hold the run's lock (re-entrant within a process); ConfigError "run in use by pid N" otherwise."""
+    key = os.path.realpath(path)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return
+    lock_path = Path(key) / LOCK
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"{path}: the run cannot be locked for writing ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(f"run in use by pid {pid}: {path} (one process writes a run at a time)") from None
+        try:
+            current = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # its holder removed that lock file as we opened it: take the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _HELD[key] = [fd, 1]
+
+
+def unlock_run(path) -> None:
+    key = os.path.realpath(path)
+    held = _HELD.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] == 0:
+        del _HELD[key]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(Path(key) / LOCK)
+        os.close(held[0])
 
 
 class Run:
@@ -146,7 +257,7 @@ class Run:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.info = json.loads((self.path / RUN_JSON).read_text())
+        self.info = read_info(self.path / RUN_JSON)
         self.run_id = self.info["run_id"]
 
     @classmethod
@@ -155,23 +266,41 @@ class Run:
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         path = Path(root) / machine / run_id
         path.mkdir(parents=True, exist_ok=False)
-        info = {"run_id": run_id, "machine": machine, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **git_state(), **info}
+        lock_run(path)
+        info = {"schema": RUN_SCHEMA, "run_id": run_id, "machine": machine,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **git_state(), **info}
         write_json_atomic(path / RUN_JSON, info)
         (path / RECORDS).touch()
         return cls(path)
 
     @classmethod
     def resume(cls, path) -> "Run":
-        """Open an existing run, cutting off a torn last line left by a crash mid-write."""
+        """Open an existing run to write it (locked): a torn last line left by a crash mid-write is cut
+        off; a line in the middle that is not a whole record is refused (ConfigError naming file:line)."""
         path = Path(path)
         if not (path / RUN_JSON).is_file():
-            raise FileNotFoundError(f"{path} is not a run folder (no {RUN_JSON})")
-        records = path / RECORDS
-        data = records.read_bytes() if records.exists() else b""
-        if data and not data.endswith(b"\n"):
-            with open(records, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
-        return cls(path)
+            raise ConfigError(f"{path} is not a run folder (no {RUN_JSON})")
+        lock_run(path)
+        try:
+            run = cls(path)
+            records = path / RECORDS
+            data = records.read_bytes() if records.exists() else b""
+            whole = data.rfind(b"\n") + 1
+            for n, raw in enumerate(data[:whole].split(b"\n")[:-1], 1):
+                if _parse(raw) is None:
+                    raise ConfigError(f"{records}:{n}: not a whole JSON record, in the middle of the run: not resumed "
+                                      "(only a torn last line is repaired); move the line out or start a new run")
+            if whole < len(data):
+                with open(records, "r+b") as f:
+                    f.truncate(whole)
+        except BaseException:
+            unlock_run(path)
+            raise
+        return run
+
+    def release(self) -> None:
+        """Give up this process's hold on the run's lock (create and resume take it)."""
+        unlock_run(self.path)
 
     def update_info(self, **fields) -> None:
         self.info.update(fields)
@@ -182,9 +311,20 @@ class Run:
         text = json.dumps(record, default=_json_default)
         check_record(json.loads(text))  # as a reader will see it (NumPy values become JSON numbers)
         line = (text + "\n").encode()
-        fd = os.open(self.path / RECORDS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        path = self.path / RECORDS
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)  # one write of the whole line on an O_APPEND descriptor
+            start = os.fstat(fd).st_size
+            try:
+                written, why = os.write(fd, line), ""  # one write of the whole line on an O_APPEND descriptor
+            except OSError as exc:
+                written, why = 0, f", {exc.strerror or exc}"
+            if written != len(line):
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)  # back to the last whole line
+                raise StoreError(f"{path}: short write ({written} of {len(line)} bytes{why}): the disk is full or "
+                                 f"a file size limit was reached; every whole record is kept, and "
+                                 f"rnnbench run --resume {self.path} completes the run")
         finally:
             os.close(fd)
         return record
@@ -201,12 +341,30 @@ def _json_default(obj):
     return str(obj)
 
 
+def _parse(raw: bytes) -> dict | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def read_records(path: Path) -> list[dict]:
-    out = []
-    with open(path) as f:
-        for line in f:
-            if line.endswith("\n"):  # a torn last line is not a record
-                out.append(json.loads(line))
+    """The whole records of a records.jsonl; a garbage line is skipped with one warning naming file:line."""
+    out, bad = [], []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):  # a torn last line (a write cut short, or in progress) is not a record
+                break
+            record = _parse(raw)
+            if record is None:
+                bad.append(n)
+            else:
+                out.append(record)
+    if bad:
+        more = f" (lines {', '.join(map(str, bad[:10]))}{', ...' if len(bad) > 10 else ''})" if len(bad) > 1 else ""
+        print(f"warning: {path}:{bad[0]}: skipped {len(bad)} line(s) that are not whole JSON records{more}",
+              file=sys.stderr)
     return out
 
 
@@ -231,7 +389,7 @@ def load(paths):
         paths = [paths]
     frames = []
     for run_dir in find_runs(paths):
-        info = json.loads((run_dir / RUN_JSON).read_text())
+        info = read_info(run_dir / RUN_JSON)
         recs = read_records(run_dir / RECORDS) if (run_dir / RECORDS).exists() else []
         if not recs:
             continue

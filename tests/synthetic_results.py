@@ -44,7 +44,7 @@ def timing_record(backend, cell, mode, batch, seq_len, hidden, seconds, rng, *, 
             "median_s": float(med), "iqr_s": float(q3 - q1), "samples_s": samples.tolist(), "compile_s": 0.01,
             "tokens_per_s": batch * seq_len / float(med), "peak_bytes": peak, "peak_method": "rss_rise_fresh_process",
             "flops": None, "bytes": None, "achieved_flops_per_s": None, "fraction_of_peak": None,
-            "fraction_of_step_bound": None, "round": round, "repeats": repeats, "contention": 0.0, "contended": False,
+            "fraction_of_recurrent_roofline": None, "round": round, "repeats": repeats, "contention": 0.0, "contended": False,
             **({"max_rel_err": 1e-7} if kind == "rnn" else {"sdpa_kernel": "math"}),
             **extra}
 
@@ -94,7 +94,7 @@ def make_run(root, *, machine="synthbox", seed=0, backends=tuple(COST), slower=N
                             if efficiency:
                                 flops = 2.0 * 4 * b * t * h * (h + INPUT_SIZE)
                                 extra = {"flops": flops, "bytes": 1e6, "achieved_flops_per_s": flops / s,
-                                         "fraction_of_peak": flops / s / 1e11, "fraction_of_step_bound": 0.5}
+                                         "fraction_of_peak": flops / s / 1e11, "fraction_of_recurrent_roofline": 0.5}
                             for r in range(rounds):
                                 run.append(timing_record(backend, cell, mode, b, t, h, s, rng, round=r,
                                                          round_noise=0.02 if rounds > 1 else 0.0, **extra))

@@ -219,6 +219,6 @@ def test_cli_run_stores_ceilings_once_and_completes_the_records(tmp_path, capsys
 def test_recommend_states_the_headroom():
     from rnnbench import recommend
 
-    line = recommend._headroom({"median_s": 0.1, "fraction_of_peak": 0.25, "fraction_of_step_bound": 0.5})
-    assert "25.0% of this machine's large-matmul FLOP/s" in line and "25 ms, 4x below" in line and "0.5x" in line
+    line = recommend._headroom({"median_s": 0.1, "fraction_of_peak": 0.25, "fraction_of_recurrent_roofline": 0.5})
+    assert "25.0% of this machine's large-matmul FLOP/s" in line and "25 ms, 4x below" in line and "50.0% of its recurrent roofline" in line
     assert recommend._headroom({"median_s": 0.1, "fraction_of_peak": None}) == ""

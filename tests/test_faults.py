@@ -29,9 +29,12 @@ COMMITTED = sorted((REPO / "results" / "cpu-2core").glob("*/run.json"))
 
 
 def _small_run(root, **kw):
-    return make_run(root, machine="box", backends=("torch_eager", "torch_cudnn"), extras=False,
-                    shapes=dict(cells=("lstm",), modes=("forward",), batch=(4, 16), seq_len=(8, 64), hidden=(8,)),
-                    **kw)
+    """A finished synthetic run, its lock released (as at the end of a sweep)."""
+    run = make_run(root, machine="box", backends=("torch_eager", "torch_cudnn"), extras=False,
+                   shapes=dict(cells=("lstm",), modes=("forward",), batch=(4, 16), seq_len=(8, 64), hidden=(8,)),
+                   **kw)
+    run.release()
+    return run
 
 
 def _insert_line(path: Path, index: int, text: str) -> None:
@@ -52,6 +55,7 @@ def test_a_garbage_line_is_skipped_with_one_warning_naming_file_and_line(tmp_pat
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and f"{records}:3" in err, err
     assert len(store.read_records(records)) == n
+    capsys.readouterr()
     rec = recommend.recommend("lstm", 4, 8, "forward", "cpu", hidden=8, results=[str(tmp_path / "box")])
     assert rec.query["cell"] == "lstm"
     err = capsys.readouterr().err
@@ -99,6 +103,7 @@ def test_a_short_write_raises_and_truncates_back_to_the_last_whole_line(tmp_path
     assert records.read_bytes() == before
 
 
+@pytest.mark.slow  # three CLI runs in fresh processes: about 5 minutes on the loaded 2-core VM
 def test_a_file_size_limit_mid_run_keeps_whole_lines_and_resume_completes(tmp_path):
     """A disk that fills mid-run (RLIMIT_FSIZE in the child): one clear line, whole records, resumable."""
     grid = ["--backends", "torch_eager", "--cells", "lstm,gru", "--batch", "2", "--seq-len", "3,4,5", "--hidden",
@@ -164,7 +169,8 @@ def test_report_says_when_a_run_holds_duplicate_measurements(tmp_path):
     run.append(rec)  # the same configuration measured twice (two writers, before the lock)
     report.write_report([run.path], tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "duplicate" in md and "torch_eager" in md.split("duplicate", 1)[1][:400]
+    section = md.split("## Duplicate measurements", 1)[1].split("##", 1)[0]
+    assert "1 configuration(s) hold more than one" in section and "torch_eager" in section
 
 
 # -- no data loss --------------------------------------------------------------------------------
@@ -286,28 +292,43 @@ def _memory_cgroup():
 
 
 def test_an_oom_kill_is_recorded_as_oom(tmp_path):
-    """The worker in a child cgroup whose memory limit it exceeds: the kernel's kill is an oom record."""
+    """The worker runs in a child cgroup whose memory limit (160 MiB) is below what importing the
+    frameworks takes, so the kernel's OOM killer kills it (no Python error, nothing on stderr): an oom
+    record from SIGKILL and the cgroup's risen oom_kill count, not an error."""
     cgroup, limit = _memory_cgroup()
     if cgroup is None:
         pytest.skip(limit)
     try:
-        (cgroup / limit).write_text(str(1536 * 1024**2))
-        # x alone is T*B*I float64 = 4096*256*512*8 bytes = 4 GiB: far over the limit of 1.5 GiB
-        job = TimingJob("torch_eager", "lstm", batch=256, seq_len=4096, input_size=512, hidden=64, mode="forward",
-                        timeout_s=240, **{k: v for k, v in FAST.items()})
+        job = TimingJob("torch_eager", "lstm", mode="forward", timeout_s=240, **FAST, **TINY)
 
         def join():
             (cgroup / "cgroup.procs").write_text(str(os.getpid()))
 
-        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
-            import json
-            from rnnbench.jobs import job_from_dict
-            from rnnbench.sweep import run_in_child
-            print(json.dumps(run_in_child(job_from_dict({job.to_dict()!r}))))
-            """)], cwd=REPO, capture_output=True, text=True, timeout=300, preexec_fn=join)
-        assert proc.returncode == 0, proc.stderr
-        (rec,) = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert rec["status"] == "oom" and "oom_kill" in rec["message"], rec["message"]
+        # The window between "the worker finishes" and "the parent dies too" is narrow and moves with
+        # what the machine has cached, so the limit steps down until the kernel kills the worker; every
+        # attempt must end as ok (not killed) or oom, never as an error.
+        seen = []
+        for mib in (192, 160, 136, 120):
+            (cgroup / limit).write_text(str(mib * 1024**2))
+            proc = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+                import json
+                from rnnbench.jobs import job_from_dict
+                from rnnbench.sweep import run_in_child
+                print(json.dumps(run_in_child(job_from_dict({job.to_dict()!r}))))
+                """)], cwd=REPO, capture_output=True, text=True, timeout=300, preexec_fn=join)
+            if proc.returncode != 0:  # the parent itself was killed: this limit is too low for it
+                seen.append((mib, f"parent rc {proc.returncode}"))
+                continue
+            recs = json.loads(proc.stdout.strip().splitlines()[-1])
+            statuses = {r["status"] for r in recs}
+            seen.append((mib, sorted(statuses)))
+            assert statuses <= {"ok", "oom"}, (mib, recs)
+            if "oom" in statuses:
+                rec = next(r for r in recs if r["status"] == "oom")
+                assert "oom_kill" in rec["message"], rec["message"]
+                break
+        else:
+            pytest.fail(f"no limit gave an oom kill of the worker alone: {seen}")
     finally:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -160,22 +160,48 @@ def test_a_run_without_records_still_gets_a_report(tmp_path):
     assert "No records in the inputs" in md and "## Throughput vs sequence length" in md
 
 
-def test_compare_samples_is_a_rank_test_and_a_factor():
+def test_compare_rounds_is_a_rank_test_on_round_medians_and_a_factor():
     rng = np.random.default_rng(0)
-    a = 1.0 + 0.01 * rng.standard_normal(9)
-    slower = results.compare_samples(a, 1.3 * (1.0 + 0.01 * rng.standard_normal(9)))
+    a = 1.0 + 0.01 * rng.standard_normal(6)  # [rounds]: one median per round
+    slower = results.compare_rounds(a, 1.3 * (1.0 + 0.01 * rng.standard_normal(6)))
     assert slower.significant and slower.verdict.startswith("slower x1.") and slower.p < SETTINGS.p_threshold
-    small = results.compare_samples(a, 1.05 * (1.0 + 0.01 * rng.standard_normal(9)))
+    small = results.compare_rounds(a, 1.05 * (1.0 + 0.01 * rng.standard_normal(6)))
     assert small.p < SETTINGS.p_threshold and not small.significant  # real, but under the factor
-    noise = results.compare_samples(a, 1.0 + 0.01 * rng.standard_normal(9))
+    noise = results.compare_rounds(a, 1.0 + 0.01 * rng.standard_normal(6))
     assert not noise.significant and noise.verdict == ""
-    few = results.compare_samples([1.0, 1.01, 0.99], [2.0, 2.01, 1.99])
-    assert few.p is None and not few.significant and few.verdict == "too few samples"
+    few = results.compare_rounds([1.0, 1.01, 0.99, 1.0], [2.0, 2.01, 1.99, 2.0, 2.02])  # 4 rounds: p >= 0.016
+    assert few.p is None and not few.significant and few.verdict == "too few rounds"
+
+
+def test_compare_paired_rounds_needs_eight_pairs():
+    a = {r: 1.0 + 0.001 * r for r in range(8)}
+    faster = results.compare_paired_rounds(a, {r: 0.9 * v for r, v in a.items()})
+    assert faster.significant and faster.ratio == pytest.approx(0.9) and faster.p < SETTINGS.p_threshold
+    seven = results.compare_paired_rounds(a, {r: 0.5 * v for r, v in a.items() if r < 7})  # pairs, not rounds
+    assert seven.p is None and seven.verdict == "too few rounds"
+    rng = np.random.default_rng(1)
+    noise = results.compare_paired_rounds(a, {r: v * (1 + 0.01 * rng.standard_normal()) for r, v in a.items()})
+    assert not noise.significant
+
+
+def test_two_identical_runs_are_not_different_though_their_samples_are():
+    """Each round's level moves 3% (another process), its samples 0.3%: a rank test on the samples of
+    one round flags run-to-run noise, the test on round medians does not."""
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(3)
+
+    def run():  # [rounds, samples]
+        return np.exp(0.03 * rng.standard_normal((5, 1))) * np.exp(0.003 * rng.standard_normal((5, 20)))
+
+    a, b = run(), run()
+    assert mannwhitneyu(a[0], b[0]).pvalue < 0.01  # what the old rule saw
+    assert not results.compare_rounds(np.median(a, axis=1), np.median(b, axis=1), factor=1.0).significant
 
 
 def test_two_runs_flag_only_significant_changes(tmp_path):
-    a = make_run(tmp_path, shapes=SMALL, seed=1, extras=False)
-    b = make_run(tmp_path, shapes=SMALL, seed=2, extras=False, slower={"torch_eager": 1.3, "jax_scan": 1.04})
+    a = make_run(tmp_path, shapes=SMALL, seed=1, extras=False, rounds=5)
+    b = make_run(tmp_path, shapes=SMALL, seed=2, extras=False, slower={"torch_eager": 1.3, "jax_scan": 1.04}, rounds=5)
     section = report.sections.comparison_section(results.load_inputs([a.path, b.path]))
     table = next(block[1] for block in section.blocks if block[0] == "table")
     flagged = table[table["change"] != ""]
@@ -188,9 +214,9 @@ def test_two_runs_flag_only_significant_changes(tmp_path):
 
 def test_cli_report_of_two_runs_prints_the_changes(tmp_path, capsys):
     shapes = dict(cells=("gru",), modes=("forward",), batch=(16, 64), seq_len=(16,), hidden=(64,))
-    a = make_run(tmp_path, shapes=shapes, seed=1, extras=False, backends=("torch_cudnn", "torch_eager"))
+    a = make_run(tmp_path, shapes=shapes, seed=1, extras=False, backends=("torch_cudnn", "torch_eager"), rounds=5)
     b = make_run(tmp_path, shapes=shapes, seed=2, extras=False, backends=("torch_cudnn", "torch_eager"),
-                 slower={"torch_cudnn": 0.5})
+                 slower={"torch_cudnn": 0.5}, rounds=5)
     assert cli.main(["report", str(a.path), str(b.path), "--out", str(tmp_path / "cmp")]) == 0
     out = capsys.readouterr().out
     assert f"report: {tmp_path / 'cmp' / 'report.html'}" in out
@@ -272,8 +298,8 @@ def test_run_ends_by_writing_its_report(tmp_path, capsys):
     assert path.parent.parent.parent.parent == tmp_path  # ROOT/<machine>/<run-id>/report/
 
 
-def test_pytest_benchmark_runs_without_samples_are_never_flagged(bench_json, tmp_path):
-    """Without --benchmark-save-data a JSON file has no samples: ratios are shown, nothing is flagged."""
+def test_pytest_benchmark_runs_are_one_round_and_never_flagged(bench_json, tmp_path):
+    """A pytest-benchmark file is one process, one round: ratios are shown, nothing is flagged."""
     data = json.loads(bench_json.read_text())
     for bench in data["benchmarks"]:
         del bench["stats"]["data"]
@@ -282,7 +308,7 @@ def test_pytest_benchmark_runs_without_samples_are_never_flagged(bench_json, tmp
     stripped.write_text(json.dumps(data))
     section = report.sections.comparison_section(results.load_inputs([bench_json, stripped]))
     table = next(block[1] for block in section.blocks if block[0] == "table")
-    assert set(table["change"]) == {"no samples kept"} and len(table) == 4
+    assert set(table["change"]) == {"too few rounds"} and len(table) == 4
     assert section.summary.endswith("0 significantly slower in B, 0 significantly faster.")
 
 

@@ -13,15 +13,21 @@ two-sided Mann-Whitney U test on the kept samples (as ``asv compare`` does).
 
 Layout: ``rnnbench.results`` (inputs: runs -> one frame), ``sections`` (one function
 per section), ``figures`` (the shared plotting helpers), ``render`` (md, html),
-``console`` (the end-of-run summary of ``rnnbench run``).
+``console`` (the end-of-run summary of ``rnnbench run``), ``integrity`` (the
+manifest of what a report wrote, so it removes only its own files; duplicates).
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .. import results, store
+from . import integrity
+from .integrity import MANIFEST
 from .render import render_html, render_markdown
 from .figures import Figures
+from .crossover import crossover_section
+from .ragged import ragged_section
 from .sections import (comparison_section, efficiency_section, failures_section, gradient_section, header_section,
                        memory_section, regime_section, speedup_section, throughput_section, training_section)
 
@@ -29,22 +35,24 @@ from .sections import (comparison_section, efficiency_section, failures_section,
 def build_report(df, out_dir) -> dict:
     """Write report.md, report.html and figures/*.png; returns their paths and the sections."""
     out_dir = Path(out_dir)
+    ours = integrity.files_we_wrote(out_dir)  # ConfigError for someone else's folder, before any write
     out_dir.mkdir(parents=True, exist_ok=True)
     figs = Figures(out_dir, df["backend"].dropna().unique())
-    for old in figs.dir.glob("*.png"):  # a rewritten report must not keep figures of older data
-        old.unlink()
     label_run = df["run_id"].nunique() > 1
     comparison = comparison_section(df)
-    sections = [header_section(df), *([comparison] if comparison else []), regime_section(df),
+    sections = [header_section(df), *([comparison] if comparison else []), regime_section(df), crossover_section(df, figs, label_run),
                 throughput_section(df, figs, label_run), memory_section(df, figs, label_run),
-                speedup_section(df, figs, label_run), gradient_section(df, figs, label_run),
-                training_section(df, figs, label_run), efficiency_section(df, figs, label_run), failures_section(df)]
+                speedup_section(df, figs, label_run), ragged_section(df, figs, label_run), gradient_section(df, figs, label_run),
+                training_section(df, figs, label_run), efficiency_section(df, figs, label_run),
+                integrity.duplicates_section(df), failures_section(df)]
     title = "rnnbench report"
     md, page = out_dir / "report.md", out_dir / "report.html"
     md.write_text(render_markdown(title, sections, out_dir))
     page.write_text(render_html(title, sections))
-    return {"md": md, "html": page, "figures": sorted(figs.dir.glob("*.png")), "sections": sections,
-            "comparison": comparison}
+    figures = sorted({block[1] for sec in sections for block in sec.blocks if block[0] == "figure"})
+    # figures of an older report that this one did not redraw go; files it did not write stay
+    integrity.replace_files(out_dir, ours, [md, page, *figures])
+    return {"md": md, "html": page, "figures": figures, "sections": sections, "comparison": comparison}
 
 
 def write_report(inputs, out_dir) -> Path:
@@ -55,15 +63,19 @@ def write_report(inputs, out_dir) -> Path:
 def report_command(inputs, out=None) -> int:
     """``rnnbench report``: the report of ``inputs`` in ``out`` (default: the run's report/ folder)."""
     inputs = [Path(p) for p in inputs]
-    df = results.load_inputs(inputs)
     if out:
         out = Path(out)
     elif len(inputs) == 1 and inputs[0].is_dir() and (inputs[0] / store.RUN_JSON).is_file():
         out = inputs[0] / "report"
     else:
         out = Path("rnnbench-report")
+    integrity.files_we_wrote(out)  # refused before anything is read or written
+    df = results.load_inputs(inputs)
     result = build_report(df, out)
     print(f"report: {result['html']}  (and {result['md'].name}, {len(result['figures'])} figures)")
+    for sec in result["sections"]:
+        if sec.title == "Duplicate measurements" and sec.summary:
+            print(sec.summary, file=sys.stderr)
     if result["comparison"] and result["comparison"].summary:
         print(result["comparison"].summary)
     return 0

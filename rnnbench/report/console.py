@@ -13,7 +13,7 @@ from .. import results
 from ..suites import SETTINGS
 
 FULL_COLUMNS = ["backend", "impl", "cell", "mode", "dtype", "B", "T", "I", "H", "median_ms", "iqr_ms", "tokens_per_s",
-                "peak_MB", "GFLOP_s", "of_peak", "of_step_bound", "status"]
+                "peak_MB", "GFLOP_s", "of_peak", "of_roofline", "status"]
 
 
 def _print_frame(df) -> None:
@@ -29,7 +29,7 @@ def timing_frame(timing):
 
     df = pd.DataFrame(timing)
     for col in ("median_s", "iqr_s", "tokens_per_s", "peak_bytes", "impl_label", "achieved_flops_per_s",
-                "fraction_of_peak", "fraction_of_step_bound"):
+                "fraction_of_peak", "fraction_of_recurrent_roofline"):
         if col not in df:
             df[col] = None
     df["median_ms"] = df["median_s"].astype(float) * 1e3
@@ -37,7 +37,7 @@ def timing_frame(timing):
     df["peak_MB"] = df["peak_bytes"].astype(float) / 1e6
     df["GFLOP_s"] = df["achieved_flops_per_s"].astype(float) / 1e9
     df = df.rename(columns={"impl_label": "impl", "seq_len": "T", "batch": "B", "hidden": "H", "input_size": "I",
-                            "fraction_of_peak": "of_peak", "fraction_of_step_bound": "of_step_bound"})
+                            "fraction_of_peak": "of_peak", "fraction_of_recurrent_roofline": "of_roofline"})
     return df[FULL_COLUMNS].sort_values(["cell", "mode", "T", "median_ms"])
 
 
@@ -50,6 +50,7 @@ def regime_summary(records):
     for col in ("impl_label", "median_s", "samples_s", "backend_kind"):
         if col not in df:
             df[col] = None
+    df = results.with_axis_defaults(df)
     table, reason = results.regime_table(df)
     if table is None:
         return None, reason
@@ -58,16 +59,19 @@ def regime_summary(records):
     rows = []
     for _, r in table.iterrows():
         regime = speed[(speed["device"] == r["device"]) & (speed["dtype"] == r["dtype"]) & (speed["cell"] == r["cell"])
-                       & (speed["mode"] == r["mode"]) & (speed["T range"] == r["T range"].split()[0])]
+                       & (speed["mode"] == r["mode"]) & (speed["T range"] == r["T range"].split()[0])
+                       & (speed["model"] == r["model"]) & (speed["lengths"] == r["lengths"])]
         key = list(results.CONFIG_KEY)
         best = regime[regime["backend"] == r["fastest (geo. mean)"]][key + ["median_s"]]
         base = regime[regime["backend_kind"] == "baseline"].merge(best, on=key, suffixes=("", "_best"))
         ratio = (f"x{math.exp(np.log(base['median_s'] / base['median_s_best']).mean()):.2f}"
                  if len(base) else "-")
         rows.append({"device": r["device"], "dtype": r["dtype"], "cell": r["cell"], "mode": r["mode"],
-                     "T": r["T range"].split()[0], "fastest": r["fastest (geo. mean)"], "runner-up": r["runner-up"],
+                     "T": r["T range"].split()[0], "model": r["model"], "lengths": r["lengths"],
+                     "fastest": r["fastest (geo. mean)"], "runner-up": r["runner-up"],
                      "margin": r["margin (geo. mean)"], "transformer / fastest": ratio})
-    return pd.DataFrame(rows), None
+    summary = pd.DataFrame(rows)
+    return summary.drop(columns=[c for c in ("model", "lengths") if summary[c].nunique() == 1]), None
 
 
 def print_end_of_run(records, table: str = "summary") -> None:

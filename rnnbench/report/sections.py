@@ -74,6 +74,7 @@ def regime_section(df) -> Section:
         return s
     if df["run_id"].nunique() == 1:
         table = table.drop(columns="run")
+    table = table.drop(columns=[c for c in ("model", "lengths") if table[c].nunique() == 1])
     s.text("Per regime, the backend whose time is closest to the fastest over the measured configurations (batch, "
            "hidden and T within the regime; geometric mean of time over the fastest), in how many configurations "
            "it was the fastest, and its margin over the runner-up (runner-up's time over its time, geometric mean). "
@@ -91,9 +92,11 @@ def throughput_section(df, figs: Figures, label_run: bool) -> Section:
         return s
     import seaborn as sns
 
-    s.text("Tokens per second (B*T per call) against T, log axes. The line is the median of the repeats; "
+    s.text("Tokens per second (valid tokens per call: B*T, or the sum of the lengths of a ragged batch) against T, "
+           "log axes. The line is the median of the repeats; "
            "the band spans their 20th to 80th percentile. Rows: mode; columns: cell; line style: batch.")
-    for title, slug, sub in groups(speed, ("device", "dtype", "layers", "input_size", "hidden"), label_run):
+    keys = ("device", "dtype", "layers", "input_size", "hidden", "model", "lengths")
+    for title, slug, sub in groups(speed, keys, label_run):
         long = sub.assign(tokens=sub["tokens_per_s"] * sub["median_s"],
                           sample_s=sub.apply(results.samples_of, axis=1)).explode("sample_s")
         long["tokens_per_s"] = long["tokens"] / long["sample_s"].astype(float)
@@ -120,7 +123,8 @@ def memory_section(df, figs: Figures, label_run: bool) -> Section:
            + (f"transformer baselines ({', '.join(baselines)}) dashed. " if baselines else
               "no transformer baseline was measured in these runs. ")
            + "Methods: " + ", ".join(sorted(mem["peak_method"].dropna().unique())) + ".")
-    for title, slug, sub in groups(mem, ("device", "dtype", "layers", "input_size", "hidden"), label_run):
+    keys = ("device", "dtype", "layers", "input_size", "hidden", "model", "lengths")
+    for title, slug, sub in groups(mem, keys, label_run):
         g = sns.relplot(data=sub, kind="line", x="seq_len", y="peak_MB", hue="backend", style="backend_kind",
                         size="batch", sizes=(1, 2.5), dashes={"rnn": "", "baseline": (4, 2)},
                         markers={"rnn": "o", "baseline": "X"}, row="mode", col="cell",
@@ -149,7 +153,7 @@ def speedup_section(df, figs: Figures, label_run: bool) -> Section:
     s.text(f"Time of {SETTINGS.reference_backend} divided by the backend's time, over batch x hidden: rows are backend and "
            "hidden size, columns cell, mode and batch; each entry is the geometric mean over the measured "
            f"sequence lengths (T). Above 1 (red): faster than {SETTINGS.reference_backend}.")
-    for title, slug, sub in groups(pairs, ("device", "dtype"), label_run):
+    for title, slug, sub in groups(pairs, ("device", "dtype", "model", "lengths"), label_run):
         # one heatmap: rows (backend, hidden), columns (cell, mode, batch)
         grid = sub.groupby(["backend", "hidden", "cell", "mode", "batch"])["log2_speedup"].mean().unstack(
             ["cell", "mode", "batch"]).sort_index(axis=1)
@@ -189,21 +193,28 @@ def gradient_section(df, figs: Figures, label_run: bool) -> Section:
         return s
     import seaborn as sns
 
-    longest = stab.groupby(["run_id", "device", "dtype", "cell", "hidden"])["seq_len"].transform("max")
+    import pandas as pd
+
+    longest = stab.groupby(["run_id", "device", "dtype", "cell", "hidden", "model"])["seq_len"].transform("max")
     stab = stab[stab["seq_len"] == longest]
+    reverse = stab[stab["grad_profile_reverse"].apply(lambda p: isinstance(p, (list, tuple)) and len(p) > 1)]
+    long = pd.concat([stab.assign(direction="forward", g=stab["grad_profile"]),
+                      reverse.assign(direction="reverse", g=reverse["grad_profile_reverse"])], ignore_index=True)
     # the stored profile is at most 64 points spread evenly over t = 0..T-1
-    long = stab.assign(g=stab["grad_profile"],
-                       t=[np.linspace(0, T - 1, len(p)) for T, p in zip(stab["seq_len"], stab["grad_profile"])])
+    long["t"] = [np.linspace(0, T - 1, len(p)) for T, p in zip(long["seq_len"], long["g"])]
     long = long.explode(["g", "t"]).astype({"g": float, "t": float})
     long = long[long["g"] > 0]
     kinds = sorted(stab["backend_kind"].unique())
     s.text("||dL/dx_t|| against t for L = <y_{T-1}, u> (u a fixed unit vector), at the longest T measured; "
            "log scale; median over batch sizes. Gradients vanish going left when the curve falls; backends that "
-           "agree draw one curve (dashes tell them apart). "
+           "agree draw one curve (dashes tell them apart). A bidirectional model has two profiles: forward (L at "
+           "y_{T-1}, its forward half) and reverse (L = <y_0, u> over its reverse half: gradients flow from t = 0 "
+           "toward T-1, so that curve falls going right when they vanish), told apart by line style. "
            + ("Attention (transformer baselines) drawn beside the RNNs." if "baseline" in kinds
               else "No transformer baseline has a profile in these runs."))
-    for title, slug, sub in groups(long, ("device", "dtype"), label_run):
-        g = sns.relplot(data=sub, kind="line", x="t", y="g", hue="backend", style="backend", col="cell",
+    for title, slug, sub in groups(long, ("device", "dtype", "model"), label_run):
+        style = "direction" if sub["direction"].nunique() > 1 else "backend"
+        g = sns.relplot(data=sub, kind="line", x="t", y="g", hue="backend", style=style, col="cell",
                         row="hidden", estimator="median", errorbar=None, palette=figs.palette,
                         hue_order=figs.order(sub), height=2.6, aspect=1.3, facet_kws={"sharex": False, "sharey": False})
         g.set(yscale="log")
@@ -211,9 +222,14 @@ def gradient_section(df, figs: Figures, label_run: bool) -> Section:
         g.set_titles("{col_name} · H={row_name}")
         g.figure.suptitle(title, y=1.02)
         s.figure(figs.save(g.figure, f"gradient_{slug}"), f"Gradient flow, {title}")
-    summary = stab.groupby(["device", "dtype", "backend", "cell", "seq_len"], as_index=False).agg(
-        decay_per_step=("grad_decay_per_step", "median"), nan=("nan_count", "sum"), inf=("inf_count", "sum"))
-    s.text("grad_decay_per_step = (log10 g_0 - log10 g_{T-1}) / (T - 1), median over shapes (negative: vanishing).")
+    stab = stab.assign(decay_reverse=pd.to_numeric(stab["grad_decay_per_step_reverse"], errors="coerce"))
+    summary = stab.groupby(["device", "dtype", "model", "backend", "cell", "seq_len"], as_index=False).agg(
+        decay_per_step=("grad_decay_per_step", "median"), decay_reverse=("decay_reverse", "median"),
+        nan=("nan_count", "sum"), inf=("inf_count", "sum"))
+    if summary["decay_reverse"].isna().all():
+        summary = summary.drop(columns="decay_reverse")
+    s.text("grad_decay_per_step = (log10 g_0 - log10 g_{T-1}) / (T - 1), median over shapes (negative: vanishing); "
+           "decay_reverse, of a bidirectional model's reverse profile, = (log10 g_{T-1} - log10 g_0) / (T - 1).")
     s.table(summary)
     return s
 
@@ -261,7 +277,7 @@ def efficiency_section(df, figs: Figures, label_run: bool) -> Section:
     have = [f for f in results.EFFICIENCY_FIELDS if speed[f].notna().any()]
     if not have:
         s.text("Not recorded: these runs carry no cost fields (flops, achieved_flops_per_s, fraction_of_peak, "
-               "fraction_of_step_bound).")
+               "fraction_of_recurrent_roofline).")
         return s
     import seaborn as sns
 
@@ -271,11 +287,14 @@ def efficiency_section(df, figs: Figures, label_run: bool) -> Section:
     rates = [f for f in have if f != "flops"] or have
     summary = eff.groupby(["device", "dtype", "backend", "cell", "mode"], as_index=False)[rates].median()
     s.text("Median over shapes. fraction_of_peak: achieved FLOP/s (analytical FLOPs over the median time) over the "
-           "FLOP/s of a large matmul measured on the machine; fraction_of_step_bound: over the FLOP/s of one "
-           "recurrent-shaped matmul ([B, H] x [H, G*H]), which a recurrence chains T times.")
+           "FLOP/s of a large matmul measured on the machine; fraction_of_recurrent_roofline: a lower bound on the "
+           "time over the median time (at most 1): the faster of the FLOP/byte roofline at the machine's ceilings "
+           "and the chain of recurrent-shaped matmuls ([B, H] x [H, G*H], T steps; in training also dh back) at the "
+           "rate measured for that shape.")
     s.table(summary)
     if "fraction_of_peak" in have and eff["seq_len"].nunique() >= 2:
-        for title, slug, sub in groups(eff[eff["fraction_of_peak"] > 0], ("device", "dtype", "hidden"), label_run):
+        keys = ("device", "dtype", "hidden", "model", "lengths")
+        for title, slug, sub in groups(eff[eff["fraction_of_peak"] > 0], keys, label_run):
             g = sns.relplot(data=sub, kind="line", x="seq_len", y="fraction_of_peak", hue="backend", style="batch",
                             row="mode", col="cell", estimator="median", errorbar=None, markers=True,
                             palette=figs.palette, hue_order=figs.order(sub), height=2.6, aspect=1.25)
@@ -291,42 +310,41 @@ def comparison_section(df) -> Section | None:
     """Ratio table of run B against run A when exactly two runs are shown."""
     import pandas as pd
 
+    import numpy as np
+
     runs = list(pd.unique(df["run_id"]))
     if len(runs) != 2:
         return None
     s = Section("Comparison of two runs")
     speed = results.speed_rows(df)
     key = ["backend", *results.CONFIG_KEY]
-    a = speed[speed["run_id"] == runs[0]].drop_duplicates(key, keep="last").set_index(key)
-    b = speed[speed["run_id"] == runs[1]].drop_duplicates(key, keep="last").set_index(key)
-    both = a.index.intersection(b.index)
-    s.text(f"A = {runs[0]}, B = {runs[1]}. Ratio = B's median time / A's. A change is flagged only when the ratio "
-           f"is beyond {SETTINGS.change_factor}x either way and a two-sided Mann-Whitney U test on every kept sample "
-           f"gives p < {SETTINGS.p_threshold} (asv compare's rule: a rank test and a factor); unflagged rows are within "
-           "noise. 'too few samples': the test cannot reach that p with so few repeats.")
-    if not len(both):
+    a = {k: results.round_medians(g) for k, g in speed[speed["run_id"] == runs[0]].groupby(key)}
+    b = {k: results.round_medians(g) for k, g in speed[speed["run_id"] == runs[1]].groupby(key)}
+    both = [k for k in a if k in b]
+    s.text(f"A = {runs[0]}, B = {runs[1]}. Ratio = B's median time / A's (medians over rounds). A change is flagged "
+           f"only when the ratio is beyond {SETTINGS.change_factor}x either way and a two-sided Mann-Whitney U test "
+           f"on the per-round medians (one value per round: the spread between processes, which the samples of one "
+           f"round do not show) gives p < {SETTINGS.p_threshold}; unflagged rows are within noise. 'too few rounds': "
+           "the test cannot reach that p with fewer than 5 rounds a side (rnnbench run --rounds).")
+    if not both:
         s.text("No data: the two runs share no finished timing configuration.")
         return s
     rows = []
-    unkept = 0
     for k in both:
-        change = results.compare_samples(results.samples_of(a.loc[k]), results.samples_of(b.loc[k]))
-        kept = all(isinstance(r["samples_s"], (list, tuple)) for r in (a.loc[k], b.loc[k]))
-        unkept += not kept
-        rows.append({**dict(zip(key, k)), "A ms": a.loc[k, "median_s"] * 1e3, "B ms": b.loc[k, "median_s"] * 1e3,
-                     "ratio B/A": change.ratio, "p": change.p, "change": change.verdict if kept else "no samples kept",
-                     "_flag": change.significant})
+        ra, rb = list(a[k].values()), list(b[k].values())
+        change = results.compare_rounds(ra, rb)
+        rows.append({**dict(zip(key, k)), "A ms": float(np.median(ra)) * 1e3, "B ms": float(np.median(rb)) * 1e3,
+                     "rounds A/B": f"{len(ra)}/{len(rb)}", "ratio B/A": change.ratio, "p": change.p,
+                     "change": change.verdict, "_flag": change.significant})
     table = pd.DataFrame(rows).sort_values(["_flag", "ratio B/A"], ascending=[False, False])
     flagged = table[table["_flag"]]
     s.summary = (f"{len(table)} configurations in both runs: {int((flagged['ratio B/A'] > 1).sum())} significantly "
                  f"slower in B, {int((flagged['ratio B/A'] < 1).sum())} significantly faster.")
     s.text(s.summary)
-    if unkept:
-        s.text(f"{unkept} configuration(s) have no samples to test (pytest-benchmark keeps them only with "
-               "--benchmark-save-data): their ratios are shown, never flagged.")
     constant = [c for c in results.CONFIG_KEY if table[c].nunique(dropna=False) == 1]
-    if constant:
-        s.text("Every row: " + ", ".join(f"{SHAPE_NAMES.get(c, c)}={table[c].iloc[0]}" for c in constant) + ".")
+    named = [c for c in constant if results.AXIS_DEFAULTS.get(c, object()) != table[c].iloc[0]]  # not the usual
+    if named:
+        s.text("Every row: " + ", ".join(f"{SHAPE_NAMES.get(c, c)}={table[c].iloc[0]}" for c in named) + ".")
     s.table(table.drop(columns=["_flag", *constant]))
     return s
 
@@ -339,6 +357,12 @@ def failures_section(df) -> Section:
         s.text(f"{len(interpreted)} timing record(s) of Triton under its interpreter "
                f"({', '.join(sorted(interpreted['backend'].unique()))}) are exactness checks: left out of speed "
                "figures and rankings.")
+    contended = results.contended_rows(df)
+    if len(contended):
+        s.text(f"{len(contended)} timing record(s) are contended: others used more than "
+               f"{SETTINGS.contention_threshold:g} of a core while they were timed, after "
+               f"{SETTINGS.contention_retries} re-measures. They are left out of speed figures, comparisons and "
+               "rankings; measure again on a quieter machine.")
     if bad.empty:
         s.text("Every record finished (status ok).")
         return s
