@@ -142,9 +142,23 @@ def test_backend_matches_oracle(name, case, dtype, device):
     assert_within(run_case(name, device, dtype, *case), dtype, name)
 
 
+def _variants_slow(names):
+    """Every name; a variant (a later name registered on the same module as an earlier one, e.g.
+    jax_scan_unroll8 beside jax_scan) runs the extended cases under ``-m slow`` only: it shares the
+    masking, reverse and dtype code of the first, which the default run covers, and the JAX variants'
+    compiles were most of the default run's time.  test_backend_matches_oracle runs every name."""
+    first = {}
+    params = []
+    for n in names:
+        first.setdefault(impls.module_of(n), n)
+        variant = first[impls.module_of(n)] != n
+        params.append(pytest.param(n, marks=pytest.mark.slow) if variant else n)
+    return params
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("ragged", RAGGED_PARAMS)
-@pytest.mark.parametrize("name", impls.names(kind="rnn"))
+@pytest.mark.parametrize("name", _variants_slow(impls.names(kind="rnn")))
 def test_bidirectional_and_lengths_match_oracle(name, ragged, device):
     """Both directions, every length case, every gradient (h0/c0 of both directions, dx exactly 0
     where padded); a backend that declares no support skips with its own reason."""
@@ -224,7 +238,7 @@ def test_half_precision_on_cuda(name, dtype, cuda_only):
 
 
 @pytest.mark.parametrize("case", CASES[::3], ids=lambda c: f"{c[0]}-L{c[1]}-{'state' if c[6] else 'zeros'}")
-@pytest.mark.parametrize("name", impls.names(kind="rnn"))
+@pytest.mark.parametrize("name", _variants_slow(impls.names(kind="rnn")))
 def test_bfloat16_on_cpu(name, case):
     """bfloat16 where a backend really runs it on the CPU (oneDNN/ATen, inductor, XLA); the bound is
     TOLERANCE["bfloat16"] (5e-2: 8 mantissa bits over T=7; measured worst 2e-2); others skip with a reason."""
