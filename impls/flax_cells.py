@@ -21,17 +21,13 @@ set to 0 at padded steps, which also makes the gradient at padded x exactly 0.
 from __future__ import annotations
 
 import functools
-import time
 
 import numpy as np
 
-from .jax_common import JaxArrays, _jax, _jax_device, jax_available
-from .jax_scan import X64_REASON
-from .spec import (FEATURES, RNNSpec, Unsupported, check_buildable, check_device, check_lengths, require_feature,
+from .jax_common import JaxArrays, _jax, _jax_device, jax_available, jax_dtype_support
+from .spec import (FEATURES, RNNSpec, Unsupported, check_buildable, check_device, require_feature,
                    require_unidirectional)
 
-CPU_DTYPES = ("float32", "float64", "bfloat16")
-CUDA_DTYPES = ("float32", "float64", "bfloat16")
 _GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn_tanh": ("",)}
 
 
@@ -155,21 +151,9 @@ class FlaxRunner(JaxArrays):
         return (zeros, zeros) if self.spec.has_cell_state else zeros
 
     def _lengths(self, lengths, x):
-        if lengths is None:
-            return None
-        require_feature(self.backend, "lengths")
-        jax, _ = _jax()
-        lengths = check_lengths(np.asarray(lengths), x.shape[0], x.shape[1])
-        return jax.device_put(lengths.astype(np.int32), self._jax_device)
-
-    def compile(self, x, state=None, dy=None) -> float:
-        """Trace and compile for these shapes (forward, and forward_backward when dy is given)."""
-        t0 = time.perf_counter()
-        self.forward(x, state)
-        if dy is not None:
-            self.forward_backward(x, state, dy)
-        self.sync()
-        return time.perf_counter() - t0
+        if lengths is not None:
+            require_feature(self.backend, "lengths")
+        return self.put_lengths(lengths, x)
 
     def forward(self, x, state=None, lengths=None):
         x = self.put(x)
@@ -208,12 +192,7 @@ class FlaxBackend:
         return jax_available(device)
 
     def supports(self, device: str, dtype: str) -> tuple[bool, str]:
-        allowed = CUDA_DTYPES if device.startswith("cuda") else CPU_DTYPES
-        if dtype not in allowed:
-            return False, f"{self.name} on {device} supports dtypes {', '.join(allowed)}, not {dtype}"
-        if dtype == "float64" and not _jax()[0].config.jax_enable_x64:
-            return False, X64_REASON
-        return True, ""
+        return jax_dtype_support(self.name, device, dtype)
 
     def build(self, spec: RNNSpec, weights, device: str = "cpu", dtype: str = "float32") -> FlaxRunner:
         check_buildable(self, spec, weights, device, dtype)

@@ -62,6 +62,25 @@ class XlaPeakProbe(MemoryProbe):
         return (self.jax_device.memory_stats() or {}).get("peak_bytes_in_use", 0) - before
 
 
+# dtypes the JAX backends (scan, Flax, transformer) run; float64 also needs jax_enable_x64
+CPU_DTYPES = ("float32", "float64", "bfloat16")
+CUDA_DTYPES = ("float32", "float64", "bfloat16")
+X64_REASON = (
+    "float64 in JAX needs jax_enable_x64, a process-wide flag that would change every other JAX "
+    "computation in this process; run it in a process of its own started with JAX_ENABLE_X64=1"
+)
+
+
+def jax_dtype_support(name: str, device: str, dtype: str) -> tuple[bool, str]:
+    """(ok, reason) for a JAX backend called ``name``: the one dtype rule every JAX backend answers with."""
+    allowed = CUDA_DTYPES if device.startswith("cuda") else CPU_DTYPES
+    if dtype not in allowed:
+        return False, f"{name} on {device} supports dtypes {', '.join(allowed)}, not {dtype}"
+    if dtype == "float64" and not _jax()[0].config.jax_enable_x64:
+        return False, X64_REASON
+    return True, ""
+
+
 class JaxArrays(RunnerDefaults):
     """Arrays at a JAX runner's boundary; subclasses set ``_np_dtype`` and ``_jax_device``."""
 
@@ -72,6 +91,18 @@ class JaxArrays(RunnerDefaults):
         if isinstance(a, (tuple, list)):
             return tuple(self.put(v) for v in a)
         return jax.device_put(np.asarray(a).astype(self._np_dtype), self._jax_device)
+
+    def compile(self, x, state=None, dy=None) -> float:
+        """Trace, compile and run once the forward, and forward_backward when dy is given; the seconds
+        spent, so the harness reports them apart from the timed repeats."""
+        import time
+
+        t0 = time.perf_counter()
+        self.forward(x, state)
+        if dy is not None:
+            self.forward_backward(x, state, dy)
+        self.sync()
+        return time.perf_counter() - t0
 
     def put_lengths(self, lengths, x):
         """None, or the checked lengths [B] of a ragged batch x [T, B, ...] as an int32 device array."""

@@ -43,15 +43,9 @@ import time
 
 import numpy as np
 
-from .jax_common import JaxArrays, _jax, _jax_device, jax_available
+from .jax_common import JaxArrays, _jax, _jax_device, jax_available, jax_dtype_support
 from .spec import FEATURES, RNNSpec, check_buildable, check_device, require_unidirectional
 
-CPU_DTYPES = ("float32", "float64", "bfloat16")
-CUDA_DTYPES = ("float32", "float64", "bfloat16")
-X64_REASON = (
-    "float64 in JAX needs jax_enable_x64, a process-wide flag that would change every other JAX "
-    "computation in this process; run it in a process of its own started with JAX_ENABLE_X64=1"
-)
 
 
 # -- the cell math ----------------------------------------------------------------------------
@@ -434,12 +428,7 @@ class JaxScanBackend:
         return jax_available(device)
 
     def supports(self, device: str, dtype: str) -> tuple[bool, str]:
-        allowed = CUDA_DTYPES if device.startswith("cuda") else CPU_DTYPES
-        if dtype not in allowed:
-            return False, f"{self.name} on {device} supports dtypes {', '.join(allowed)}, not {dtype}"
-        if dtype == "float64" and not _jax()[0].config.jax_enable_x64:
-            return False, X64_REASON
-        return True, ""
+        return jax_dtype_support(self.name, device, dtype)
 
     def build(self, spec: RNNSpec, weights, device: str = "cpu", dtype: str = "float32") -> JaxScanRunner:
         check_buildable(self, spec, weights, device, dtype)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .decode import Decoder
-from .jax_common import JaxArrays, _jax, _jax_device, jax_available
+from .jax_common import JaxArrays, _jax, _jax_device, jax_available, jax_dtype_support
 from .spec import (DTYPES, FEATURES, RNNSpec, Unsupported, check_device, check_dtype, check_lengths,
                    require_unidirectional)
 from .torch_common import TORCH_DTYPES, TorchArrays, cuda_device_ok, to_numpy
@@ -479,15 +478,6 @@ class JaxTransformerRunner(KVCacheDecoding, JaxArrays):
         if self._last is not None:
             _jax()[0].block_until_ready(self._last)
 
-    def compile(self, x, state=None, dy=None) -> float:
-        """Compile (and run once) the forward, and forward_backward when dy is given; seconds spent."""
-        t0 = time.perf_counter()
-        self.forward(x, state)
-        if dy is not None:
-            self.forward_backward(x, state, dy)
-        self.sync()
-        return time.perf_counter() - t0
-
     def forward(self, x, state: KVCache | None = None, lengths=None):
         """y [T, B, d_model] and the KV cache after x: ``state`` written in place, or, without one,
         a cache holding exactly x's positions.  ``lengths`` [B]: keys past each row's length masked."""
@@ -569,9 +559,7 @@ class TransformerBackend:
 
     def supports(self, device: str, dtype: str) -> tuple[bool, str]:
         if self.framework == "jax":
-            from .jax_scan import JaxScanBackend
-
-            return JaxScanBackend(self.name).supports(device, dtype)
+            return jax_dtype_support(self.name, device, dtype)
         allowed = DTYPES if device.startswith("cuda") else ("float32", "float64")
         if dtype not in allowed:
             return False, f"{self.name} on {device} supports dtypes {', '.join(allowed)}, not {dtype}"

@@ -369,6 +369,8 @@ def cmd_recommend(args) -> int:
         if args.bidirectional or args.lengths != ragged.FULL:
             raise ConfigError("--measure and --from-state-dict time unidirectional full-length batches; for "
                               "--bidirectional or --lengths answer from recorded runs (rnnbench run --suite ragged)")
+        check_machine_name(args.machine)
+        check_writable_dir(args.out)
 
         print(recommend_measured(args.cell, args.batch, args.seq_len, args.mode, args.device,
                                  input_size=args.input_size, hidden=args.hidden, layers=args.layers, dtype=args.dtype,

@@ -138,6 +138,10 @@ CASES = [
       "--layers", "65"], "[1, 64]"),
     (["recommend", "--cell", "lstm", "--batch", "8", "--seq-len", "8", "--device", "cpu"], "required: --mode"),
     (["recommend", "--cell", "lstm", "--batch", "8", "--seq-len", "8", "--mode", "train", "--device", "cpu",
+      "--measure", "--machine", "../x"], "one folder name"),
+    (["recommend", "--cell", "lstm", "--batch", "8", "--seq-len", "8", "--mode", "train", "--device", "cpu",
+      "--measure", "--out", "/proc/x"], "--out"),
+    (["recommend", "--cell", "lstm", "--batch", "8", "--seq-len", "8", "--mode", "train", "--device", "cpu",
       "--results", "/nonexistent/results"], "not a run folder"),
     # -- list, history, the command itself ----------------------------------------------------------
     (["list", "--bogus"], "unrecognized arguments"),

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import impls
-from impls.jax_scan import CPU_DTYPES, JaxScanBackend
+from impls.jax_common import CPU_DTYPES
+from impls.jax_scan import JaxScanBackend
 from impls.spec import RNNSpec, Unsupported, init_weights, make_inputs
 
 from .conftest import rel_err
