@@ -97,7 +97,7 @@ register(Suite(
     # interpreter, ONNX Runtime for inference) and both baselines.  torch_compile (a cold compile costs
     # ~20-40 s a configuration here), the other JAX variants, Flax and flashrnn's CPU reference are left to
     # `--backends` and the committed sets, so the README's main job keeps its budget.
-    "quick", "the default: one backend per family and both baselines, small shapes, at most 2 minutes on a "
+    "quick", "the default: one backend per family and both baselines, small shapes, about 2.5 minutes on a "
              "2-core CPU",
     axes={"backends": ["torch_eager", "torch_cudnn", "jax_scan", "triton", "onnxruntime", "transformer_sdpa",
                        "transformer_jax"],
