@@ -25,8 +25,7 @@ import functools
 import numpy as np
 
 from .jax_common import JaxArrays, _jax, _jax_device, jax_available, jax_dtype_support
-from .spec import (FEATURES, RNNSpec, Unsupported, check_buildable, check_device, require_feature,
-                   require_unidirectional)
+from .spec import (FEATURES, RNNSpec, Unsupported, check_buildable, check_device, require_feature)
 
 _GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn_tanh": ("",)}
 
@@ -166,11 +165,6 @@ class FlaxRunner(JaxArrays):
         args = (self.params, x, self._state(state, x.shape[1]), self.put(dy), self._lengths(lengths, x))
         self._last = self._forward_backward(*args)
         return self._last
-
-    def step(self, x_t, state=None):
-        """One timestep: x_t [B, I] -> the new state (unidirectional models only)."""
-        require_unidirectional(self.spec, "step")
-        return self.forward(self.put(x_t)[None], state)[1]
 
 
 class FlaxBackend:

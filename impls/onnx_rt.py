@@ -22,8 +22,7 @@ import time
 import numpy as np
 
 from .runner import RunnerDefaults
-from .spec import (FEATURES, RNNSpec, Unsupported, check_buildable, check_device, check_lengths, require_feature,
-                   require_unidirectional)
+from .spec import (FEATURES, RNNSpec, Unsupported, check_buildable, check_device, check_lengths, require_feature)
 
 OPS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN"}
 GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn_tanh": (0,)}  # ONNX block k = torch block ORDER[k]
@@ -186,11 +185,6 @@ class OnnxRunner(RunnerDefaults):
 
     def forward_backward(self, x, state, dy, lengths=None) -> dict:
         raise Unsupported(TRAIN_REASON)
-
-    def step(self, x_t, state=None):
-        """One timestep: x_t [B, I] -> the new state (unidirectional models only)."""
-        require_unidirectional(self.spec, "step")
-        return self.forward(self.put(x_t)[None], state)[1]
 
 
 class OnnxBackend:

@@ -76,6 +76,14 @@ class RunnerDefaults:
     def compile(self, x, state=None, dy=None) -> float:
         return 0.0
 
+    def step(self, x_t, state=None):
+        """One timestep as ``forward`` with T=1 (DESIGN.md's default): x_t [B, I] -> the new state;
+        unidirectional models only."""
+        from .spec import require_unidirectional
+
+        require_unidirectional(self.spec, "step")
+        return self.forward(self.put(x_t)[None], state)[1]
+
     def timer(self, sync=None) -> Timer:
         return HostTimer(sync or self.sync)
 
