@@ -78,11 +78,16 @@ class Cost:
 
 
 def rnn_cost(cell: str, layers: int, batch: int, seq_len: int, input_size: int, hidden: int,
-             mode: str, dtype: str = "float32") -> Cost:
+             mode: str, dtype: str = "float32", directions: int = 1, tokens: int | None = None) -> Cost:
     """FLOPs and least bytes of ``mode`` (forward | train | step | decode) for a stacked RNN (step and
-    decode: one step, whatever the context: the state is h and c)."""
-    G, H, B = GATES[cell], hidden, batch
-    T = 1 if mode in ("step", "decode") else seq_len
+    decode: one step, whatever the context: the state is h and c).
+
+    ``directions`` 2 for a bidirectional model (layer k > 0 then reads 2H inputs); ``tokens`` the valid
+    (row, step) pairs of a ragged batch (the sum of its lengths; B*T when None): the least work counts
+    only those, so a backend that computes the padding too (padded-with-mask) is charged for it by its
+    time, never by a bound it could beat."""
+    G, H, B, D = GATES[cell], hidden, batch, directions
+    N = B if mode in ("step", "decode") else (B * seq_len if tokens is None else tokens)  # tokens a direction
     train = mode == "train"
     S, n_state = SAVED_PER_UNIT[cell], STATES[cell]
     terms = dict.fromkeys(("input_projection", "recurrent", "gate_math"), 0)
@@ -90,21 +95,32 @@ def rnn_cost(cell: str, layers: int, batch: int, seq_len: int, input_size: int, 
         terms.update(dict.fromkeys(("input_projection_backward", "recurrent_backward", "gate_math_backward"), 0))
     elements = 0
     for k in range(layers):
-        I = input_size if k == 0 else H
-        terms["input_projection"] += 2 * T * B * I * G * H
-        terms["recurrent"] += 2 * T * B * H * G * H
-        terms["gate_math"] += FORWARD_GATE_OPS[cell] * T * B * H
+        I = input_size if k == 0 else D * H
         weights = G * H * (I + H) + 2 * G * H
         state = n_state * B * H
-        elements += weights + T * B * I + state + T * B * H + state  # read W, x, h0; write y, h_n
-        if train:
-            terms["input_projection_backward"] += 2 * (2 * T * B * I * G * H)  # d(input), dW_ih
-            terms["recurrent_backward"] += 2 * (2 * T * B * H * G * H)  # dh_prev, dW_hh
-            terms["gate_math_backward"] += BACKWARD_GATE_OPS[cell] * T * B * H
-            elements += 2 * S * T * B * H  # saved activations: written forward, read backward
-            # backward reads W, input, output, dy, initial state; writes dW, d(input), d(state)
-            elements += 2 * weights + 2 * T * B * I + 2 * T * B * H + 2 * state
+        for _ in range(D):  # each direction is a pass of its own over the layer's input
+            terms["input_projection"] += 2 * N * I * G * H
+            terms["recurrent"] += 2 * N * H * G * H
+            terms["gate_math"] += FORWARD_GATE_OPS[cell] * N * H
+            elements += weights + N * I + state + N * H + state  # read W, x, h0; write y, h_n
+            if train:
+                terms["input_projection_backward"] += 2 * (2 * N * I * G * H)  # d(input), dW_ih
+                terms["recurrent_backward"] += 2 * (2 * N * H * G * H)  # dh_prev, dW_hh
+                terms["gate_math_backward"] += BACKWARD_GATE_OPS[cell] * N * H
+                elements += 2 * S * N * H  # saved activations: written forward, read backward
+                # backward reads W, input, output, dy, initial state; writes dW, d(input), d(state)
+                elements += 2 * weights + 2 * N * I + 2 * N * H + 2 * state
     return Cost(terms, elements * ITEMSIZE[dtype])
+
+
+def _shape_of(cfg) -> dict:
+    """Directions and valid tokens of a job or a record (dict): ``length_mean`` * B where it has one."""
+    def field(name):
+        return cfg.get(name) if isinstance(cfg, dict) else getattr(cfg, name, None)
+
+    mean = field("length_mean")
+    return {"directions": 2 if field("bidirectional") else 1,
+            "tokens": None if mean is None else round(mean * field("batch"))}
 
 
 # Transformer elementwise FLOPs, same conventions: a LayerNorm forward is 7 per element (sum, centre,
@@ -163,10 +179,13 @@ def transformer_params(dims) -> int:
     return I * d + d + L * (3 * d * d + 3 * d + d * d + d + 2 * d * f + f + d + 4 * d) + 2 * d
 
 
-def record_cost(cfg, backend_kind: str, model_dims=None) -> dict:
-    """``flops`` and ``bytes`` for a timing record; a baseline's come from its runner's ``dims``."""
+def record_cost(cfg, backend_kind: str, model_dims=None, tokens: int | None = None) -> dict:
+    """``flops`` and ``bytes`` for a timing record; a baseline's come from its runner's ``dims``.
+    ``tokens``: the valid tokens of the batch (else ``cfg.length_mean`` * B, else B*T)."""
     if backend_kind == "rnn":
-        c = rnn_cost(cfg.cell, cfg.layers, cfg.batch, cfg.seq_len, cfg.input_size, cfg.hidden, cfg.mode, cfg.dtype)
+        shape = _shape_of(cfg)
+        c = rnn_cost(cfg.cell, cfg.layers, cfg.batch, cfg.seq_len, cfg.input_size, cfg.hidden, cfg.mode, cfg.dtype,
+                     shape["directions"], shape["tokens"] if tokens is None else tokens)
     elif model_dims is not None:
         c = transformer_cost(model_dims, cfg.batch, cfg.seq_len, cfg.mode, cfg.dtype)
     else:
@@ -187,12 +206,13 @@ def step_ceiling(ceilings: dict, rec: dict) -> float | None:
 
 
 def sequential_flops(rec: dict) -> int | None:
-    """FLOPs of the steps that must run one after another: the recurrent matmul at every step, and
-    in training its dh half at every step back (the dW_hh half can be batched over steps)."""
+    """FLOPs of the steps that must run one after another: the recurrent matmul at every valid step
+    of one direction (a reverse direction is a chain of its own, free to run beside it), and in
+    training its dh half at every step back (the dW_hh half can be batched over steps)."""
     if rec.get("cell") not in GATES:
         return None
     c = rnn_cost(rec["cell"], rec["layers"], rec["batch"], rec["seq_len"], rec["input_size"], rec["hidden"],
-                 rec["mode"], rec["dtype"])
+                 rec["mode"], rec["dtype"], tokens=_shape_of(rec)["tokens"])
     return c.terms["recurrent"] + c.terms.get("recurrent_backward", 0) // 2
 
 

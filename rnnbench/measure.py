@@ -215,7 +215,7 @@ def measure(cfg, memory: str = "subprocess", ceilings: dict | None = None) -> li
             rec["state_bytes"] = int(p.state_bytes)  # what the decode step reads: h/c, or the filled KV cache
         rec["tokens_per_s"] = valid / t.median_s if t.median_s > 0 else None  # valid tokens only
         rec["padded_tokens_per_s"] = padded / t.median_s if t.median_s > 0 else None
-        rec.update(cost.record_cost(cfg, p.kind, getattr(p.runner, "dims", None)))  # flops, bytes
+        rec.update(cost.record_cost(cfg, p.kind, getattr(p.runner, "dims", None), valid))  # flops, bytes
         if p.kind == "rnn":
             from .stability import max_rel_err
 

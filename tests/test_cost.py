@@ -55,6 +55,22 @@ def test_the_issue_reference_lstm_train_step():
     assert 2.4e9 < c.flops < 2.5e9  # the gate math adds about 1%
 
 
+def test_bidirectional_and_ragged_count_each_direction_over_valid_tokens_only():
+    uni = cost.rnn_cost("gru", 1, batch=4, seq_len=10, input_size=3, hidden=2, mode="train", tokens=17)
+    bi = cost.rnn_cost("gru", 1, batch=4, seq_len=10, input_size=3, hidden=2, mode="train", directions=2, tokens=17)
+    assert bi.terms == {k: 2 * v for k, v in uni.terms.items()} and bi.bytes == 2 * uni.bytes
+    assert uni.terms["recurrent"] == 2 * 17 * 2 * 6  # 17 valid (row, step) pairs, not B*T = 40
+    assert cost.rnn_cost("gru", 1, 4, 10, 3, 2, "train").terms["recurrent"] == 2 * 40 * 2 * 6
+    # layer 1 of a bidirectional model reads both directions of layer 0: I = 2H
+    two = cost.rnn_cost("lstm", 2, batch=1, seq_len=3, input_size=5, hidden=2, mode="forward", directions=2)
+    assert two.terms["input_projection"] == 2 * (2 * 3 * 5 * 8) + 2 * (2 * 3 * 4 * 8)
+    # a record's cost and its sequential chain follow its length_mean and bidirectional fields
+    rec = {"cell": "gru", "layers": 1, "batch": 4, "seq_len": 10, "input_size": 3, "hidden": 2, "mode": "train",
+           "dtype": "float32", "bidirectional": True, "length_mean": 4.25}
+    assert cost.record_cost(SimpleNamespace(**rec), "rnn")["flops"] == bi.flops
+    assert cost.sequential_flops(rec) == uni.terms["recurrent"] + uni.terms["recurrent_backward"] // 2  # one chain
+
+
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
 def test_matmul_flops_match_torch_flop_counter_over_torch_eager(cell, layers):
