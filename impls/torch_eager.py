@@ -57,7 +57,10 @@ class EagerRNN(torch.nn.Module):
             outs = []
             for d, suffix in enumerate(spec.suffixes()):
                 w_ih, w_hh, b_ih, b_hh = (getattr(self, n) for n in spec.layer_weight_names(k, suffix))
-                gi = torch.addmm(b_ih, layer_in.reshape(T * B, -1), w_ih.t()).view(T, B, -1)  # [T, B, G*H]
+                # [T, B, G*H] split into T views by one unbind: its backward stacks the T step gradients once,
+                # where indexing gi[t] would add a zero-filled [T, B, G*H] gradient per step (O(T^2) traffic:
+                # 6.6 s instead of 0.37 s for an LSTM train step at B=64 T=256 H=256 on a 2-core CPU)
+                gi = torch.addmm(b_ih, layer_in.reshape(T * B, -1), w_ih.t()).view(T, B, -1).unbind(0)
                 row = k * spec.directions + d
                 h, c = h0[row], (c0[row] if c0 is not None else None)
                 out = [None] * T
