@@ -17,8 +17,8 @@ import torch
 
 import impls
 from impls import reference
-from impls.spec import RNNSpec, Unsupported, init_weights, make_inputs
-from impls.triton import make_backend
+from impls.spec import RNNSpec, Unsupported, feature_support, init_weights, make_inputs
+from impls.triton import FEATURE_REASONS, make_backend
 from impls.triton.plan import Plan, make_plan
 
 from .conftest import DEVICES, rel_err
@@ -136,6 +136,11 @@ def test_unsupported_configurations_give_reasons():
         impls.get("triton").build(big, init_weights(big), DEVICE, "float32")
     with pytest.raises(Unsupported, match="cannot run under the Triton interpreter"):
         make_plan("gru", 32, "float32", "cpu", interpreted=True, path="persistent", block_h=16)
+    for name in ("triton", "triton_stepwise", "triton_wt"):  # the kernels' own reasons, not a generic line
+        assert feature_support(impls.get(name), "lengths") == (False, FEATURE_REASONS["lengths"])
+        bi = RNNSpec("lstm", 3, 5, bidirectional=True)
+        with pytest.raises(Unsupported, match="no reverse pass"):
+            impls.get(name).build(bi, init_weights(bi), DEVICE, "float32")
 
 
 def test_bad_options_are_rejected_at_registration():

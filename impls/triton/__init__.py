@@ -41,14 +41,16 @@ class TritonRunner(TorchRunner):
         return f"{self.plan.label}/{'eager-launches' if 'eager-launches' in ran else 'graph'}"
 
 
-class TritonBackend(TorchBackend):
-    feature_reasons = {
-        "bidirectional": "the triton kernels run each layer in one direction; they have no reverse pass",
-        "lengths": "the triton kernels advance every batch row for all T steps; they take no per-row lengths",
-    }
+FEATURE_REASONS = {
+    "bidirectional": "the triton kernels run each layer in one direction; they have no reverse pass",
+    "lengths": "the triton kernels advance every batch row for all T steps; they take no per-row lengths",
+}
 
+
+class TritonBackend(TorchBackend):
     def __init__(self, name: str, options: dict):
-        super().__init__(name, TritonRunner, cpu_dtypes=("float32",), cuda_dtypes=("float32", "bfloat16", "float16"))
+        super().__init__(name, TritonRunner, cpu_dtypes=("float32",), cuda_dtypes=("float32", "bfloat16", "float16"),
+                         feature_reasons=FEATURE_REASONS)
         self.options = options
 
     def interpreted_on(self, device: str) -> bool:
