@@ -258,11 +258,17 @@ def test_the_end_of_run_summary_names_the_fastest_per_regime_and_lists_exactness
                rec("fast", 256, 4.0), rec("slow", 256, 2.0),
                rec("triton", 8, 9.0, impl_label="interpreted", max_rel_err=1e-7),
                {**rec("slow", 512, None), "status": "oom", "message": "out of memory"}]
-    print_end_of_run(records)
+    unsupported = [{**rec("cpu_only", t, None), "status": "unsupported", "message": "no such cell", "round": k}
+                   for t in (32, 256) for k in range(3)]
+    print_end_of_run(records + unsupported)
     out = capsys.readouterr().out
+    # one line per reason, with how many configurations and which T gave it
+    assert [line for line in out.splitlines() if "no such cell" in line] == [
+        "  cpu_only lstm train: unsupported: no such cell (x6, T 32/256)"]
+    assert "7 configuration(s) not ok (1 oom, 6 unsupported)" in out
     short = next(line for line in out.splitlines() if " short " in f" {line} ")
     long = next(line for line in out.splitlines() if " long " in f" {line} ")
     assert short.split()[5:9] == ["fast", "slow", "x1.50", "x3.00"]  # fastest, runner-up, margin, baseline ratio
     assert long.split()[5:9] == ["slow", "fast", "x2.00", "-"]
     assert "exactness only" in out and "1 row(s) of triton" in out and "1e-07" in out
-    assert "1 configuration(s) not ok (1 oom)" in out and "median_ms" not in out
+    assert "median_ms" not in out

@@ -108,9 +108,15 @@ def print_end_of_run(records, table: str = "summary") -> None:
         for r in bad:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         print(f"\n{len(bad)} configuration(s) not ok ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}):")
+        # one line per distinct reason: a backend that cannot run a cell says so once, not once per shape and round
+        lines = {}
         for r in bad:
-            print(f"  {r['backend']} {r['cell']} {r.get('mode')} T={r['seq_len']}: {r['status']}: "
-                  f"{str(r.get('message', ''))[:200]}")
+            line = f"{r['backend']} {r['cell']} {r.get('mode')}: {r['status']}: {str(r.get('message', ''))[:200]}"
+            lines.setdefault(line, []).append(r["seq_len"])
+        for line, seq_lens in lines.items():
+            shapes = f" (x{len(seq_lens)}, T {'/'.join(map(str, sorted(set(seq_lens))))})" if len(seq_lens) > 1 else \
+                f" (T={seq_lens[0]})"
+            print(f"  {line}{shapes}")
 
 
 def print_training(records) -> None:
