@@ -103,19 +103,26 @@ class CudnnRunner(TorchRunner):
         spec = self.spec
         return torch_module(spec, spec.input_size, spec.num_layers, spec.bidirectional)
 
+    ran_packed = False  # a call has taken a PackedSequence (lengths given)
+
     def run_lengths(self, x, state, lengths, need_final: bool = True):
+        self.ran_packed = True
         packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
         out, final = self._module(packed, state)
         y, _ = pad_packed_sequence(out, total_length=x.shape[0])  # [T, B, D*H], 0 past each length
         return y, final
 
     def impl_label(self) -> str:
+        """What ran, as ATen dispatches it: cuDNN where it accepts the tensors (packed ones too); on a CPU
+        oneDNN's fused LSTM for float32/bf16 padded input only: ATen's packed LSTM never calls
+        ``mkldnn_rnn`` and runs its own per-step loop (``aten``)."""
         if self.device.startswith("cuda"):
             probe = torch.empty(1, dtype=self.torch_dtype, device=self.device)
             return "cudnn" if torch.backends.cudnn.is_acceptable(probe) else "aten"
         onednn = (
             self.spec.cell == "lstm"
             and self.dtype in ("float32", "bfloat16")
+            and not self.ran_packed
             and torch.backends.mkldnn.is_available()
             and torch.backends.mkldnn.enabled
         )

@@ -205,6 +205,7 @@ def measure(cfg, memory: str = "subprocess", ceilings: dict | None = None) -> li
         if memory != "skip" and in_process:  # after warm-up: lazy workspaces are not the model's
             rec["peak_bytes"], rec["peak_method"] = p.peak_memory(fresh_process=False)
         t, window, remeasured = timed_window(lambda: timer.time(p.fn), cfg)
+        rec["impl_label"] = p.runner.impl_label()  # asked again now that it has run (packed input, launches)
         rec.update(median_s=t.median_s, iqr_s=t.iqr_s, samples_s=t.samples_s, repeats=len(t.samples_s),
                    contention=window.cores, contended=window.cores > SETTINGS.contention_threshold,
                    remeasured=remeasured)

@@ -23,12 +23,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 BUSY = "while True: pass\n"
 
 
-def busy_elsewhere() -> subprocess.Popen:
-    """A busy loop in a session of its own: another process tree, as a neighbour's job would be."""
-    proc = subprocess.Popen([sys.executable, "-c", BUSY], start_new_session=True, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def busy_elsewhere() -> int:
+    """A busy loop outside this process tree, as a neighbour's job would be: a launcher starts it in a
+    session of its own and exits, so it is no descendant of ours (our own children's CPU is ours, not
+    contention).  Returns its pid."""
+    launcher = (
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {BUSY!r}], start_new_session=True,\n"
+        "                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(p.pid, flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, check=True)
     time.sleep(0.5)  # let it reach its loop
-    return proc
+    return int(out.stdout.strip())
 
 
 def main() -> None:
@@ -47,8 +54,7 @@ def main() -> None:
                 (rec,) = [r for r in measure(job, memory="skip") if r["kind"] == "timing"]
             finally:
                 if busy is not None:
-                    os.kill(busy.pid, signal.SIGKILL)
-                    busy.wait()
+                    os.kill(busy, signal.SIGKILL)
             ms = [s * 1e3 for s in rec["samples_s"]]
             print(f"{label:<8} {rec['median_s'] * 1e3:>10.3f} {min(ms):>8.3f}-{max(ms):<8.3f} {rec['contention']:>11.2f} "
                   f"{rec['remeasured']:>10} {rec['contended']}", flush=True)

@@ -1,8 +1,8 @@
 """Identical runs and a planted slowdown, compared on per-round medians (issue 16, item 2).
 
 Three runs of one 24-configuration grid (torch_cudnn_planted, torch_eager, jax_scan; LSTM and
-GRU forward; B=16; T 32, 64; H 32, 64), each visited in ``--rounds`` shuffled rounds: A, A' with no
-change, and B where the test-only backend ``tests/planted_backend.py`` is 1.5x slower
+GRU forward; B=16; T 32, 64; H 32, 64), each in a fresh process set up as the CLI sets up its own
+and visited in ``--rounds`` shuffled rounds: A, A' with no change, and B where the test-only backend ``tests/planted_backend.py`` is 1.5x slower
 ($RNNBENCH_PLANTED_FACTOR).  Prints, per configuration, A' vs A and B vs A by the report's rule
 (``rnnbench.results.compare_rounds``), next to the old rule (Mann-Whitney on every sample of one
 round), with the contention each run saw.  Contended records are compared too (and counted): on a
@@ -16,6 +16,7 @@ import argparse
 import itertools
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,17 +34,24 @@ def grid():
 
 
 def one_run(rounds: int, factor: float) -> list[dict]:
+    """One run, in this process (a fresh one: two runs compared are two processes, as two `rnnbench run`s)."""
+    from impls.runtime import prepare_process
+
+    prepare_process()  # as the CLI does first
+    os.environ["RNNBENCH_PLANTED_FACTOR"] = str(factor)
     from rnnbench.measure import measure
     from rnnbench.sweep import in_rounds
     from tests import planted_backend
 
-    os.environ["RNNBENCH_PLANTED_FACTOR"] = str(factor)
-    import impls
-
     planted_backend.register()
-    impls._CACHE.pop("torch_cudnn_planted", None)
     return [rec for job in in_rounds(grid(), rounds) for rec in measure(job, memory="skip", ceilings={})
             if rec["kind"] == "timing"]
+
+
+def run_in_fresh_process(rounds: int, factor: float) -> list[dict]:
+    proc = subprocess.run([sys.executable, __file__, "--one-run", str(factor), "--rounds", str(rounds)],
+                          capture_output=True, text=True, cwd=ROOT, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def compare(a: list[dict], b: list[dict]) -> list[dict]:
@@ -72,10 +80,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", default="noise.json")
+    ap.add_argument("--one-run", type=float, help=argparse.SUPPRESS)  # the child's side: the planted factor
     args = ap.parse_args()
+    if args.one_run is not None:
+        print(json.dumps(one_run(args.rounds, args.one_run)))
+        return
     runs = {}
     for name, factor in (("A", 1.0), ("A2", 1.0), ("B", 1.5)):
-        runs[name] = one_run(args.rounds, factor)
+        runs[name] = run_in_fresh_process(args.rounds, factor)
         Path(args.out).write_text(json.dumps(runs))
         cont = [r["contention"] for r in runs[name]]
         print(f"run {name}: {len(cont)} records, contention median {sorted(cont)[len(cont) // 2]:.2f} cores, "

@@ -6,6 +6,8 @@ Two questions (issue 16, item 5):
    (a child process, cached), once measured in the same process (what runs did before, leaving
    glibc's malloc thresholds raised by the large matmuls).
 2. Position in a sweep: the same configuration measured first and last in one inline sweep.
+Each with the allocator set up as the CLI does (``impls.runtime.prepare_process`` fixes glibc's
+malloc thresholds) and, for the "before" rows, with glibc's dynamic thresholds (`` (dynamic malloc)``).
 
 Every variant runs in its own fresh process, alternating, ``--pairs`` times, so that a slow minute
 of a shared machine falls on all of them alike; each row gives the median of the processes' medians,
@@ -25,23 +27,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = dict(backend="torch_eager", cell="lstm", batch=16, seq_len=64, input_size=64, hidden=64, mode="train")
 OTHERS = [dict(CONFIG, backend=b, hidden=h) for b in ("torch_cudnn", "jax_scan") for h in (64, 256)]
+DYNAMIC = " (dynamic malloc)"  # glibc's default: thresholds that rise after the first large free
 
 
 def variant(name: str) -> list[dict]:
-    """In this fresh process: the timing record(s) of one variant, with where they came in the process."""
+    """In this fresh process: the timing record(s) of one variant, with where they came in the process.
+    A name ending in DYNAMIC skips the allocator set-up the CLI does first (glibc's dynamic thresholds)."""
+    from impls.runtime import prepare_process
     from rnnbench import measure
     from rnnbench.jobs import TimingJob
 
+    base, suffix = name.removesuffix(DYNAMIC), DYNAMIC if name.endswith(DYNAMIC) else ""
+    if not suffix:
+        prepare_process()  # as the CLI and the workers do first: the malloc thresholds fixed
     job = TimingJob(**CONFIG, min_time_s=0.3, max_time_s=1.0)
-    if name == "ceilings-in-process":  # the old way: large matmuls in the process that times
+    if base == "ceilings-in-process":  # the old way: large matmuls in the process that times
         measure.measure_ceilings_here("cpu", ["float32"], [(16, 64, 4, "float32")])
-    elif name == "ceilings-cached":  # the way a run gets them now: from the cache, or from a child
+    elif base == "ceilings-cached":  # the way a run gets them now: from the cache, or from a child
         measure.machine_ceilings([job])
-    if name != "sweep":
+    if base != "sweep":
         return [{"variant": name, **_fields(measure.measure(job, memory="skip")[0])}]
     jobs = [job, *(TimingJob(**c, min_time_s=0.3, max_time_s=1.0) for c in OTHERS), job]
     out = [_fields(measure.measure(j, memory="skip")[0]) for j in jobs]
-    return [{"variant": "sweep: first", **out[0]}, {"variant": "sweep: last", **out[-1]}]
+    return [{"variant": f"sweep: first{suffix}", **out[0]}, {"variant": f"sweep: last{suffix}", **out[-1]}]
 
 
 def _fields(rec: dict) -> dict:
@@ -56,7 +64,8 @@ def main() -> None:
     if args.variant:
         print(json.dumps(variant(args.variant)))
         return
-    variants = ["fresh", "ceilings-cached", "ceilings-in-process", "sweep"]
+    variants = ["fresh", "ceilings-cached", "ceilings-in-process", "sweep", "fresh" + DYNAMIC,
+                "ceilings-in-process" + DYNAMIC, "sweep" + DYNAMIC]
     rows: dict[str, list] = {}
     for _ in range(args.pairs):
         for name in variants:
@@ -66,11 +75,11 @@ def main() -> None:
                 rows.setdefault(rec["variant"], []).append(rec)
     base = statistics.median(r["median_s"] for r in rows["fresh"])
     print(f"torch_eager LSTM train B=16 T=64 H=64, {args.pairs} fresh processes per row")
-    print(f"{'variant':<22} {'median ms':>10} {'min-max ms':>17} {'vs fresh':>9} {'contention':>16} contended")
+    print(f"{'variant':<38} {'median ms':>10} {'min-max ms':>17} {'vs fresh':>9} {'contention':>16} contended")
     for name, recs in rows.items():
         ms = [r["median_s"] * 1e3 for r in recs]
         cores = [r["contention"] for r in recs]
-        print(f"{name:<22} {statistics.median(ms):>10.3f} {min(ms):>8.3f}-{max(ms):<8.3f} "
+        print(f"{name:<38} {statistics.median(ms):>10.3f} {min(ms):>8.3f}-{max(ms):<8.3f} "
               f"{statistics.median(ms) / base / 1e3:>9.3f} {min(cores):>7.2f}-{max(cores):<7.2f}  "
               f"{sum(bool(r['contended']) for r in recs)}/{len(recs)}")
 

@@ -185,3 +185,31 @@ def test_a_member_too_big_for_the_machine_is_unsupported_with_the_estimate():
     job = TimingJob("transformer_jax", "lstm", batch=64, seq_len=65536, input_size=64, hidden=256, mode="train")
     [rec] = measure(job, memory="skip", ceilings={})
     assert rec["status"] == "unsupported" and "estimated" in rec["message"] and "GiB" in rec["message"]
+
+
+def test_gradient_reach_resolves_short_reaches_and_keeps_what_reaches_t0():
+    import pandas as pd
+
+    from rnnbench.report.crossover import gradient_reach
+    from rnnbench.stability import downsample
+
+    T = 4096
+    t = np.arange(T)
+    rnn = 10.0 ** (-0.2 * (T - 1 - t))  # an RNN's gradient: 0.2 decades a step, below 1e-3 after 15 steps
+    attention = np.full(T, 1.0 / T)  # attention's: the token's own path at T-1, then flat at 1/T
+    attention[-1] = 1.0
+    short = 10.0 ** (-0.01 * (31 - np.arange(32)))  # T=32, every step kept: reach 31 steps, whole sequence
+    common = {"kind": "stability", "status": "ok", "device": "cpu", "dtype": "float32", "cell": "lstm", "hidden": 64}
+    df = pd.DataFrame([
+        {**common, "seq_len": T, "backend": "rnn", "backend_kind": "rnn", "grad_profile": downsample(rnn),
+         "grad_decay_per_step": -0.2},
+        {**common, "seq_len": T, "backend": "attn", "backend_kind": "baseline", "grad_profile": downsample(attention),
+         "grad_decay_per_step": -0.0009},
+        {**common, "hidden": 8, "seq_len": 32, "backend": "rnn", "backend_kind": "rnn",
+         "grad_profile": downsample(short), "grad_decay_per_step": -0.01}])
+    out = gradient_reach(df).set_index(["hidden", "backend"])
+    spacing = round((T - 1) / 63)  # 64 points over 4096 steps
+    assert out.loc[(64, "rnn"), "reach (steps back)"] == f"< {spacing}"  # not "0": below the profile's resolution
+    assert out.loc[(64, "rnn"), "left at t=0"] == "0 (underflow)"
+    assert out.loc[(64, "attn"), "left at t=0"] == f"{1 / T:.1e}"  # attention keeps 1/T at any distance
+    assert out.loc[(8, "rnn"), "reach (steps back)"] == "31" and out.loc[(8, "rnn"), "whole sequence"]

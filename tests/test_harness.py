@@ -32,6 +32,34 @@ def test_timer_reads_a_known_sleep_between_two_syncs():
     assert timing.iqr_s == pytest.approx(q3 - q1)
 
 
+MALLOC_PROBE = """
+import ctypes, sys
+from impls.runtime import fix_malloc_thresholds
+if sys.argv[1] == "fixed":
+    assert fix_malloc_thresholds()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+block = libc.malloc(8 << 20)  # 8 MiB: above glibc's default mmap threshold (128 KiB), below the fixed one
+heap = [line.split()[0] for line in open("/proc/self/maps") if line.rstrip().endswith("[heap]")]
+lo, hi = (int(x, 16) for x in heap[0].split("-")) if heap else (0, 0)
+print("heap" if lo <= block < hi else "mmap")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_prepare_process_fixes_the_allocators_thresholds():
+    """Fixed, an 8 MiB buffer comes from the heap in a fresh process too, as it does in one that has
+    already freed a large block; by default the first one is mmap'd (what made a sweep's first
+    configuration time slower than its later ones)."""
+    import subprocess
+
+    def where(mode):
+        return subprocess.run([sys.executable, "-c", MALLOC_PROBE, mode], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert (where("default"), where("fixed")) == ("mmap", "heap")
+
+
 def test_summary_statistics_of_known_samples():
     t = summarize([5.0, 1.0, 4.0, 2.0, 3.0])
     assert (t.median_s, t.iqr_s, t.samples_s) == (3.0, 2.0, [5.0, 1.0, 4.0, 2.0, 3.0])

@@ -234,3 +234,23 @@ def test_recommend_answers_for_the_model_and_lengths_asked(tmp_path):
                               results=[run.path])
     assert bidirectional.backend == "torch_cudnn" and bidirectional.runner_up == "torch_eager"
     assert "bidirectional" in str(bidirectional) and "zipf:1.2" in str(bidirectional)
+
+
+def test_torch_cudnn_labels_what_ran_on_a_cpu_packed_or_padded():
+    """oneDNN's fused LSTM takes padded input only: ATen runs a packed batch with its own loop.  The label
+    follows the profiler's record of the ops that ran, asked after the call."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from impls.spec import init_weights, make_inputs
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN")
+    spec = RNNSpec("lstm", 8, 16)
+    x, _, _ = make_inputs(spec, 10, 4)
+    for lengths, label in ((None, "aten-onednn"), (np.array([10, 7, 3, 1]), "aten")):
+        runner = impls.get("torch_cudnn").build(spec, init_weights(spec), "cpu", "float32")
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            runner.forward(x, None, lengths=lengths)
+        ran_onednn = any("mkldnn_rnn" in e.name for e in prof.events())
+        assert (runner.impl_label(), ran_onednn) == (label, lengths is None)

@@ -152,6 +152,28 @@ def test_absent_data_is_said_not_dropped(tmp_path):
         assert said in md, said
 
 
+def test_failures_are_listed_once_per_reason_with_their_shapes_and_count(tmp_path):
+    import pandas as pd
+
+    from rnnbench.report.sections import failures_section
+
+    rng = np.random.default_rng(0)
+    bad = [{**timing_record("flax_gru", "lstm", "train", b, t, 64, 0.01, rng, round=k), "status": "unsupported",
+            "message": "flax_gru runs gru cells only", "median_s": None} for b in (16, 64) for t in (32, 256)
+           for k in range(5)]
+    oom = {**timing_record("torch_eager", "lstm", "train", 64, 256, 256, 0.01, rng), "status": "oom",
+           "message": "out of memory", "median_s": None}
+    ok = timing_record("torch_cudnn", "lstm", "train", 16, 32, 64, 0.01, rng)
+    df = results.with_axis_defaults(pd.DataFrame([{**r, "run_id": "r"} for r in [*bad, oom, ok]]))
+    section = failures_section(df)
+    (table,) = [b[1] for b in section.blocks if b[0] == "table"]
+    assert len(table) == 2  # 21 records, two reasons
+    row = table.set_index("backend").loc["flax_gru"]
+    assert (row["records"], row["B"], row["T"], row["H"]) == ("20", "16/64", "32/256", "64")  # as the report prints
+    assert table.set_index("backend").loc["torch_eager", "status"] == "oom"
+    assert any("21 record(s) did not finish, for 2 reason(s)" in b[1] for b in section.blocks if b[0] == "text")
+
+
 def test_a_run_without_records_still_gets_a_report(tmp_path):
     run = Run.create(tmp_path, "empty", {})
     out = tmp_path / "report"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import crossover, results
 from ..suites import SETTINGS
-from .figures import Figures, groups, log_axes
+from .figures import Figures, groups, log_axes, tidy_legend
 from .sections import Section
 
 FIGURE_KEYS = ("device", "dtype", "cell", "layers", "input_size")
@@ -35,13 +35,16 @@ def _lines(figs: Figures, data, y: str, ylabel: str, row: str, table, title: str
     log_axes(g, data["seq_len"].unique())
     g.set_axis_labels("context / sequence length T", ylabel)
     g.set_titles("{row_var}={row_name} · H={col_name}")
+    tidy_legend(g)
     g.figure.suptitle(title, y=1.02)
     return figs.save(g.figure, name)
 
 
 def gradient_reach(df):
     """Per backend at the longest T with a gradient profile: how many steps back ||dL/dx_t|| stays
-    above ``SETTINGS.gradient_reach_ratio`` of its value at t = T-1, and the decay per step."""
+    above ``SETTINGS.gradient_reach_ratio`` of its value at t = T-1, what is left of it at t = 0, and
+    the decay per step.  A profile holds at most 64 points, so a reach shorter than their spacing
+    reads "< spacing", never 0."""
     import numpy as np
     import pandas as pd
 
@@ -56,12 +59,18 @@ def gradient_reach(df):
         g = np.asarray(r["grad_profile"], dtype=float)  # at most 64 points spread over t = 0..T-1
         t = np.linspace(0, r["seq_len"] - 1, len(g))
         above = g >= SETTINGS.gradient_reach_ratio * g[-1]
-        reach = r["seq_len"] - 1 - t[np.argmax(above)] if above.any() else 0.0  # the earliest t still above
+        reach = r["seq_len"] - 1 - t[np.argmax(above[:-1])] if above[:-1].any() else 0.0  # earliest t still above
         rows.append({**{k: r[k] for k in keys}, "T": r["seq_len"], "backend": r["backend"],
-                     "kind": r["backend_kind"], "batch": r["batch"], "reach (steps back)": reach,
+                     "kind": r["backend_kind"], "reach": reach, "spacing": t[-1] - t[-2],
+                     "left at t=0": g[0] / g[-1] if g[-1] > 0 else np.nan,
                      "whole sequence": bool(above[0]), "decay per step": r["grad_decay_per_step"]})
-    return pd.DataFrame(rows).groupby([*keys, "T", "backend", "kind"], as_index=False).agg(
-        {"reach (steps back)": "median", "whole sequence": "all", "decay per step": "median"})
+    out = pd.DataFrame(rows).groupby([*keys, "T", "backend", "kind"], as_index=False).agg(
+        {"reach": "median", "spacing": "max", "left at t=0": "median", "whole sequence": "all",
+         "decay per step": "median"})
+    out.insert(out.columns.get_loc("reach"), "reach (steps back)",
+               [f"{r:.0f}" if r > 0 else f"< {s:.0f}" for r, s in zip(out["reach"], out["spacing"])])
+    out["left at t=0"] = [f"{v:.1e}" if v > 0 else "0 (underflow)" for v in out["left at t=0"]]
+    return out.drop(columns=["reach", "spacing"])
 
 
 def crossover_section(df, figs: Figures, label_run: bool) -> Section:
@@ -126,8 +135,10 @@ def crossover_section(df, figs: Figures, label_run: bool) -> Section:
         s.text("Gradient reach: no gradient-profile (stability) records; mode train records them.")
     else:
         s.text(f"How far back a gradient reaches, at the longest T measured: the steps back from t = T-1 over which "
-               f"||dL/dx_t|| stays above {SETTINGS.gradient_reach_ratio:g} of its value at T-1 (L = <y_(T-1), u>), "
-               "and the decay per step (log10; negative: vanishing). Profiles are drawn in 'Gradient flow through "
-               "time'.")
+               f"||dL/dx_t|| stays above {SETTINGS.gradient_reach_ratio:g} of its value at T-1 (L = <y_(T-1), u>; "
+               "'< n': already below at the profile's first point back, n steps away), what is left of it at t = 0 "
+               "(||dL/dx_0|| / ||dL/dx_(T-1)||: an RNN's shrinks geometrically with T, attention's about as 1/T), "
+               "and the decay per step (log10, over the whole profile; negative: vanishing). Profiles are drawn in "
+               "'Gradient flow through time'.")
         s.table(reach)
     return s

@@ -26,7 +26,9 @@ class Figures:
         self.dir = out_dir / "figures"
         self.dir.mkdir(parents=True, exist_ok=True)
         backends = sorted(set(backends))
-        colours = sns.color_palette("tab10" if len(backends) <= 10 else "husl", max(len(backends), 1))
+        # tab10, then tab20 (ten more distinct hues, not husl's neighbours that read as one), then husl
+        palette = "tab10" if len(backends) <= 10 else "tab20" if len(backends) <= 20 else "husl"
+        colours = sns.color_palette(palette, max(len(backends), 1))
         self.palette = dict(zip(backends, colours))
 
     def order(self, df) -> list:
@@ -71,5 +73,16 @@ def finish_lines(figs: "Figures", g, xs, ylabel: str, title: str, name: str) -> 
     log_axes(g, xs)
     g.set_axis_labels("sequence length T", ylabel)
     g.set_titles("{row_name} · {col_name}")
+    tidy_legend(g)
     g.figure.suptitle(title, y=1.02)
     return figs.save(g.figure, name)
+
+
+def tidy_legend(g) -> None:
+    """The legend right of the axes, below the title line, in two columns when long (a dozen backends
+    in one column rose above the axes and ran into the title)."""
+    import seaborn as sns
+
+    if g.legend is not None:
+        sns.move_legend(g, "upper left", bbox_to_anchor=(1.0, 0.95), ncol=2 if len(g.legend.texts) > 10 else 1,
+                        frameon=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import results
 from ..results import SHAPE_NAMES
 from ..suites import SETTINGS
-from .figures import Figures, finish_lines, groups
+from .figures import Figures, finish_lines, groups, tidy_legend
 
 
 @dataclass
@@ -220,6 +220,7 @@ def gradient_section(df, figs: Figures, label_run: bool) -> Section:
         g.set(yscale="log")
         g.set_axis_labels("timestep t", "||dL/dx_t||")
         g.set_titles("{col_name} · H={row_name}")
+        tidy_legend(g)
         g.figure.suptitle(title, y=1.02)
         s.figure(figs.save(g.figure, f"gradient_{slug}"), f"Gradient flow, {title}")
     stab = stab.assign(decay_reverse=pd.to_numeric(stab["grad_decay_per_step_reverse"], errors="coerce"))
@@ -262,6 +263,7 @@ def training_section(df, figs: Figures, label_run: bool) -> Section:
             if quantity == "validation metric" and len(base):
                 ax.axhline(float(base.median()), ls="--", color="0.3", lw=1)
         g.set_ylabels("")
+        tidy_legend(g)
         g.figure.suptitle(title, y=1.02)
         s.figure(figs.save(g.figure, f"training_{slug}"), f"Training curves, {title}")
     s.table(results.training_summary(train.to_dict("records")))
@@ -350,6 +352,8 @@ def comparison_section(df) -> Section | None:
 
 
 def failures_section(df) -> Section:
+    import pandas as pd
+
     s = Section("Failures and exclusions")
     bad = df[df["status"].notna() & (df["status"] != "ok")]
     interpreted = df[(df["kind"] == "timing") & (df["impl_label"] == "interpreted")]
@@ -366,12 +370,21 @@ def failures_section(df) -> Section:
     if bad.empty:
         s.text("Every record finished (status ok).")
         return s
-    cols = ["run_id", "backend", "kind", "cell", "mode", "batch", "seq_len", "hidden", "dtype", "device", "status",
-            "message"]
-    table = bad[cols].copy()
-    table["message"] = table["message"].fillna("").str.slice(0, 160)
-    s.text(f"{len(bad)} record(s) did not finish; they are not plotted.")
-    s.table(table)
+    # one row per reason (a backend that cannot run a cell fails alike at every shape and round), with
+    # the shapes it covers and how many records it stands for
+    keys = ["run_id", "backend", "kind", "cell", "mode", "dtype", "device", "status", "message"]
+    table = bad.assign(message=bad["message"].fillna("").astype(str).str.slice(0, 160))
+
+    def values(column):  # "16/64": the distinct sizes, as integers
+        sizes = pd.to_numeric(column, errors="coerce").dropna()
+        return "/".join(str(int(v)) for v in sorted(set(sizes)))
+
+    table = table.groupby(keys, dropna=False, sort=True).agg(
+        records=("status", "size"), B=("batch", values), T=("seq_len", values), H=("hidden", values)).reset_index()
+    s.text(f"{len(bad)} record(s) did not finish, for {len(table)} reason(s); they are not plotted. One row per "
+           "reason, with the shapes it covers (B, T, H) and the number of records.")
+    s.table(table[["run_id", "backend", "kind", "cell", "mode", "B", "T", "H", "dtype", "device", "status", "records",
+                   "message"]])
     return s
 
 
