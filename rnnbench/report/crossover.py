@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import crossover, results
 from ..suites import SETTINGS
-from .figures import Figures, groups, log_axes, tidy_legend
+from .figures import Figures, groups, log_axes, suptitle
 from .sections import Section
 
 FIGURE_KEYS = ("device", "dtype", "cell", "layers", "input_size")
@@ -35,8 +35,7 @@ def _lines(figs: Figures, data, y: str, ylabel: str, row: str, table, title: str
     log_axes(g, data["seq_len"].unique())
     g.set_axis_labels("context / sequence length T", ylabel)
     g.set_titles("{row_var}={row_name} · H={col_name}")
-    tidy_legend(g)
-    g.figure.suptitle(title, y=1.02)
+    suptitle(g, title)
     return figs.save(g.figure, name)
 
 

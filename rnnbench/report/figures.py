@@ -73,16 +73,16 @@ def finish_lines(figs: "Figures", g, xs, ylabel: str, title: str, name: str) -> 
     log_axes(g, xs)
     g.set_axis_labels("sequence length T", ylabel)
     g.set_titles("{row_name} · {col_name}")
-    tidy_legend(g)
-    g.figure.suptitle(title, y=1.02)
+    suptitle(g, title)
     return figs.save(g.figure, name)
 
 
-def tidy_legend(g) -> None:
-    """The legend right of the axes, below the title line, in two columns when long (a dozen backends
-    in one column rose above the axes and ran into the title)."""
-    import seaborn as sns
-
+def suptitle(g, title: str) -> None:
+    """The figure's title, above the axes and above the legend where a long legend (a dozen backends)
+    rises above the axes: a title hung from y=1.02 ran into the legend's first entries."""
+    fig = g.figure
+    top = 1.0
     if g.legend is not None:
-        sns.move_legend(g, "upper left", bbox_to_anchor=(1.0, 0.95), ncol=2 if len(g.legend.texts) > 10 else 1,
-                        frameon=False)
+        fig.canvas.draw()  # the legend's extent is known once drawn
+        top = max(top, g.legend.get_window_extent().transformed(fig.transFigure.inverted()).y1)
+    fig.suptitle(title, y=top + 0.01, va="bottom")

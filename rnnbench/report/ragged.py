@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import results
 from ..suites import SETTINGS
-from .figures import Figures, groups, tidy_legend
+from .figures import Figures, groups, suptitle
 from .sections import Section
 
 PACKED, PADDED = "torch_cudnn", "torch_cudnn_padded"  # the two ways torch.nn takes a ragged batch
@@ -60,8 +60,7 @@ def _per_token_figures(s: Section, at, order, figs: Figures, label_run: bool) ->
         g.set(yscale="log")
         g.set_axis_labels("length distribution", "µs per valid token")
         g.set_titles("{row_name} · {col_name}")
-        tidy_legend(g)
-        g.figure.suptitle(f"Time per valid token, {title}", y=1.02)
+        suptitle(g, f"Time per valid token, {title}")
         s.figure(figs.save(g.figure, f"ragged_{slug}"), f"Time per valid token by length distribution, {title}")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import results
 from ..results import SHAPE_NAMES
 from ..suites import SETTINGS
-from .figures import Figures, finish_lines, groups, tidy_legend
+from .figures import Figures, finish_lines, groups, suptitle
 
 
 @dataclass
@@ -220,8 +220,7 @@ def gradient_section(df, figs: Figures, label_run: bool) -> Section:
         g.set(yscale="log")
         g.set_axis_labels("timestep t", "||dL/dx_t||")
         g.set_titles("{col_name} · H={row_name}")
-        tidy_legend(g)
-        g.figure.suptitle(title, y=1.02)
+        suptitle(g, title)
         s.figure(figs.save(g.figure, f"gradient_{slug}"), f"Gradient flow, {title}")
     stab = stab.assign(decay_reverse=pd.to_numeric(stab["grad_decay_per_step_reverse"], errors="coerce"))
     summary = stab.groupby(["device", "dtype", "model", "backend", "cell", "seq_len"], as_index=False).agg(
@@ -263,8 +262,7 @@ def training_section(df, figs: Figures, label_run: bool) -> Section:
             if quantity == "validation metric" and len(base):
                 ax.axhline(float(base.median()), ls="--", color="0.3", lw=1)
         g.set_ylabels("")
-        tidy_legend(g)
-        g.figure.suptitle(title, y=1.02)
+        suptitle(g, title)
         s.figure(figs.save(g.figure, f"training_{slug}"), f"Training curves, {title}")
     s.table(results.training_summary(train.to_dict("records")))
     failed = train[train["status"] != "ok"]
