@@ -96,9 +96,10 @@ register(Suite(
     # One backend per family (the eager loop, torch.nn, the JAX scan, our Triton kernels under the
     # interpreter, ONNX Runtime for inference) and both baselines.  torch_compile (a cold compile costs
     # ~20-40 s a configuration here), the other JAX variants, Flax and flashrnn's CPU reference are left to
-    # `--backends` and the committed sets, so the README's main job keeps its budget.
-    "quick", "the default: one backend per family and both baselines, small shapes, about 2.5 minutes on a "
-             "2-core CPU",
+    # `--backends` and the committed sets, so the README's main job keeps its budget (3 minutes): `bash
+    # dev.sh run` in a fresh clone took 75 s on a quiet 2-core CPU on 2026-12-07, set-up already done.
+    "quick", "the default: one backend per family and both baselines, small shapes, about 1.5 minutes on a "
+             "quiet 2-core CPU",
     axes={"backends": ["torch_eager", "torch_cudnn", "jax_scan", "triton", "onnxruntime", "transformer_sdpa",
                        "transformer_jax"],
           "cells": ["lstm", "gru"], "batch": [16], "seq_len": [32, 128], "input_size": [32], "hidden": [64],
