@@ -215,6 +215,27 @@ def regime_table(df):
     return pd.DataFrame(rows), None
 
 
+FAILURE_KEYS = ("run_id", "backend", "kind", "cell", "mode", "dtype", "device", "status", "message")
+
+
+def failure_reasons(records):
+    """Records that did not finish, one row per reason (a backend that cannot run a cell fails alike at
+    every shape and round): the FAILURE_KEYS, ``records`` (how many) and ``B``, ``T``, ``H`` (the
+    distinct sizes it covers, "16/64")."""
+    import pandas as pd
+
+    bad = pd.DataFrame(records)
+    keys = [k for k in FAILURE_KEYS if k in bad]
+    bad = bad.assign(message=bad["message"].fillna("").astype(str)) if "message" in bad else bad
+
+    def sizes(column):
+        values = pd.to_numeric(column, errors="coerce").dropna()
+        return "/".join(str(int(v)) for v in sorted(set(values)))
+
+    return bad.groupby(keys, dropna=False, sort=False).agg(
+        records=("status", "size"), B=("batch", sizes), T=("seq_len", sizes), H=("hidden", sizes)).reset_index()
+
+
 def training_summary(records):
     """One row per run: task, setting, backend, steps, final metric, baseline, seconds, verdict."""
     import pandas as pd

@@ -13,29 +13,21 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-BUSY = "while True: pass\n"
-
 
 def busy_elsewhere() -> int:
-    """A busy loop outside this process tree, as a neighbour's job would be: a launcher starts it in a
-    session of its own and exits, so it is no descendant of ours (our own children's CPU is ours, not
-    contention).  Returns its pid."""
-    launcher = (
-        "import subprocess, sys\n"
-        f"p = subprocess.Popen([sys.executable, '-c', {BUSY!r}], start_new_session=True,\n"
-        "                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-        "print(p.pid, flush=True)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, check=True)
-    time.sleep(0.5)  # let it reach its loop
-    return int(out.stdout.strip())
+    """A busy loop outside this process tree, as a neighbour's job would be (the unit test's own: our
+    own children's CPU is ours, not contention); its pid, once it has reached its loop."""
+    from tests.test_contention import start_detached_busy
+
+    pid = start_detached_busy()
+    time.sleep(0.5)
+    return pid
 
 
 def main() -> None:

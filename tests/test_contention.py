@@ -22,7 +22,7 @@ def _cpu_s(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / contention._HZ
 
 
-def _start_detached_busy() -> int:
+def start_detached_busy() -> int:
     """A busy loop outside this process tree: setsid, then a second fork whose parent exits at once."""
     launcher = (
         "import os, subprocess, sys\n"
@@ -36,7 +36,7 @@ def _start_detached_busy() -> int:
 
 
 def test_detached_busy_process_counts_as_contention_and_sets_the_flag():
-    pid = _start_detached_busy()
+    pid = start_detached_busy()
     try:
         assert pid not in contention.descendants(os.getpid())  # it is someone else's
         time.sleep(0.2)  # interpreter start-up

@@ -108,15 +108,9 @@ def print_end_of_run(records, table: str = "summary") -> None:
         for r in bad:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         print(f"\n{len(bad)} configuration(s) not ok ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}):")
-        # one line per distinct reason: a backend that cannot run a cell says so once, not once per shape and round
-        lines = {}
-        for r in bad:
-            line = f"{r['backend']} {r['cell']} {r.get('mode')}: {r['status']}: {str(r.get('message', ''))[:200]}"
-            lines.setdefault(line, []).append(r["seq_len"])
-        for line, seq_lens in lines.items():
-            shapes = f" (x{len(seq_lens)}, T {'/'.join(map(str, sorted(set(seq_lens))))})" if len(seq_lens) > 1 else \
-                f" (T={seq_lens[0]})"
-            print(f"  {line}{shapes}")
+        for r in results.failure_reasons(bad).itertuples():  # one line per reason, not per shape and round
+            shapes = f"x{r.records}, T {r.T}" if r.records > 1 else f"T={r.T}"
+            print(f"  {r.backend} {r.cell} {r.mode}: {r.status}: {r.message[:200]} ({shapes})")
 
 
 def print_training(records) -> None:

@@ -350,8 +350,6 @@ def comparison_section(df) -> Section | None:
 
 
 def failures_section(df) -> Section:
-    import pandas as pd
-
     s = Section("Failures and exclusions")
     bad = df[df["status"].notna() & (df["status"] != "ok")]
     interpreted = df[(df["kind"] == "timing") & (df["impl_label"] == "interpreted")]
@@ -368,17 +366,8 @@ def failures_section(df) -> Section:
     if bad.empty:
         s.text("Every record finished (status ok).")
         return s
-    # one row per reason (a backend that cannot run a cell fails alike at every shape and round), with
-    # the shapes it covers and how many records it stands for
-    keys = ["run_id", "backend", "kind", "cell", "mode", "dtype", "device", "status", "message"]
-    table = bad.assign(message=bad["message"].fillna("").astype(str).str.slice(0, 160))
-
-    def values(column):  # "16/64": the distinct sizes, as integers
-        sizes = pd.to_numeric(column, errors="coerce").dropna()
-        return "/".join(str(int(v)) for v in sorted(set(sizes)))
-
-    table = table.groupby(keys, dropna=False, sort=True).agg(
-        records=("status", "size"), B=("batch", values), T=("seq_len", values), H=("hidden", values)).reset_index()
+    table = results.failure_reasons(bad).sort_values(list(results.FAILURE_KEYS))
+    table["message"] = table["message"].str.slice(0, 160)
     s.text(f"{len(bad)} record(s) did not finish, for {len(table)} reason(s); they are not plotted. One row per "
            "reason, with the shapes it covers (B, T, H) and the number of records.")
     s.table(table[["run_id", "backend", "kind", "cell", "mode", "B", "T", "H", "dtype", "device", "status", "records",
