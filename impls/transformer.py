@@ -535,6 +535,11 @@ def _no_cache(state) -> None:
 # -- the registered backends -------------------------------------------------------------------
 
 
+# float16 on a CPU: no fused kernels and slow conversions in every GEMM; bfloat16 runs natively where the
+# CPU has AVX512-BF16 or AMX (oneDNN) and is emulated elsewhere, as the RNNs' bfloat16 is
+CPU_DTYPES = ("float32", "float64", "bfloat16")
+
+
 class TransformerBackend:
     """A registered baseline: ``build(spec, weights, ...)`` sizes the model against ``spec``.
 
@@ -560,7 +565,7 @@ class TransformerBackend:
     def supports(self, device: str, dtype: str) -> tuple[bool, str]:
         if self.framework == "jax":
             return jax_dtype_support(self.name, device, dtype)
-        allowed = DTYPES if device.startswith("cuda") else ("float32", "float64")
+        allowed = DTYPES if device.startswith("cuda") else CPU_DTYPES
         if dtype not in allowed:
             return False, f"{self.name} on {device} supports dtypes {', '.join(allowed)}, not {dtype}"
         return True, ""

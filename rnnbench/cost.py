@@ -123,6 +123,22 @@ def _shape_of(cfg) -> dict:
             "tokens": None if mean is None else round(mean * field("batch"))}
 
 
+# Untimed calls of one configuration besides its timed repeats: the compile/warm-up call and a second
+# warm-up; round 0 adds the memory probe's one step and call and the gradient profile's call.
+WARMUP_CALLS, FIRST_ROUND_CALLS = 2, 3
+
+
+def predicted_point_s(per_token_s: float, tokens: float, min_repeats: int, min_time_s: float, max_time_s: float,
+                      first_round: bool) -> float:
+    """Seconds a configuration will take, from the time per token measured at a shorter T: its calls
+    (``rnnbench.measure.repeat``: min_repeats whatever each takes, then on until min_time_s, capped at
+    max_time_s; plus the untimed ones) times the tokens a call carries.  Time per token grows with T for
+    attention, so this is a lower estimate for a transformer; it decides what a suite skips."""
+    call_s = per_token_s * tokens
+    timed = max(min_repeats * call_s, min(min_time_s, max_time_s))
+    return timed + (WARMUP_CALLS + (FIRST_ROUND_CALLS if first_round else 0)) * call_s
+
+
 # Transformer elementwise FLOPs, same conventions: a LayerNorm forward is 7 per element (sum, centre,
 # square, sum, scale, weight, bias) and 11 backward (dy*w, dw, db, two means, the combination);
 # softmax 6 per score (scale, max, subtract, exp, sum, divide) and 3 backward (dP - D, times P,

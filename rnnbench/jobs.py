@@ -87,6 +87,9 @@ class TimingJob(JobBase):
     bidirectional: bool = False
     lengths: str = ragged.FULL  # the batch's length distribution (rnnbench.ragged): full, uniform:MIN, zipf:A
     round: int = 0  # which visit of the grid (rnnbench.sweep.in_rounds); round 0 also probes memory and checks
+    # a suite's cap on one point: predicted (rnnbench.cost.predicted_point_s, from the time per token at the
+    # next shorter T measured) to take longer, it is recorded unsupported with the estimate instead of run
+    max_point_s: float | None = None
 
     @property
     def record_fields(self) -> dict:

@@ -148,21 +148,33 @@ register(Suite(
           "layers": [1], "dtype": ["float32"], "mode": ["forward", "train"], "device": ["cpu"],
           "bidirectional": [False, True], "lengths": ["full", "uniform:16", "zipf:1.2"]},
     timing={"min_time_s": 0.1, "max_time_s": 0.5}, rounds=8))
+# The crossover surface's widths on a CPU: H=1024 runs the oneDNN LSTM against the SDPA transformer only
+# (the JAX pair's curves at H 64 and 256 show the same shape; at H=1024 they would double the budget).
+SURFACE_PAIR = ["torch_cudnn", "transformer_sdpa"]
 register(Suite(
-    # issue 20: where an RNN and a parameter-matched transformer cross against T.  LSTM on the fastest
-    # backend of each family here (jax_scan_unroll8: the JAX variant that won most rows of the committed
-    # cpu run), vs both baselines; decode at B 1 and 16, forward and train at B 16.  GRU was dropped to fit
-    # the budget (the brief's order: GRU or a B value before an end of the T or H range).  Slow rows
-    # take 3 samples at least (the crossover's range needs a spread), more only up to 0.1 s; one round.
-    "crossover", "RNN vs transformer against T: LSTM decode (B 1, 16), forward and train (B 16), T 16-4096 "
-                 "(and 16K on CUDA), H 64 and 256, float32 (about 20 minutes on a 2-core CPU)",
+    # Where an RNN and a parameter-matched transformer cross: a surface over width H (I = H), T and
+    # precision, not a line (DESIGN.md "RNN or transformer").  LSTM on the fastest backend of each family
+    # here (jax_scan_unroll8 won most rows of the committed cpu run) vs both baselines at H 64 and 256;
+    # torch_cudnn vs transformer_sdpa at H=1024, train to T=1024, forward and decode to 4096.  float32 and
+    # bfloat16; decode at B 1 and 16, forward and train at B 16.  A point predicted to take over 120 s
+    # (from the time per token at the previous T) is recorded unsupported with the estimate.  Slow rows
+    # take 3 samples at least, more only up to 0.1 s; one round.  Budget 60 minutes on a 2-core CPU;
+    # estimated from the H 64/256 float32 half of it, measured at 620 s on 2026-12-07 (AMD EPYC).
+    "crossover", "RNN vs transformer over H and T: LSTM decode (B 1, 16), forward and train (B 16), T 16-4096, "
+                 "H 64, 256 and 1024 (I = H), float32 and bfloat16 (at most 60 minutes on a 2-core CPU)",
     axes={"backends": ["torch_cudnn", "jax_scan_unroll8", "transformer_sdpa", "transformer_jax"],
-          "cells": ["lstm"], "batch": [16], "seq_len": [16, 64, 256, 1024, 4096], "input_size": [64],
-          "hidden": [64, 256], "layers": [1], "dtype": ["float32"], "mode": ["forward", "train"], "device": ["cpu"]},
-    grids=({"mode": ["decode"], "batch": [1, 16]}, {}),
+          "cells": ["lstm"], "batch": [16], "seq_len": [16, 64, 256, 1024, 4096], "input_size": None,
+          "hidden": [64, 256], "layers": [1], "dtype": ["float32", "bfloat16"], "mode": ["forward", "train"],
+          "device": ["cpu"]},
+    grids=({"mode": ["decode"], "batch": [1, 16]}, {},
+           {"mode": ["decode"], "batch": [1, 16], "hidden": [1024], "backends": SURFACE_PAIR},
+           {"mode": ["forward"], "hidden": [1024], "backends": SURFACE_PAIR},
+           {"mode": ["train"], "hidden": [1024], "seq_len": [16, 64, 256, 1024], "backends": SURFACE_PAIR}),
+    # CUDA: every pair at every width to 2048 and T to 16K (the grids' duplicates collapse): a longer lease
     device_axes={"cuda": {"backends": ["torch_cudnn", "jax_scan_unroll8", "triton", "transformer_sdpa",
-                                       "transformer_jax"], "seq_len": [16, 64, 256, 1024, 4096, 16384]}},
-    timing={"min_time_s": 0.1, "max_time_s": 0.4, "min_repeats": 3}))
+                                       "transformer_jax"], "seq_len": [16, 64, 256, 1024, 4096, 16384],
+                          "hidden": [64, 256, 1024, 2048]}},
+    timing={"min_time_s": 0.1, "max_time_s": 0.4, "min_repeats": 3, "max_point_s": 120.0}))
 register(Suite(
     "tasks", "short training runs of every task for every RNN backend and the transformer baseline",
     kind="training"))

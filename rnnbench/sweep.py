@@ -115,15 +115,18 @@ def build_configs(suite: str = "quick", overrides: dict | None = None) -> list[T
 
 
 def device_grids(preset, device: str, axes: dict, overrides: dict) -> list[dict]:
-    """The axes of each of the suite's grids on ``device``: the suite's, then its axes for that kind of
-    device (``device_axes``), then the grid's own (``grids``), then the user's flags."""
+    """The axes of each of the suite's grids on ``device``: the suite's, then the grid's own (``grids``),
+    then its axes for that kind of device (``device_axes``: a GPU's range replaces a CPU grid's), then the
+    user's flags."""
     on_device = preset.device_axes.get(device.split(":")[0], {})
-    return [{**axes, **on_device, **grid, **overrides} for grid in preset.grids or ({},)]
+    return [{**axes, **grid, **on_device, **overrides} for grid in preset.grids or ({},)]
 
 
 def in_rounds(configs: list[TimingJob], rounds: int) -> list[TimingJob]:
     """The grid visited ``rounds`` times, each visit in its own shuffled order (seeded by the round),
-    so that a configuration's rounds are minutes apart and no backend always follows the same one."""
+    so that a configuration's rounds are minutes apart and no backend always follows the same one.
+    Where a configuration has a ``max_point_s`` its visit goes up in T (shuffled within each T), so the
+    time per token at a shorter T is known when a longer one is predicted (``within_point_cap``)."""
     import dataclasses
     import random
 
@@ -131,8 +134,57 @@ def in_rounds(configs: list[TimingJob], rounds: int) -> list[TimingJob]:
     for r in range(rounds):
         visit = [dataclasses.replace(cfg, round=r) for cfg in configs]
         random.Random(r).shuffle(visit)
+        if any(getattr(cfg, "max_point_s", None) for cfg in visit):
+            visit.sort(key=lambda cfg: cfg.seq_len)  # stable: the shuffle stands within each T
         ordered += visit
     return ordered
+
+
+def _family(job) -> tuple:
+    """A timing job's identity without T and round: the points of one curve against T."""
+    return tuple(v for f, v in zip(job.IDENTITY, job.key()[1:]) if f not in ("seq_len", "round"))
+
+
+def _tokens(job) -> float:
+    """Valid tokens one call carries: B in decode and step, else the batch's lengths summed."""
+    return job.batch if job.mode in ("decode", "step") else job.record_fields["length_mean"] * job.batch
+
+
+def within_point_cap(jobs, run, written: list):
+    """The jobs, less those predicted to take longer than their ``max_point_s``: each of those is
+    recorded ``unsupported`` with its estimate instead (appended to ``run`` and to ``written``).  The
+    prediction reads the time per token at the longest shorter T of the same curve, from the run's
+    records and from ``written``, the list the sweep appends each finished job's records to."""
+    from .cost import predicted_point_s
+
+    measured: dict = {}  # family -> {T: seconds per token}
+
+    def learn(records):
+        for rec in records:
+            key = record_key(rec) if rec.get("kind") == "timing" and rec.get("status") == "ok" else None
+            if key is not None and rec.get("tokens_per_s"):
+                job = TimingJob.from_dict(dict(zip(TimingJob.IDENTITY, key[1:])))
+                measured.setdefault(_family(job), {})[job.seq_len] = 1.0 / rec["tokens_per_s"]
+
+    learn(run.records())
+    seen = len(written)
+    for job in jobs:
+        learn(written[seen:])
+        seen = len(written)
+        cap = getattr(job, "max_point_s", None)
+        shorter = {t: s for t, s in measured.get(_family(job), {}).items() if t < job.seq_len} if cap else {}
+        if shorter:
+            t_prev = max(shorter)
+            estimate = predicted_point_s(shorter[t_prev], _tokens(job), job.min_repeats, job.min_time_s,
+                                         job.max_time_s, first_round=job.round == 0)
+            if estimate > cap:
+                written.append(run.append(job.failure(
+                    "unsupported", f"predicted {estimate:.0f} s ({shorter[t_prev] * 1e6:.3g} us per token at "
+                                   f"T={t_prev} x {_tokens(job):.0f} tokens a call x its calls) exceeds this "
+                                   f"suite's {cap:.0f} s per point; not run")))
+                seen = len(written)
+                continue
+        yield job
 
 
 def training_jobs(axes: dict) -> list[TrainJob]:
@@ -295,8 +347,9 @@ def _run_watched(job) -> list[dict] | None:
 
 
 def execute_inline(jobs):
-    jobs = list(jobs)
-    for i, job in enumerate(jobs):
+    """Jobs are taken one at a time (``within_point_cap`` decides each from what came before)."""
+    jobs = iter(jobs)
+    for job in jobs:
         records = _run_watched(job)
         if records is not None:
             yield job, records
@@ -305,7 +358,7 @@ def execute_inline(jobs):
         # sweep runs in fresh processes, so nothing else shares this process with it.
         yield job, [job.failure("timeout", f"no result after {job.timeout_s:.0f} s (inline watchdog); abandoned, "
                                            "and the rest of the sweep ran in fresh processes")]
-        yield from execute_process(jobs[i + 1:])
+        yield from execute_process(jobs)
         return
 
 
@@ -356,7 +409,9 @@ def run_sweep(run, jobs, executor: str = "inline", ray_address: str | None = Non
     bar = tqdm(total=len(pending), disable=not progress, unit="config", dynamic_ncols=True, file=sys.stderr)
     start = time.perf_counter()
     try:
-        for job, records in EXECUTORS[executor](pending, **kwargs):
+        # Ray runs its tasks at once, so a point cap cannot read the shorter T first there
+        todo = pending if executor == "ray" else within_point_cap(pending, run, written)
+        for job, records in EXECUTORS[executor](todo, **kwargs):
             for rec in records:
                 written.append(run.append(rec))
             bar.set_postfix_str(job.describe(), refresh=False)

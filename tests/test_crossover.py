@@ -170,12 +170,23 @@ def test_crossover_suite_shape():
     backends = {c.backend for c in cpu}
     assert {"torch_cudnn", "transformer_sdpa", "transformer_jax"} <= backends and "triton" not in backends
     assert sum(b.startswith("jax_scan") for b in backends) == 1
-    assert {c.seq_len for c in cpu} == set(TS) and {c.hidden for c in cpu} == {64, 256}
+    assert {c.seq_len for c in cpu} == set(TS) and {c.hidden for c in cpu} == {64, 256, 1024}
+    assert all(c.input_size == c.hidden for c in cpu)
     assert {c.batch for c in cpu if c.mode == "decode"} == {1, 16}
     assert {c.batch for c in cpu if c.mode != "decode"} == {16}
-    assert {c.mode for c in cpu} == {"decode", "forward", "train"} and {c.dtype for c in cpu} == {"float32"}
+    assert {c.mode for c in cpu} == {"decode", "forward", "train"}
+    assert {c.dtype for c in cpu} == {"float32", "bfloat16"}
+    # the surface's widest width: one pair, every mode and dtype; train to T=1024, the others to 4096
+    wide = [c for c in cpu if c.hidden == 1024]
+    assert {c.backend for c in wide} == {"torch_cudnn", "transformer_sdpa"}
+    assert {(c.mode, c.dtype) for c in wide} == {(m, d) for m in ("decode", "forward", "train")
+                                                 for d in ("float32", "bfloat16")}
+    assert max(c.seq_len for c in wide if c.mode == "train") == 1024
+    assert max(c.seq_len for c in wide if c.mode != "train") == 4096
+    assert all(c.max_point_s == 120.0 for c in cpu)
     cuda = build_configs("crossover", {"device": ["cuda"]})
     assert "triton" in {c.backend for c in cuda} and max(c.seq_len for c in cuda) == 16384
+    assert max(c.hidden for c in cuda) == 2048
 
 
 def test_a_member_too_big_for_the_machine_is_unsupported_with_the_estimate():

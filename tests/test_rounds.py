@@ -104,3 +104,40 @@ def test_cli_prints_one_warning_line_with_the_count(tmp_path, capsys, monkeypatc
 def test_rounds_must_be_positive(rounds, capsys):
     assert cli.main(["run", "--rounds", str(rounds), "--no-report"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_point_predicted_past_the_suite_cap_is_recorded_unsupported_not_run(tmp_path):
+    """The crossover surface's cap: the time per token at the previous T of the same curve, times the
+    tokens and calls of the next, decides; other curves and uncapped jobs are untouched (no clock)."""
+    import numpy as np
+
+    from rnnbench.cost import predicted_point_s
+
+    from .synthetic_results import timing_record
+
+    run = store.Run.create(tmp_path, "synthbox", {"cpu_model": "Synthetic CPU", "gpu": {}, "versions": {}})
+    shape = dict(cell="lstm", batch=16, input_size=32, hidden=32, mode="train", min_repeats=3, min_time_s=0.1,
+                 max_time_s=0.4)
+    # 1 ms per token at T=16 (16 x 16 tokens in 0.256 s a call), measured before the sweep goes on
+    run.append(timing_record("torch_cudnn", "lstm", "train", 16, 16, 32, 0.256, np.random.default_rng(0),
+                             noise=0.0))
+    capped = [TimingJob("torch_cudnn", seq_len=t, max_point_s=60.0, **shape) for t in (64, 1024)]
+    other_curve = TimingJob("torch_eager", seq_len=1024, max_point_s=60.0, **shape)  # nothing shorter measured
+    uncapped = TimingJob("torch_cudnn", seq_len=4096, **shape)
+    written = []
+    kept = list(sweep.within_point_cap([*capped, other_curve, uncapped], run, written))
+    # T=64: 1024 tokens x 1 ms = 1.02 s a call, 3 timed + 5 untimed: about 8 s; T=1024: 16 x that, past 60 s
+    assert predicted_point_s(1e-3, 1024, 3, 0.1, 0.4, True) == pytest.approx(8 * 1.024)
+    assert [j.seq_len for j in kept if j.backend == "torch_cudnn"] == [64, 4096]
+    assert other_curve in kept
+    assert [r["status"] for r in written] == ["unsupported"] and written[0]["seq_len"] == 1024
+    assert "predicted 131 s" in written[0]["message"] and "T=16" in written[0]["message"]
+    assert record_key(written[0]) == capped[1].key()
+
+
+def test_a_capped_visit_goes_up_in_t_shuffled_within_each_t():
+    grid = [TimingJob("torch_eager", seq_len=t, hidden=h, max_point_s=10.0) for t in (32, 8, 16) for h in (16, 32, 64)]
+    jobs = sweep.in_rounds(grid, 2)
+    for visit in (jobs[:9], jobs[9:]):
+        assert [j.seq_len for j in visit] == sorted(j.seq_len for j in visit)
+    assert [j.hidden for j in jobs[:9]] != [j.hidden for j in jobs[9:]]  # still shuffled within a T

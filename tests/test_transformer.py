@@ -14,6 +14,7 @@ from rnnbench.jobs import TimingJob
 from rnnbench.measure import measure
 
 from .conftest import rel_err
+from .test_conformance import TOLERANCE as CONFORMANCE_TOLERANCE
 
 SPEC = RNNSpec("lstm", 32, 64)  # -> d_model 32, 4 heads of 8, 2 blocks
 
@@ -93,6 +94,26 @@ def test_jax_model_matches_torch_model_with_the_same_weights():
     y_3, _ = jax_runner.step_with_output(x[3], state)
     assert rel_err(jax_runner.get(y_3)[0], torch_runner.get(y_t)[3]) <= 1e-5
     assert jax_runner.sdpa_kernel() == "xla"  # cuDNN attention is for GPUs
+
+
+@pytest.mark.parametrize("name", ["transformer_sdpa", "transformer_jax"])
+def test_bfloat16_on_cpu_within_the_half_precision_bound(name):
+    """bfloat16 baselines on a CPU (oneDNN's bf16 GEMMs; XLA): outputs against float64 plain-math attention
+    and every gradient against the float64 torch model, within the conformance bound for bfloat16."""
+    ok, reason = impls.available(name, "cpu")
+    if not ok:
+        pytest.skip(reason)
+    bound = CONFORMANCE_TOLERANCE["bfloat16"]
+    runner = impls.get(name).build(SPEC, None, "cpu", "bfloat16")
+    oracle = impls.get("transformer_sdpa").build(SPEC, None, "cpu", "float64")
+    x = inputs()
+    assert rel_err(runner.get(runner.forward(x)[0]), reference_forward(runner.dims, init_params(runner.dims), x)) <= bound
+    dy = np.random.default_rng(2).standard_normal((x.shape[0], x.shape[1], runner.output_size))
+    g, g_ref = runner.forward_backward(x, None, dy), oracle.forward_backward(x, None, dy)
+    assert set(g) == set(g_ref)
+    for key in g:
+        assert rel_err(runner.get(g[key]), oracle.get(g_ref[key])) <= bound, key
+    assert runner.impl_label() in ("sdpa-cpu-flash", "sdpa-math", "jax-xla")
 
 
 @pytest.mark.parametrize("cell", CELLS)
