@@ -21,12 +21,21 @@ from rnnbench.sweep import build_configs, execute_process, run_in_child, run_swe
 FAST = dict(min_time_s=0.01, max_time_s=0.1, min_repeats=3)
 
 
-def test_timer_reads_a_known_sleep_between_two_syncs():
+def test_timer_reads_a_known_sleep_between_two_syncs(monkeypatch):
+    """The host clock read after the opening sync and after the closing one: a stand-in clock that only
+    the call (20 ms) and each sync (the device finishing, 1 ms) advance, so the reading is exact whatever
+    else the machine runs (a real 20 ms sleep read 36 ms at load 7)."""
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
     events = []
-    timer = HostTimer(lambda: events.append("sync"))
-    timing = repeat(lambda: timer.time(lambda: (events.append("call"), time.sleep(0.02))), min_repeats=5,
-                    min_time_s=0.1)
-    assert 0.02 <= timing.median_s < 0.03
+
+    def advance(event: str, seconds: float):
+        events.append(event)
+        now[0] += seconds
+
+    timer = HostTimer(lambda: advance("sync", 0.001))
+    timing = repeat(lambda: timer.time(lambda: advance("call", 0.02)), min_repeats=5, min_time_s=0.1)
+    assert timing.median_s == pytest.approx(0.021)  # the call and the closing sync, not the opening one
     assert len(timing.samples_s) >= 5 and events[:3] == ["sync", "call", "sync"]
     q1, q3 = np.percentile(timing.samples_s, [25, 75])
     assert timing.iqr_s == pytest.approx(q3 - q1)
