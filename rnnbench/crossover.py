@@ -168,3 +168,74 @@ def near(table, seq_len: int, factor: float = 2.0):
         return lo / factor <= seq_len <= hi * factor
 
     return table[[close(x) for x in table["crossover"]]] if len(table) else table
+
+
+SURFACE = ("device", "dtype", "cell", "layers", "batch", "mode")  # one map each: H against T
+
+
+def surface(df):
+    """Per map (``SURFACE``) and pair (RNN backend, baseline), one row per (H, T) both measured at:
+    ``ratio`` = the baseline's time per token over the RNN's (above 1: the RNN is faster), the central
+    values of ``curves`` (medians; I = H on the surface, so the width is the shape)."""
+    import pandas as pd
+
+    c = curves(df)
+    c = c[c["quantity"] == "time per token"]
+    rows = []
+    for key, sub in c.groupby(list(SURFACE), sort=True, dropna=False):
+        at = sub.set_index(["backend", "hidden", "input_size", "seq_len"])["value"]
+        for rnn in sorted(sub.loc[sub["backend_kind"] == "rnn", "backend"].unique()):
+            for base in sorted(sub.loc[sub["backend_kind"] == "baseline", "backend"].unique()):
+                both = at.loc[rnn].index.intersection(at.loc[base].index)
+                for h, i, t in both:
+                    rows.append({**dict(zip(SURFACE, key)), "rnn": rnn, "baseline": base, "hidden": h,
+                                 "input_size": i, "seq_len": t, "ratio": at[(base, h, i, t)] / at[(rnn, h, i, t)]})
+    return pd.DataFrame(rows, columns=[*SURFACE, "rnn", "baseline", "hidden", "input_size", "seq_len", "ratio"])
+
+
+def _span(values) -> str:
+    values = sorted(set(values))
+    return f"{values[0]:g}" if len(values) == 1 else f"{values[0]:g}-{values[-1]:g}"
+
+
+def verdicts(surf) -> list[str]:
+    """One sentence per map and pair, naming the grid it holds on (widths, T range, dtype, B) and where
+    each side wins, with the largest ratio either way."""
+    out = []
+    for key, sub in surf.groupby([*SURFACE, "rnn", "baseline"], sort=True, dropna=False):
+        k = dict(zip([*SURFACE, "rnn", "baseline"], key))
+        grid = (f"{k['cell'].upper()} {k['mode']}, {k['dtype']}, B={k['batch']}, {k['device']}, H (= I) "
+                f"{', '.join(f'{h:g}' for h in sorted(sub['hidden'].unique()))}, T {_span(sub['seq_len'])}")
+        rnn_wins, base_wins = sub[sub["ratio"] > 1], sub[sub["ratio"] < 1]
+        if base_wins.empty:
+            verdict = (f"{k['rnn']} is faster per token than {k['baseline']} at all {len(sub)} points "
+                       f"(x{sub['ratio'].min():.2f} to x{sub['ratio'].max():.2f})")
+        elif rnn_wins.empty:
+            verdict = (f"{k['baseline']} is faster per token than {k['rnn']} at all {len(sub)} points "
+                       f"(x{1 / sub['ratio'].max():.2f} to x{1 / sub['ratio'].min():.2f})")
+        else:
+            where = "; ".join(f"H={h:g}: T {_span(g['seq_len'])}" for h, g in base_wins.groupby("hidden"))
+            verdict = (f"{k['rnn']} is faster per token at {len(rnn_wins)} of {len(sub)} points (up to "
+                       f"x{rnn_wins['ratio'].max():.2f}); {k['baseline']} at {len(base_wins)} ({where}; up to "
+                       f"x{1 / base_wins['ratio'].min():.2f})")
+        out.append(f"{grid}: {verdict}.")
+    return out
+
+
+def collapsed(table):
+    """``crossover_table`` with the rows that cross nowhere and say the same (same pair, quantity, map,
+    winner over the same T range) merged into one row listing their widths."""
+    import pandas as pd
+
+    if table.empty:
+        return table.drop(columns=["crossover", "T"])
+    keys = [k for k in (*SURFACE, "quantity", "rnn", "baseline", "verdict")]
+    rows = []
+    crossing_rows = table[table["T"].notna()]
+    for _, r in crossing_rows.iterrows():
+        rows.append({**{k: r[k] for k in keys}, "hidden": f"{r['hidden']:g}"})
+    flat = table[table["T"].isna()]
+    for key, sub in flat.groupby(keys, sort=True, dropna=False):
+        rows.append({**dict(zip(keys, key)), "hidden": ", ".join(f"{h:g}" for h in sorted(sub["hidden"].unique()))})
+    return pd.DataFrame(rows, columns=[*keys[:-1], "hidden", "verdict"]).sort_values(
+        ["quantity", "mode", "dtype", "batch", "rnn", "baseline"], kind="stable").reset_index(drop=True)

@@ -114,12 +114,55 @@ def test_report_section_renders_three_figures_and_the_table(tmp_path):
     out = build_report(load_inputs([run.path]), tmp_path / "report")
     section = next(s for s in out["sections"] if s.title == "RNN vs transformer")
     figures = [b for b in section.blocks if b[0] == "figure"]
-    assert [f[1].name.split("_")[1] for f in figures] == ["decode", "train", "memory"]
+    assert [f[1].name.split("_")[0 if f[1].name.startswith("surface") else 1] for f in figures] == [
+        "decode", "train", "memory", "surface", "surface"]  # a map each for decode and train
     assert all(f[1].is_file() for f in figures)
     tables = [b[1] for b in section.blocks if b[0] == "table"]
     assert any("verdict" in t.columns and t["verdict"].str.contains("T≈").any() for t in tables)
     md = out["md"].read_text()
     assert "## RNN vs transformer" in md and "no crossover below T=4096" in md
+
+
+SURFACE_H = (64, 256, 1024, 2048)
+
+
+def synthetic_surface_run(root) -> Run:
+    """Train time per token at I = H: the RNN's 1e-9 H^2, the transformer's half that plus 1e-8 T, so
+    their ratio is 0.5 + 10 T / H^2: the RNN wins from T = 0.05 H^2 (205 at H=64, 3277 at H=256), never
+    at H >= 1024 within T <= 4096."""
+    rng = np.random.default_rng(0)
+    run = Run.create(root, "synthbox", {"cpu_model": "Synthetic CPU", "gpu": {}, "versions": {}})
+    for H in SURFACE_H:
+        for T in TS:
+            for backend, per_token in (("torch_cudnn", 1e-9 * H * H), ("transformer_sdpa", 0.5e-9 * H * H + 1e-8 * T)):
+                run.append(timing_record(backend, "lstm", "train", 16, T, H, per_token * 16 * T, rng, noise=0.0,
+                                         input_size=H))
+    return run
+
+
+def test_the_surface_gives_the_ratio_at_each_width_and_length_and_says_where_each_wins(tmp_path):
+    from rnnbench.results import load_inputs
+
+    df = load_inputs([synthetic_surface_run(tmp_path).path])
+    surf = crossover.surface(df)
+    assert len(surf) == len(SURFACE_H) * len(TS) and set(surf["input_size"]) == set(SURFACE_H)
+    ratio = surf.set_index(["hidden", "seq_len"])["ratio"]
+    for H in SURFACE_H:
+        for T in TS:
+            assert ratio[(H, T)] == pytest.approx(0.5 + 10 * T / H ** 2, rel=1e-9)
+    assert crossover.verdicts(surf) == [
+        "LSTM train, float32, B=16, cpu, H (= I) 64, 256, 1024, 2048, T 16-4096: torch_cudnn is faster per token "
+        "at 4 of 20 points (up to x10.50); transformer_sdpa at 16 (H=64: T 16-64; H=256: T 16-1024; H=1024: "
+        "T 16-4096; H=2048: T 16-4096; up to x2.00)."]
+    table = crossover.crossover_table(df)
+    time = table[table["quantity"] == "time per token"].set_index("hidden")
+    assert 64 < time.loc[64, "T"] < 256 and 1024 < time.loc[256, "T"] < 4096  # log-log between the points around
+    shown = crossover.collapsed(table)
+    shown = shown[shown["quantity"] == "time per token"]
+    # the two widths where the transformer wins at every T say the same: one row
+    assert sorted(shown["hidden"]) == ["1024, 2048", "256", "64"]
+    assert shown.set_index("hidden").loc["1024, 2048", "verdict"].startswith(
+        "no crossover below T=4096: transformer_sdpa faster")
 
 
 def test_recommend_mentions_a_crossover_near_the_query(tmp_path):

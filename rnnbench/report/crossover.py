@@ -3,6 +3,8 @@ throughput and memory against T, each with the crossovers of ``rnnbench.crossove
 table of crossover points, and how far back a gradient reaches at the longest T measured."""
 from __future__ import annotations
 
+import math
+
 from .. import crossover, results
 from ..suites import SETTINGS
 from .figures import Figures, groups, log_axes, suptitle
@@ -37,6 +39,62 @@ def _lines(figs: Figures, data, y: str, ylabel: str, row: str, table, title: str
     g.set_titles("{row_var}={row_name} · H={col_name}")
     suptitle(g, title)
     return figs.save(g.figure, name)
+
+
+def _maps(figs: Figures, surf, extent: float, title: str, name: str):
+    """One map a pair: H against T, each cell the baseline's time per token over the RNN's, on a log
+    colour scale centred on 1 (blue: the RNN faster) shared by every map of the report (``extent``: the
+    largest ratio either way), values printed, the crossover (ratio 1) drawn as a contour."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    pairs = sorted(set(zip(surf["rnn"], surf["baseline"])))
+    fig, axes = plt.subplots(1, len(pairs), figsize=(0.9 + 3.3 * len(pairs), 0.9 + 0.45 * surf["hidden"].nunique()),
+                             squeeze=False)
+    norm = LogNorm(1 / extent, extent)
+    for ax, (rnn, base) in zip(axes[0], pairs):
+        grid = surf[(surf["rnn"] == rnn) & (surf["baseline"] == base)].pivot_table(
+            index="hidden", columns="seq_len", values="ratio")  # [H, T]
+        ratio = np.ma.masked_invalid(grid.to_numpy(dtype=float))
+        image = ax.pcolormesh(ratio, cmap="RdBu", norm=norm)
+        for (i, j), v in np.ndenumerate(ratio.filled(np.nan)):
+            if np.isfinite(v):
+                dark = abs(math.log(v)) > 0.6 * math.log(extent)  # the scale's deep ends: white text
+                ax.text(j + 0.5, i + 0.5, f"{v:.2g}", ha="center", va="center", fontsize=7,
+                        color="white" if dark else "black")
+        log_ratio = np.log(ratio)
+        if min(ratio.shape) >= 2 and log_ratio.min() < 0 < log_ratio.max():
+            ax.contour(np.arange(ratio.shape[1]) + 0.5, np.arange(ratio.shape[0]) + 0.5, log_ratio, levels=[0],
+                       colors="k", linewidths=1.5)
+        ax.set_xticks(np.arange(ratio.shape[1]) + 0.5, [f"{t:g}" for t in grid.columns])
+        ax.set_yticks(np.arange(ratio.shape[0]) + 0.5, [f"{h:g}" for h in grid.index])
+        ax.set_xlabel("T")
+        ax.set_ylabel("H (= I)")
+        ax.set_title(f"{base} / {rnn}", fontsize=8)
+    fig.colorbar(image, ax=axes[0].tolist(), label="transformer / RNN (>1: RNN faster)")
+    fig.suptitle(title, fontsize=9, y=1.04)
+    return figs.save(fig, name)
+
+
+def surface_blocks(s: Section, df, figs: Figures) -> None:
+    """The surface (DESIGN.md "RNN or transformer"): a map per mode, dtype and batch, and the verdicts.
+    Its curves pool every run's records (as ``crossover.curves`` does), so a map is not per run."""
+    import numpy as np
+
+    surf = crossover.surface(df)
+    if surf.empty:
+        s.text("Maps of the surface: not drawn (no RNN and baseline timed at a common shape).")
+        return
+    s.text("The surface: per mode, dtype and batch, a map of width H (= input size) against T; each cell is the "
+           "transformer baseline's median time per token over the RNN backend's (above 1, blue: the RNN is "
+           "faster; below 1, red: the transformer), on one log colour scale for every map; the black line is "
+           "the crossover (ratio 1), drawn where the map has two or more H and T and both signs.")
+    extent = float(max(2.0, np.exp(np.abs(np.log(surf["ratio"])).max())))
+    for title, slug, sub in groups(surf, crossover.SURFACE, False):
+        s.figure(_maps(figs, sub, extent, f"transformer / RNN time per token · {title}", f"surface_{slug}"),
+                 f"Transformer over RNN time per token, {title}")
+    s.text("What the surface says, each on the grid it was measured on: " + " ".join(crossover.verdicts(surf)))
 
 
 def gradient_reach(df):
@@ -119,14 +177,14 @@ def crossover_section(df, figs: Figures, label_run: bool) -> Section:
             s.figure(path, f"Memory vs T, {title}")
     else:
         s.text("Figure memory vs T: not drawn (no memory measured at two or more T).")
+    surface_blocks(s, df, figs)
     s.text("Crossover points, per pair, shape and mode (T≈: where the curves cross; 'no crossover below T=...': "
-           "one side wins at every measured T).")
-    shown = table.drop(columns=["crossover", "T"])
-    constant = [c for c in crossover.GROUP if shown[c].nunique(dropna=False) == 1 and c != "mode"]
+           "one side wins at every measured T; such rows that say the same at several widths H are one row).")
+    shown = crossover.collapsed(table)
+    constant = [c for c in shown.columns if c != "verdict" and shown[c].nunique(dropna=False) == 1 and c != "mode"]
     if constant:
         s.text("Every row: " + ", ".join(f"{results.SHAPE_NAMES.get(c, c)}={shown[c].iloc[0]}" for c in constant) + ".")
-    s.table(shown.drop(columns=constant).sort_values(["quantity", "mode", *[c for c in ("hidden", "batch")
-                                                                           if c not in constant]]))
+    s.table(shown.drop(columns=constant))
     found = table[table["T"].notna()]
     s.summary = f"RNN vs transformer: {len(found)} crossover(s) in {len(table)} comparisons"
     reach = gradient_reach(df)
