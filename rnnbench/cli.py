@@ -173,6 +173,9 @@ def _recommend_parser(sub, c) -> None:
                      f"(default full); {_one_of(ragged.FORMS)}, as measured by rnnbench run --lengths")
     rec.add_argument("--device", required=True, help="cpu or cuda (cuda:N)")
     rec.add_argument("--results", nargs="+", default=["results"], help="folders of recorded runs (default results)")
+    rec.add_argument("--against-transformer", action="store_true", help="also the parameter-matched transformer "
+                     "baseline's time per token at this shape and its ratio to the RNN's: measured, or interpolated "
+                     "inside the measured grid (rnnbench run --suite crossover), else 'not measured' and the command")
     rec.add_argument("--measure", action="store_true", help="measure every available backend at exactly this "
                      "configuration now (parity-checked, interleaved rounds, paired signed-rank test) instead of "
                      "answering from recorded results; needs --hidden (or --from-state-dict)")
@@ -380,7 +383,7 @@ def cmd_recommend(args) -> int:
         return 0
     print(recommend(args.cell, args.batch, args.seq_len, args.mode, args.device, input_size=args.input_size,
                     hidden=args.hidden, layers=args.layers, dtype=args.dtype, bidirectional=args.bidirectional,
-                    lengths=args.lengths, results=args.results))
+                    lengths=args.lengths, results=args.results, against_transformer=args.against_transformer))
     return 0
 
 

@@ -40,6 +40,7 @@ class Recommendation:
     p_value: float | None = None  # the largest over the configurations relied on
     relied_on: list = field(default_factory=list)  # configurations used: shape, how it differs, each backend's ms
     notes: list = field(default_factory=list)
+    against: str = ""  # --against-transformer: the baseline at the query's shape (against_transformer_line)
 
     @property
     def decided(self) -> bool:
@@ -73,6 +74,8 @@ class Recommendation:
             lines += ["  " + line for line in table.to_string(index=False, float_format=lambda v: f"{v:.4g}",
                                                                na_rep="-").splitlines()]
             lines.append("  (columns named after backends: median ms)")
+        if self.against:
+            lines.append(f"against the transformer: {self.against}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -133,12 +136,12 @@ def _check_query(q: dict) -> None:
 
 def recommend(cell: str, batch: int, seq_len: int, mode: str, device: str, *, input_size: int | None = None,
               hidden: int | None = None, layers: int = 1, dtype: str = "float32", bidirectional: bool = False,
-              lengths: str = "full", results=("results",)) -> Recommendation:
+              lengths: str = "full", results=("results",), against_transformer: bool = False) -> Recommendation:
     """The fastest RNN backend for this configuration, from the run folders under ``results``; only
-    timings of the same model (``bidirectional``) and length distribution (``lengths``) count."""
-    import numpy as np
-
-    from .results import compare_paired_rounds, contended_rows, load_inputs, speed_rows
+    timings of the same model (``bidirectional``) and length distribution (``lengths``) count.
+    ``against_transformer``: also the parameter-matched baseline's time per token at the query's shape
+    and its ratio to the RNN's (``against_transformer_line``)."""
+    from .results import load_inputs
 
     q = dict(cell=cell, mode=mode, dtype=dtype, device=device, batch=batch, seq_len=seq_len, input_size=input_size,
              hidden=hidden, layers=layers, bidirectional=bidirectional, lengths=lengths)
@@ -146,11 +149,25 @@ def recommend(cell: str, batch: int, seq_len: int, mode: str, device: str, *, in
     results = [results] if isinstance(results, str) else list(results)
     df = load_inputs(results)
     family = device.split(":")[0]
-    same_kind = ((df["cell"] == cell) & (df["mode"] == mode) & (df["dtype"] == dtype)
-                 & (df["device"].astype(str).str.split(":").str[0] == family)
-                 & (df["bidirectional"] == bidirectional) & (df["lengths"] == lengths))
-    rows = speed_rows(df[same_kind])
-    contended = contended_rows(df[same_kind])
+    same_kind = df[(df["cell"] == cell) & (df["mode"] == mode) & (df["dtype"] == dtype)
+                   & (df["device"].astype(str).str.split(":").str[0] == family)
+                   & (df["bidirectional"] == bidirectional) & (df["lengths"] == lengths)]
+    rec = _choose(q, same_kind, results)
+    if against_transformer:
+        rec.against = against_transformer_line(same_kind, q, rec.backend)
+    return rec
+
+
+def _choose(q: dict, same_kind, results) -> Recommendation:
+    """The recommendation from the timings of the query's kind (cell, mode, dtype, device type, model)."""
+    import numpy as np
+
+    from .results import compare_paired_rounds, contended_rows, speed_rows
+
+    cell, mode, dtype, batch, seq_len, hidden = (q[k] for k in ("cell", "mode", "dtype", "batch", "seq_len", "hidden"))
+    bidirectional, lengths, family = q["bidirectional"], q["lengths"], q["device"].split(":")[0]
+    rows = speed_rows(same_kind)
+    contended = contended_rows(same_kind)
     if rows.empty:
         return Recommendation(q, None, f"no finished timing of {cell} {mode} {dtype}{_model(q)} on {family} in "
                                        f"{', '.join(map(str, results))}")
@@ -185,7 +202,7 @@ def recommend(cell: str, batch: int, seq_len: int, mode: str, device: str, *, in
     times = summary["median_s"].unstack("backend")  # [config, backend]
     rec.relied_on = [{**dict(zip(AXES, idx)), "differs": _differs(idx, q),
                       **{b: v * 1e3 for b, v in row.items() if v == v}} for idx, row in times.iterrows()]
-    _add_context(rec, df[same_kind], rows, times.index)
+    _add_context(rec, same_kind, rows, times.index)
     measure_it = (f"for an exact answer, measure it: rnnbench recommend --measure --cell {cell} --mode {mode} "
                   f"--batch {batch} --seq-len {seq_len}" + (f" --hidden {hidden}" if hidden else ""))
     if _model(q):  # --measure times unidirectional full-length batches: rounds of a recorded sweep instead
@@ -232,6 +249,72 @@ def recommend(cell: str, batch: int, seq_len: int, mode: str, device: str, *, in
         ["impl_label", "median_s", "iqr_s", "tokens_per_s", "peak_bytes", "fraction_of_peak",
          "fraction_of_recurrent_roofline", "n_rounds"]].to_dict()} for idx in times.index]
     return rec
+
+
+def _between(values, v) -> list | None:
+    """The measured values around v: [v] where measured, else the nearest below and above (None when one
+    side is missing: never extrapolated)."""
+    values = sorted(set(values))
+    if v in values:
+        return [v]
+    below, above = [x for x in values if x < v], [x for x in values if x > v]
+    return [below[-1], above[0]] if below and above else None
+
+
+def against_transformer_line(same_kind, q: dict, chosen: str | None) -> str:
+    """The parameter-matched transformer baseline's time per token at the query's shape and its ratio to
+    the RNN's (the chosen backend, else the reference one, else any measured): measured there, or
+    interpolated log-log (bilinear in H and T, I fixed or I = H as on the crossover surface) between
+    measured points around it; outside the measured grid, "not measured" and the command to measure it."""
+    import math
+
+    from .crossover import curves
+
+    hidden, width = q["hidden"], q["input_size"] or q["hidden"]
+    command = (f"rnnbench run --backends {SETTINGS.reference_backend},transformer_sdpa --cells {q['cell']} "
+               f"--mode {q['mode']} --batch {q['batch']} --seq-len {q['seq_len']} --hidden {hidden or 'H'} "
+               f"--input-size {width or 'I'} --dtype {q['dtype']} --device {q['device']}")
+    c = curves(same_kind) if len(same_kind) else None
+    if hidden is None or c is None or c.empty:
+        return f"not measured ({'the query names no --hidden' if hidden is None else 'no timing here'}): run {command}"
+    c = c[(c["quantity"] == "time per token") & (c["batch"] == q["batch"]) & (c["layers"] == q["layers"])]
+    c = c[c["input_size"] == (c["hidden"] if width == hidden else width)]
+    hs, ts = _between(c["hidden"], hidden), _between(c["seq_len"], q["seq_len"])
+    if hs is None or ts is None:
+        return (f"not measured: the query (H={hidden}, T={q['seq_len']}) lies outside the measured grid of "
+                f"{q['cell']} {q['mode']} B={q['batch']} {q['dtype']} (H {sorted(set(c['hidden']))}, T "
+                f"{sorted(set(c['seq_len']))}); run {command}")
+    at = c.set_index(["backend", "hidden", "seq_len"])["value"]
+
+    def weights(points, v):  # linear in log v between the (one or two) measured points
+        if len(points) == 1:
+            return [1.0]
+        w = (math.log(v) - math.log(points[0])) / (math.log(points[1]) - math.log(points[0]))
+        return [1 - w, w]
+
+    corners = [(h, t, wh * wt) for h, wh in zip(hs, weights(hs, hidden)) for t, wt in zip(ts, weights(ts, q["seq_len"]))]
+
+    def per_token(backend):
+        if not all((backend, h, t) in at.index for h, t, _ in corners):
+            return None
+        return math.exp(sum(w * math.log(at[(backend, h, t)]) for h, t, w in corners))
+
+    kinds = c.drop_duplicates("backend").set_index("backend")["backend_kind"]
+    rnn = next((b for b in (chosen, SETTINGS.reference_backend, *sorted(kinds[kinds == "rnn"].index))
+                if b in kinds.index and per_token(b) is not None), None)
+    baselines = [b for b in sorted(kinds[kinds == "baseline"].index) if per_token(b) is not None]
+    if rnn is None or not baselines:
+        return (f"not measured: no RNN and transformer baseline timed at every point around H={hidden}, "
+                f"T={q['seq_len']}; run {command}")
+    how = ("measured at this shape" if len(corners) == 1 else
+           f"interpolated log-log between H {'-'.join(map(str, hs))} and T {'-'.join(map(str, ts))} of the measured grid")
+    r = per_token(rnn)
+    parts = []
+    for base in baselines:
+        b = per_token(base)
+        side = f"the RNN is x{b / r:.2f} faster" if b >= r else f"the transformer is x{r / b:.2f} faster"
+        parts.append(f"{base} {b * 1e6:.3g} us/token, {rnn} {r * 1e6:.3g} us/token: {side}")
+    return f"({how}, parameter-matched) " + "; ".join(parts)
 
 
 def _bracketing(pool, q):

@@ -267,3 +267,28 @@ def test_gradient_reach_resolves_short_reaches_and_keeps_what_reaches_t0():
     assert out.loc[(64, "rnn"), "left at t=0"] == "0 (underflow)"
     assert out.loc[(64, "attn"), "left at t=0"] == f"{1 / T:.1e}"  # attention keeps 1/T at any distance
     assert out.loc[(8, "rnn"), "reach (steps back)"] == "31" and out.loc[(8, "rnn"), "whole sequence"]
+
+
+def test_recommend_against_the_transformer_measured_interpolated_or_not_measured(tmp_path):
+    """At a measured point the ratio is the surface's; between points, log-log interpolation (here exact:
+    per token is a power of H at fixed T); outside the grid, 'not measured' with the command."""
+    from rnnbench.recommend import recommend
+
+    synthetic_surface_run(tmp_path)
+    at = recommend("lstm", 16, 4096, "train", "cpu", hidden=64, input_size=64, results=[tmp_path],
+                   against_transformer=True)
+    assert "measured at this shape" in at.against
+    assert f"the RNN is x{0.5 + 10 * 4096 / 64 ** 2:.2f} faster" in at.against
+    # H=128 between 64 and 256 at T=16: RNN 1e-9 H^2 is exact in log-log; so is the baseline's H^2 term,
+    # whose 1e-8 T part is small at T=16
+    between = recommend("lstm", 16, 16, "train", "cpu", hidden=128, input_size=128, results=[tmp_path],
+                        against_transformer=True)
+    assert "interpolated log-log between H 64-256 and T 16" in between.against
+    assert f"torch_cudnn {1e-9 * 128 ** 2 * 1e6:.3g} us/token" in between.against
+    assert "the transformer is x" in between.against
+    outside = recommend("lstm", 16, 8192, "train", "cpu", hidden=64, input_size=64, results=[tmp_path],
+                        against_transformer=True)
+    assert outside.against.startswith("not measured: the query (H=64, T=8192) lies outside the measured grid")
+    assert "rnnbench run --backends torch_cudnn,transformer_sdpa" in outside.against
+    assert "against the transformer: not measured" in str(outside)
+    assert recommend("lstm", 16, 64, "train", "cpu", hidden=64, results=[tmp_path]).against == ""
