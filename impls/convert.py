@@ -15,6 +15,7 @@ differ by what the built runner offers (``module()`` for torch, ``params`` and
 """
 from __future__ import annotations
 
+import pickle
 import re
 
 import numpy as np
@@ -116,7 +117,11 @@ def load_state_dict(path) -> dict:
     """A ``state_dict`` saved with ``torch.save`` (tensors only: loaded with weights_only=True)."""
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, ValueError, RuntimeError) as exc:  # not a torch.save file
+        raise Unconvertible(f"{path} is not a file torch.save wrote ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:120]})") from None
     if not isinstance(state, dict):
         raise Unconvertible(f"{path} holds a {type(state).__name__}, not a state_dict (save model.state_dict())")
     return state

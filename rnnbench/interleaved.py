@@ -583,11 +583,11 @@ def recommend_for(model, batch: int, seq_len: int, mode: str = "train", device: 
                                dtype=dtype or model_dtype, budget_s=budget_s, source="model", **options)
 
 
-def recommend_measured(cell: str, batch: int, seq_len: int, mode: str, device: str, *, input_size: int | None = None,
+def recommend_measured(cell: str | None, batch: int, seq_len: int, mode: str, device: str, *, input_size: int | None = None,
                        hidden: int | None = None, layers: int = 1, dtype: str = "float32", budget_s: float = 60.0,
                        state_dict_file: str | None = None, backends=None, **options) -> MeasuredRecommendation:
-    """The CLI's ``recommend --measure``: the model from a saved state dict, or seeded weights of the
-    given sizes; every input checked (ConfigError naming the valid choices) before anything is written."""
+    """The CLI's ``recommend --measure``: the model from a saved state dict (``cell`` None: the state
+    dict's), or seeded weights of the given sizes; every input checked (ConfigError naming the valid choices) before anything is written."""
     import impls
     from impls.convert import Unconvertible, from_state_dict, load_state_dict
     from impls.spec import CELLS, DTYPES, RNNSpec, init_weights
@@ -595,7 +595,7 @@ def recommend_measured(cell: str, batch: int, seq_len: int, mode: str, device: s
     from .config import check_devices
 
     for label, value, valid in (("cell", cell, CELLS), ("mode", mode, MODES), ("dtype", dtype, DTYPES)):
-        if value not in valid:
+        if value not in valid and not (label == "cell" and value is None and state_dict_file is not None):
             raise ConfigError(f"unknown {label} {value!r}; valid: {', '.join(valid)}")
     check_devices([device])
     if not (isinstance(budget_s, (int, float)) and budget_s > 0 and math.isfinite(budget_s)):

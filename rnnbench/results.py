@@ -30,6 +30,14 @@ ENV_FIELDS = ("machine", "commit", "dirty", "cpu_model", "gpu", "run_dir")
 # -- loading ----------------------------------------------------------------------------------
 
 
+def check_run_folders(paths, alternative: str = "") -> None:
+    """Each path is a run folder or a folder of runs; ConfigError naming the first that is not."""
+    for p in map(Path, paths):
+        if not (p.is_dir() and store.find_runs([p])):
+            raise ConfigError(f"{p} is not a run folder (with {store.RUN_JSON}), a folder of runs"
+                              + (f", {alternative}" if alternative else ""))
+
+
 def load_inputs(paths):
     """Run folders, folders of runs and pytest-benchmark JSON files -> one long-form DataFrame.
 
@@ -41,11 +49,9 @@ def load_inputs(paths):
     for p in map(Path, paths):
         if p.is_file() and p.suffix == ".json":
             frames.append(load_pytest_benchmark(p))
-        elif p.is_dir() and store.find_runs([p]):
-            frames.append(store.load([p]))
         else:
-            raise ConfigError(f"{p} is not a run folder (with {store.RUN_JSON}), a folder of runs, "
-                              f"or a pytest-benchmark .json file")
+            check_run_folders([p], "or a pytest-benchmark .json file")
+            frames.append(store.load([p]))
     df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) \
         else pd.DataFrame()
     for col in (*store.COMMON_FIELDS, *store.TIMING_FIELDS, *store.STABILITY_FIELDS, *store.TRAINING_FIELDS,

@@ -118,7 +118,7 @@ def test_from_state_dict_and_its_bad_input(synthetic, tmp_path, capsys):
     assert "is a lstm" in capsys.readouterr().err
     assert cli.main(args + ["--from-state-dict", str(tmp_path / "missing.pt")]) == 2
     assert cli.main(args + ["--measure", "--hidden", "16", "--budget-s", "0"]) == 2
-    assert "--budget-s must be a positive" in capsys.readouterr().err
+    assert "--budget-s: 0 is not positive" in capsys.readouterr().err
 
 
 def test_inference_and_training_candidates_apart():

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from .. import results, store
+from ..config import check_writable_dir
 from . import integrity
 from .integrity import MANIFEST
 from .render import render_html, render_markdown
@@ -71,6 +72,7 @@ def report_command(inputs, out=None) -> int:
         out = Path("rnnbench-report")
     integrity.files_we_wrote(out)  # refused before anything is read or written
     df = results.load_inputs(inputs)
+    check_writable_dir(out)
     result = build_report(df, out)
     print(f"report: {result['html']}  (and {result['md'].name}, {len(result['figures'])} figures)")
     for sec in result["sections"]:
