@@ -467,11 +467,20 @@ PARSERS.append(_history_parser)
 COMMANDS["history"] = cmd_history
 
 
+# Library loggers whose warnings say nothing about the user's run: a CUDA toolkit on a machine without
+# a GPU ("No CUDA runtime is found"), JAX falling back to the CPU.  The CLI shows their errors only.
+QUIET_LOGGERS = ("torch.utils.cpp_extension", "jax._src.xla_bridge")
+
+
 def main(argv=None) -> int:
+    import logging
+
     from impls.runtime import prepare_process
 
     from .store import StoreError
 
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     prepare_process()
     try:
         parser = build_parser()
