@@ -111,8 +111,8 @@ def _run_parser(sub, c) -> None:
     r.add_argument("--bidirectional", type=comma_list(boolean), help="models: false (unidirectional), true "
                    "(bidirectional), or false,true (default: the suite's, else false)")
     r.add_argument("--lengths", type=comma_list(), help=f"length distributions of the batch's rows (default: the "
-                   f"suite's, else full); {_one_of(ragged.FORMS)}: full (every row T steps), uniform:MIN (uniform in "
-                   "[MIN, T]), zipf:A (Zipf exponent A > 1, clipped to [1, T]); drawn from the configuration's seed, "
+                   f"suite's, else full); {_one_of(ragged.FORMS)} (full: every row T steps; uniform:MIN: uniform in "
+                   "[MIN, T]; zipf:A: Zipf exponent A > 1, clipped to [1, T]); drawn from the configuration's seed, "
                    "the same for every backend")
     r.add_argument("--config", metavar="FILE", help="JSON or TOML file with the same axes as the flags (and "
                    "'suite'); flags win")

@@ -410,3 +410,39 @@ def test_every_option_refuses_hostile_values(command, flag, value, tmp_path, mon
     assert len(err.splitlines()) == 1 and err.startswith(("error: ", "rnnbench")), err
     assert "Traceback" not in captured.err + captured.out and not captured.out, captured.out
     assert _snapshot(tmp_path) == before
+
+
+def _offered_choices():
+    """(command, flag, value) for every name an option's help offers ("one of: a, b, c")."""
+    import re
+
+    for command, flag, kind, _, _ in _options():
+        if kind != "name" or flag is None:
+            continue
+        action = next(a for a in _subparser(command)._actions if flag in a.option_strings)
+        for names in re.findall(r"one of: ([\w:\-, ]+)", action.help or ""):
+            for value in names.split(","):
+                yield pytest.param(command, flag, value.strip(), id=f"{command} {flag} {value.strip()}")
+
+
+def _subparser(command):
+    parser = cli.build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+
+
+@pytest.mark.parametrize("command, flag, value", list(_offered_choices()))
+def test_every_choice_the_help_offers_is_accepted(command, flag, value, tmp_path, monkeypatch, capsys, no_work):
+    """What --help offers passes validation (it reaches the work, which the test stops), or is refused for
+    a reason other than its name (a device this machine lacks)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    value = {"uniform:MIN": "uniform:2", "zipf:A": "zipf:1.5"}.get(value, value)  # the forms, filled in
+    args = _materialise(_command_line(command, flag, value, tmp_path), tmp_path, [])
+    try:
+        code = cli.main(args)
+    except AssertionError as exc:  # no_work: validation passed
+        assert "past validation" in str(exc)
+        return
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    assert "unknown" not in err and "invalid choice" not in err and "valid:" not in err, err
