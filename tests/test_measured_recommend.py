@@ -131,13 +131,11 @@ def test_from_state_dict_and_its_bad_input(synthetic, tmp_path, capsys):
     torch.save(model().state_dict(), path)
     args = ["recommend", "--cell", "lstm", "--batch", "4", "--seq-len", "16", "--mode", "forward", "--device", "cpu",
             "--budget-s", "60", "--backends", "synth_fast,synth_slow", "--out", str(tmp_path / "runs")]
-    assert cli.main(args + ["--from-state-dict", str(path)]) == 0
-    out = capsys.readouterr().out
-    assert "I=8 H=16" in out and "synth_fast" in out and "load_state_dict(" in out
     inferred = [a for a in args if a not in ("--cell", "lstm", "--device", "cpu")]  # the state dict gives the cell
     assert cli.main(inferred + ["--from-state-dict", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "query: lstm forward B=4 T=16 I=8 H=16 layers=1 float32 on cpu" in out, out
+    assert "query: lstm forward B=4 T=16 I=8 H=16 layers=1 float32 on cpu" in out, out  # --device: cpu
+    assert "synth_fast" in out and "load_state_dict(" in out
     assert cli.main(inferred + ["--measure", "--hidden", "16"]) == 2  # no state dict: --cell and --device needed
     assert "required: --cell, --device" in capsys.readouterr().err
     assert cli.main(args[:2] + ["gru"] + args[3:] + ["--from-state-dict", str(path)]) == 2
