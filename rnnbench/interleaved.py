@@ -117,7 +117,7 @@ class MeasuredRecommendation:
         lines += [f"excluded {e.backend}: {e.stage}: {e.reason}" for e in self.excluded]
         if self.backend is None:
             lines.append(f"no answer: {self.verdict}")
-            return "\n".join(lines + [f"note: {n}" for n in self.notes])
+            return "\n".join(lines + [f"note: {n}" for n in dict.fromkeys(self.notes)])
         peak = f", peak {self.peak_bytes / 1e6:.3g} MB ({self.peak_method})" if self.peak_bytes is not None else \
             f"; peak memory {self.peak_method}"
         lines.append(("use: " if self.separable else "fastest (not separable): ") +
@@ -138,7 +138,7 @@ class MeasuredRecommendation:
         lines.append(f"rounds: {self.rounds} used, {dropped} (threshold {self.contention_threshold:g} cores){load}")
         lines.append(f"time: {self.wall_s:.3g} s of a {self.budget_s:g} s budget ({self.setup_s:.3g} s of it "
                      f"parity checks, builds, compiles and warm-ups)")
-        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"note: {n}" for n in dict.fromkeys(self.notes)]  # each once
         if self.snippet:
             lines += [f"how to use {self.backend} with your weights:"] + ["  " + s for s in self.snippet.splitlines()]
         if self.run_dir is not None:
