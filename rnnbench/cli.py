@@ -125,8 +125,8 @@ def _run_parser(sub, c) -> None:
     r.add_argument("--isolate", action="store_true", help="same as --executor process")
     r.add_argument("--ray-address", default=None, help="with --executor ray: a running Ray cluster, HOST:PORT, "
                    "ray://HOST:PORT or auto (default: start one here)")
-    r.add_argument("--machine", default=None, metavar="NAME", help="folder name for this machine: letters, digits, '_', '.', '-' "
-                   "(default: host name)")
+    r.add_argument("--machine", default=None, metavar="NAME", help="folder name for this machine: letters, "
+                   "digits, '_', '.', '-' (default: host name)")
     r.add_argument("--out", default=None, metavar="DIR", help=f"results root, a writable folder; the run goes to "
                    f"ROOT/MACHINE/RUN_ID (default {DEFAULT_OUT})")
     r.add_argument("--rounds", type=bounded("rounds"), default=None, help=f"times the grid is visited, each visit "
@@ -211,7 +211,8 @@ def _recommend_parser(sub, c) -> None:
                      f"RNN backend available); {_one_of(c['rnn_backends'])}")
     rec.add_argument("--out", default="results/runs", metavar="DIR", help="--measure: results root for the run "
                      "folder of its records (default results/runs)")
-    rec.add_argument("--machine", default=None, metavar="NAME", help="--measure: folder name for this machine (default: host name)")
+    rec.add_argument("--machine", default=None, metavar="NAME", help="--measure: folder name for this machine "
+                     "(default: host name)")
 
 
 PARSERS = [_run_parser, _train_parser, _report_parser, _recommend_parser]

@@ -574,9 +574,9 @@ def recommend_for(model, batch: int, seq_len: int, mode: str = "train", device: 
 
     Sizes, layers, bidirectional and weights are read from the module (``impls.convert``); device and
     dtype default to its parameters'; the printed snippet takes a batch laid out as the module's
-    ``batch_first`` says.  Nothing is written unless ``out`` (a results root) is given.  ``options`` go to
-    ``measure_interleaved`` (``backends``, ``out``, ``results``, ...).  A module the suite cannot reproduce raises ``impls.convert.Unconvertible``
-    (a ValueError) naming the attribute.
+    ``batch_first`` says.  Nothing is written unless ``out`` (a results root) is given.  ``options`` go
+    to ``measure_interleaved`` (``backends``, ``out``, ``results``, ...).  A module the suite cannot
+    reproduce raises ``impls.convert.Unconvertible`` (a ValueError) naming the attribute.
     """
     from impls.convert import from_torch_module
     from impls.runtime import prepare_process
@@ -591,11 +591,13 @@ def recommend_for(model, batch: int, seq_len: int, mode: str = "train", device: 
                                batch_first=bool(getattr(model, "batch_first", False)), **options)
 
 
-def recommend_measured(cell: str | None, batch: int, seq_len: int, mode: str, device: str, *, input_size: int | None = None,
-                       hidden: int | None = None, layers: int = 1, dtype: str = "float32", budget_s: float = 60.0,
-                       state_dict_file: str | None = None, backends=None, **options) -> MeasuredRecommendation:
+def recommend_measured(cell: str | None, batch: int, seq_len: int, mode: str, device: str, *,
+                       input_size: int | None = None, hidden: int | None = None, layers: int = 1,
+                       dtype: str = "float32", budget_s: float = 60.0, state_dict_file: str | None = None,
+                       backends=None, **options) -> MeasuredRecommendation:
     """The CLI's ``recommend --measure``: the model from a saved state dict (``cell`` None: the state
-    dict's), or seeded weights of the given sizes; every input checked (ConfigError naming the valid choices) before anything is written."""
+    dict's), or seeded weights of the given sizes; every input checked (ConfigError naming the valid
+    choices) before anything is written."""
     import impls
     from impls.convert import Unconvertible, from_state_dict, load_state_dict
     from impls.spec import CELLS, DTYPES, RNNSpec, init_weights

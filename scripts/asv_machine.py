@@ -23,7 +23,8 @@ def describe(name: str, **overrides) -> dict:
     info = {**Machine.get_defaults(), **{k: str(v) for k, v in overrides.items() if v is not None}, "machine": name}
     missing = [field for field in FIELDS if not info.get(field)]
     if missing:
-        raise SystemExit(f"error: asv detected no {', '.join(missing)} here; pass {' '.join('--' + m for m in missing)}")
+        flags = " ".join(f"--{field}" for field in missing)
+        raise SystemExit(f"error: asv detected no {', '.join(missing)} here; pass {flags}")
     MachineCollection.save(name, info)
     return info
 
