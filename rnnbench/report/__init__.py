@@ -2,7 +2,8 @@
 
 Everything is drawn from one long-form table (``store.load``: one row per
 record, joined with its run's environment) with seaborn.  Each section of the
-report stays when its data is absent and says what is missing.  Records of
+report keeps its place when its data is absent, as one line saying why
+(``sections.why_absent``: contended, unsupported, failed or not measured).  Records of
 Triton under its interpreter are exactness checks, not speed: they are left
 out of every speed figure and ranking.  Records that did not finish (status
 other than ok) go to a table of failures and are never plotted.

@@ -1,5 +1,5 @@
 """The report's sections: one function per section, each from the long-form frame; each keeps its
-place when its data is absent and says what is missing."""
+place when its data is absent, as one line saying why (``why_absent``)."""
 from __future__ import annotations
 
 import math
