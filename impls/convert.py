@@ -15,6 +15,7 @@ differ by what the built runner offers (``module()`` for torch, ``params`` and
 """
 from __future__ import annotations
 
+import pickle
 import re
 
 import numpy as np
@@ -116,32 +117,47 @@ def load_state_dict(path) -> dict:
     """A ``state_dict`` saved with ``torch.save`` (tensors only: loaded with weights_only=True)."""
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, ValueError, RuntimeError) as exc:  # not a torch.save file
+        raise Unconvertible(f"{path} is not a file torch.save wrote ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:120]})") from None
     if not isinstance(state, dict):
         raise Unconvertible(f"{path} holds a {type(state).__name__}, not a state_dict (save model.state_dict())")
     return state
 
 
-def usage_snippet(backend: str, runner, spec: RNNSpec, device: str, dtype: str, source: str = "model") -> str:
-    """The lines that build ``backend`` with the user's weights, by what ``runner`` offers.
+def usage_snippet(backend: str, runner, spec: RNNSpec, device: str, dtype: str, source: str = "model",
+                  batch: int = 1, seq_len: int = 1, batch_first: bool = False) -> str:
+    """The lines that build ``backend`` with the user's weights and run it on a batch, by what
+    ``runner`` offers; they run as printed (``model``: the user's module, the one free name).
 
-    ``source``: ``model`` (a torch module in the user's hands) or a state-dict file path.
+    ``source``: ``model`` (a torch module in the user's hands) or a state-dict file path.  The batch
+    they make stands for the user's: ``batch_first`` as the user's model takes it; every runner is
+    time-major, so such a batch is transposed on the way in and y on the way out.
     """
     if source == "model":
         load = ["from impls.convert import from_torch_module",
-                "spec, weights, _ = from_torch_module(model)  # your torch.nn module"]
+                "spec, weights, _ = from_torch_module(model)  # model: your torch.nn module"]
     else:
         load = ["from impls.convert import from_state_dict, load_state_dict",
-                f"spec, weights = from_state_dict(load_state_dict({source!r}), cell={spec.cell!r})"]
-    lines = ["import impls", *load,
-             f"runner = impls.get({backend!r}).build(spec, weights, device={device!r}, dtype={dtype!r})"]
+                f"spec, weights = from_state_dict(load_state_dict({source!r}))"]
+    dims = (batch, seq_len) if batch_first else (seq_len, batch)
+    layout = "[B, T, I], batch_first" if batch_first else "[T, B, I], time-major"
+    lines = ["import numpy as np", "import impls", *load,
+             f"runner = impls.get({backend!r}).build(spec, weights, device={device!r}, dtype={dtype!r})",
+             f"x = np.random.default_rng(0).standard_normal(({dims[0]}, {dims[1]}, spec.input_size))"
+             f"  # stands for your batch: {layout}",
+             "x = runner.put(x.swapaxes(0, 1))  # [T, B, I]: every runner is time-major" if batch_first else
+             "x = runner.put(x)  # [T, B, I] on the runner's device and dtype"]
     if hasattr(runner, "module"):
-        lines += ["rnn = runner.module()  # torch.nn.Module, trainable: y, final_state = rnn(x, state)",
-                  "# x [T, B, I] time-major (x.transpose(0, 1) for a batch_first model); state None, h0 or (h0, c0)"]
+        lines += ["rnn = runner.module()  # torch.nn.Module, trainable by autograd",
+                  "y, final_state = rnn(x, None)  # state: None, h0 or (h0, c0), each [layers*D, B, H]"]
     elif hasattr(runner, "apply") and hasattr(runner, "params"):
         lines += ["params, apply = runner.params, runner.apply  # pure function: differentiate with jax.grad",
-                  "y, final_state = apply(params, x, state)  # x [T, B, I] time-major, a jax array"]
+                  "y, final_state = apply(params, x, None)  # state: None, h0 or (h0, c0), each [layers*D, B, H]"]
     else:
-        lines += ["y, final_state = runner.forward(x, state)  # inference only; x [T, B, I] time-major NumPy",
-                  "h_next = runner.step(x_t, state)  # one timestep, x_t [B, I]"]
+        lines += ["y, final_state = runner.forward(x, None)  # inference only; state: None, h0 or (h0, c0)"]
+    lines.append("y = y.swapaxes(0, 1)  # [B, T, D*H], batch_first as your model" if batch_first else
+                 "# y [T, B, D*H]")
     return "\n".join(lines)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import sys
 
 from . import ragged
-from .config import (MODES, ConfigError, check_devices, check_fits, check_machine_name, check_writable_dir,
-                     parse_bool, size_limits)
+from .config import (MODES, ConfigError, bounds, check_devices, check_fits, check_machine_name, check_path_length,
+                     check_writable_dir, parse_bool)
 
 EXIT_BAD_INPUT = 2
 EXIT_FAULT = 1
@@ -26,11 +27,15 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def comma_list(convert=str):
+    """Comma-separated items, each converted; an empty item is refused by its position."""
     def parse(text: str):
-        items = [s.strip() for s in text.split(",") if s.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError("expected a comma-separated list")
+        items = [s.strip() for s in text.split(",")]
+        empty = [i for i, s in enumerate(items, 1) if not s]
+        if empty:
+            raise argparse.ArgumentTypeError(f"item {empty[0]} of {text!r} is empty; expected a comma-separated "
+                                             "list with no empty items")
         return [convert(s) for s in items]
+    parse.item = convert  # what each item is (tests/test_bad_input.py feeds each kind hostile values)
     return parse
 
 
@@ -41,25 +46,25 @@ def boolean(text: str) -> bool:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive (sizes must be >= 1)")
-    return value
+INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() also takes '１２' and '1_0'
+NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # no nan, inf
 
 
-def size(field: str):
-    """A positive integer within the spec's limit for ``field``, where the spec has one."""
-    upper = size_limits().get(field)
+def bounded(field: str, convert=int):
+    """A number within ``config.bounds(field)``, written in ASCII digits; the one converter of every
+    numeric option, so no option is left unbounded."""
+    low, high = bounds(field)
+    kind = "an integer" if convert is int else "a number"
 
-    def parse(text: str) -> int:
-        value = positive_int(text)
-        if upper is not None and value > upper:
-            raise argparse.ArgumentTypeError(f"{value} is out of range: an integer in [1, {upper}] (the spec's limit)")
+    def parse(text: str):
+        if not (INTEGER if convert is int else NUMBER).fullmatch(text.strip()):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}: {kind} in [{low}, {high}]")
+        value = convert(text)
+        if not low <= value <= high:
+            what = "not positive" if value < low == 1 else "out of range"
+            raise argparse.ArgumentTypeError(f"{text.strip()} is {what}: {kind} in [{low}, {high}]")
         return value
+    parse.bounds, parse.integer = (low, high), convert is int  # read by tests/test_bad_input.py
     return parse
 
 
@@ -70,13 +75,18 @@ def _choices() -> dict:
 
     from . import suites, tasks
 
-    return {"backends": impls.names(), "cells": list(CELLS), "dtypes": list(DTYPES), "modes": list(MODES),
+    return {"backends": impls.names(), "rnn_backends": impls.names(kind="rnn"), "cells": list(CELLS),
+            "dtypes": list(DTYPES), "modes": list(MODES),
             "tasks": tasks.names(), "suites": suites.suite_names(), "executors": list(EXECUTORS),
             "suite_help": "; ".join(f"{s.name}: {s.description}" for s in suites.SUITES.values())}
 
 
 def _one_of(names) -> str:
     return "one of: " + ", ".join(names)
+
+
+def _range(field: str) -> str:
+    return "[{}, {}]".format(*bounds(field))
 
 
 def _run_parser(sub, c) -> None:
@@ -86,13 +96,12 @@ def _run_parser(sub, c) -> None:
     r.add_argument("--backends", type=comma_list(), help=f"backends to measure (default: every one available "
                    f"on the device); {_one_of(c['backends'])}")
     r.add_argument("--cells", type=comma_list(), help=f"recurrent cells (default: the suite's); {_one_of(c['cells'])}")
-    limits = size_limits()
     for flag, what in (("--batch", "batch sizes B"), ("--seq-len", "sequence lengths T"),
                        ("--input-size", "input widths I (where the suite has none: H)"),
                        ("--hidden", "hidden sizes H"), ("--layers", "stacked layers")):
         field = flag[2:].replace("-", "_")
-        bound = f"integers in [1, {limits[field]}]" if field in limits else "positive integers"
-        r.add_argument(flag, type=comma_list(size(field)), help=f"{what}; {bound} (default: the suite's)")
+        r.add_argument(flag, type=comma_list(bounded(field)), help=f"{what}; integers in {_range(field)} "
+                       "(default: the suite's)")
     r.add_argument("--dtype", type=comma_list(), help=f"dtypes (default: the suite's); {_one_of(c['dtypes'])}")
     r.add_argument("--mode", type=comma_list(), help=f"what is timed (default: the suite's); forward: no graph; "
                    f"train: forward and backward; step: one timestep from an empty state; decode: one step after a "
@@ -102,10 +111,11 @@ def _run_parser(sub, c) -> None:
     r.add_argument("--bidirectional", type=comma_list(boolean), help="models: false (unidirectional), true "
                    "(bidirectional), or false,true (default: the suite's, else false)")
     r.add_argument("--lengths", type=comma_list(), help=f"length distributions of the batch's rows (default: the "
-                   f"suite's, else full); {_one_of(ragged.FORMS)}: full (every row T steps), uniform:MIN (uniform in "
-                   "[MIN, T]), zipf:A (Zipf exponent A > 1, clipped to [1, T]); drawn from the configuration's seed, "
+                   f"suite's, else full); {_one_of(ragged.FORMS)} (full: every row T steps; uniform:MIN: uniform in "
+                   "[MIN, T]; zipf:A: Zipf exponent A > 1, clipped to [1, T]); drawn from the configuration's seed, "
                    "the same for every backend")
-    r.add_argument("--config", help="JSON or TOML file with the same axes as the flags (and 'suite'); flags win")
+    r.add_argument("--config", metavar="FILE", help="JSON or TOML file with the same axes as the flags (and "
+                   "'suite'); flags win")
     r.add_argument("--suite", default=None, help=f"named preset (default quick); {_one_of(c['suites'])}. "
                    f"{c['suite_help']}")
     r.add_argument("--executor", choices=c["executors"], default=None, metavar="EXECUTOR",
@@ -115,12 +125,13 @@ def _run_parser(sub, c) -> None:
     r.add_argument("--isolate", action="store_true", help="same as --executor process")
     r.add_argument("--ray-address", default=None, help="with --executor ray: a running Ray cluster, HOST:PORT, "
                    "ray://HOST:PORT or auto (default: start one here)")
-    r.add_argument("--machine", default=None, help="folder name for this machine: letters, digits, '_', '.', '-' "
-                   "(default: host name)")
-    r.add_argument("--out", default=None, help=f"results root, a writable folder; the run goes to "
+    r.add_argument("--machine", default=None, metavar="NAME", help="folder name for this machine: letters, "
+                   "digits, '_', '.', '-' (default: host name)")
+    r.add_argument("--out", default=None, metavar="DIR", help=f"results root, a writable folder; the run goes to "
                    f"ROOT/MACHINE/RUN_ID (default {DEFAULT_OUT})")
-    r.add_argument("--rounds", type=positive_int, default=None, help="times the grid is visited, each visit "
-                   "shuffled (default: the suite's); comparisons need 5 (two runs) or 8 (two backends)")
+    r.add_argument("--rounds", type=bounded("rounds"), default=None, help=f"times the grid is visited, each visit "
+                   f"shuffled, in {_range('rounds')} (default: the suite's); comparisons need 5 (two runs) or 8 "
+                   "(two backends)")
     r.add_argument("--resume", default=None, metavar="RUN_DIR", help="complete this run as planned: measure only "
                    "the jobs it has no record of (takes no sweep flags)")
     r.add_argument("--retry-failed", action="store_true", help="with --resume: also re-run the configurations "
@@ -137,13 +148,18 @@ def _train_parser(sub, c) -> None:
     t.add_argument("--task", required=True, help=f"the task; {_one_of(c['tasks'])}")
     t.add_argument("--backend", required=True, help=f"the backend; {_one_of(c['backends'])}")
     t.add_argument("--cell", default="lstm", help=f"recurrent cell (default lstm); {_one_of(c['cells'])}")
-    t.add_argument("--hidden", type=size("hidden"), default=None, help="hidden size (default: the task's)")
-    t.add_argument("--seq-len", type=positive_int, default=None, help="sequence length (default: the task's)")
-    t.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default: the task's)")
-    t.add_argument("--seed", type=int, default=0, help="seed of weights and batches (default 0)")
+    t.add_argument("--hidden", type=bounded("hidden"), default=None, help=f"hidden size in {_range('hidden')} "
+                   "(default: the task's)")
+    t.add_argument("--seq-len", type=bounded("seq_len"), default=None, help=f"sequence length in {_range('seq_len')} "
+                   "(default: the task's)")
+    t.add_argument("--steps", type=bounded("steps"), default=None, help=f"optimizer steps in {_range('steps')} "
+                   "(default: the task's)")
+    t.add_argument("--seed", type=bounded("seed"), default=0, help=f"seed of weights and batches in {_range('seed')} "
+                   "(default 0)")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    t.add_argument("--machine", default=None, help="folder name for this machine (default: host name)")
-    t.add_argument("--out", default=None, help=f"results root, a writable folder (default {DEFAULT_OUT})")
+    t.add_argument("--machine", default=None, metavar="NAME", help="folder name for this machine (default: host name)")
+    t.add_argument("--out", default=None, metavar="DIR", help=f"results root, a writable folder "
+                   f"(default {DEFAULT_OUT})")
 
 
 def _report_parser(sub, c) -> None:
@@ -151,43 +167,55 @@ def _report_parser(sub, c) -> None:
                          description="report.md and report.html from one or more runs; two runs are compared.")
     rep.add_argument("inputs", nargs="+", metavar="RUN_DIR_OR_JSON", help="run folders, folders of runs, or "
                      "pytest-benchmark .json files")
-    rep.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report for one run, "
+    rep.add_argument("--out", default=None, metavar="DIR", help="output folder (default: RUN_DIR/report for one run, "
                      "else ./rnnbench-report)")
 
 
 def _recommend_parser(sub, c) -> None:
-    rec = sub.add_parser("recommend", help="the backend to use, from recorded results",
+    rec = sub.add_parser("recommend", help="the backend to use: from recorded results, or measured now "
+                         "(--measure, --from-state-dict)",
                          description="The fastest RNN backend near your shape, from recorded timings, or "
-                                     "'not enough data' with the reason.")
-    rec.add_argument("--cell", required=True, help=f"recurrent cell; {_one_of(c['cells'])}")
-    rec.add_argument("--batch", type=positive_int, required=True, help="batch size B")
-    rec.add_argument("--seq-len", type=positive_int, required=True, help="sequence length T")
-    rec.add_argument("--input-size", type=size("input_size"), default=None, help="input width I (default: any)")
-    rec.add_argument("--hidden", type=size("hidden"), default=None, help="hidden size H (default: any)")
-    rec.add_argument("--layers", type=size("layers"), default=1, help="stacked layers (default 1)")
+                                     "'not enough data' with the reason; with --measure (or --from-state-dict) "
+                                     "every available backend is measured at exactly your configuration now.")
+    rec.add_argument("--cell", default=None, help=f"recurrent cell (required, except with --from-state-dict, "
+                     f"which gives it); {_one_of(c['cells'])}")
+    rec.add_argument("--batch", type=bounded("batch"), required=True, help=f"batch size B in {_range('batch')}")
+    rec.add_argument("--seq-len", type=bounded("seq_len"), required=True,
+                     help=f"sequence length T in {_range('seq_len')}")
+    rec.add_argument("--input-size", type=bounded("input_size"), default=None, help=f"input width I in "
+                     f"{_range('input_size')} (default: any)")
+    rec.add_argument("--hidden", type=bounded("hidden"), default=None, help=f"hidden size H in {_range('hidden')} "
+                     "(default: any)")
+    rec.add_argument("--layers", type=bounded("layers"), default=1,
+                     help=f"stacked layers in {_range('layers')} (default 1)")
     rec.add_argument("--dtype", default="float32", help=f"dtype (default float32); {_one_of(c['dtypes'])}")
     rec.add_argument("--mode", required=True, help=f"what you run; {_one_of(c['modes'])}")
     rec.add_argument("--bidirectional", type=boolean, default=False, help="a bidirectional model: true or false "
                      "(default false)")
     rec.add_argument("--lengths", default=ragged.FULL, help=f"the length distribution of your batches' rows "
                      f"(default full); {_one_of(ragged.FORMS)}, as measured by rnnbench run --lengths")
-    rec.add_argument("--device", required=True, help="cpu or cuda (cuda:N)")
-    rec.add_argument("--results", nargs="+", default=["results"], help="folders of recorded runs (default results)")
+    rec.add_argument("--device", default=None, help="cpu or cuda (cuda:N) (required, except with --from-state-dict: "
+                     "default cpu)")
+    rec.add_argument("--results", nargs="+", default=None, metavar="DIR", help="folders of recorded runs "
+                     "(default results)")
     rec.add_argument("--against-transformer", action="store_true", help="also the parameter-matched transformer "
                      "baseline's time per token at this shape and its ratio to the RNN's: measured, or interpolated "
                      "inside the measured grid (rnnbench run --suite crossover), else 'not measured' and the command")
     rec.add_argument("--measure", action="store_true", help="measure every available backend at exactly this "
                      "configuration now (parity-checked, interleaved rounds, paired signed-rank test) instead of "
                      "answering from recorded results; needs --hidden (or --from-state-dict)")
-    rec.add_argument("--budget-s", type=float, default=60.0, help="--measure: seconds for everything, set-up and "
-                     "compiles included (default 60); when it runs out the answer says what it could not separate")
+    rec.add_argument("--budget-s", type=bounded("budget_s", float), default=60.0, help=f"--measure: seconds for "
+                     f"everything, set-up and compiles included, in {_range('budget_s')} (default 60); when it runs "
+                     "out the answer says what it could not separate")
     rec.add_argument("--from-state-dict", default=None, metavar="FILE", help="a torch.nn.LSTM/GRU/RNN state_dict "
-                     "saved with torch.save: sizes, layers, directions and weights are read from it (implies --measure)")
+                     "saved with torch.save: the cell, sizes, layers, directions and weights are read from it "
+                     "(implies --measure; --device defaults to cpu)")
     rec.add_argument("--backends", type=comma_list(), default=None, help=f"--measure: the candidates (default: every "
-                     f"RNN backend available); {_one_of(c['backends'])}")
-    rec.add_argument("--out", default="results/runs", help="--measure: results root for the run folder of its "
-                     "records (default results/runs)")
-    rec.add_argument("--machine", default=None, help="--measure: folder name for this machine (default: host name)")
+                     f"RNN backend available); {_one_of(c['rnn_backends'])}")
+    rec.add_argument("--out", default="results/runs", metavar="DIR", help="--measure: results root for the run "
+                     "folder of its records (default results/runs)")
+    rec.add_argument("--machine", default=None, metavar="NAME", help="--measure: folder name for this machine "
+                     "(default: host name)")
 
 
 PARSERS = [_run_parser, _train_parser, _report_parser, _recommend_parser]
@@ -197,13 +225,38 @@ def build_parser() -> argparse.ArgumentParser:
     c = _choices()
     p = OneLineParser(prog="rnnbench", description="Benchmark recurrent networks across backends.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    sub.add_parser("list", help="every backend and baseline, and whether it runs here")
+    sub.add_parser("list", help="every backend and baseline, and whether it runs here",
+                   description="Every registered backend and transformer baseline, its kind, and per device "
+                               "(cpu, cuda) whether it runs on this machine, and why not.")
     for add in PARSERS:
         add(sub, c)
     return p
 
 
 # -- validation ------------------------------------------------------------------------------
+
+PATH_METAVARS = ("DIR", "FILE", "JSON")  # an option whose metavar ends so takes a path
+
+
+def _check_text(parser, args) -> None:
+    """Every text value given, of every option: not empty, no control character; a path's names within
+    the file system's limits (a longer one fails later with a traceback, or after a folder exists)."""
+    import unicodedata
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    for action in sub._actions:
+        value = getattr(args, action.dest, None)
+        flag = (action.option_strings or [action.metavar or action.dest])[-1]
+        for text in value if isinstance(value, list) else [value]:
+            if not isinstance(text, str):
+                continue
+            if not text.strip():
+                raise ConfigError(f"{flag} is empty")
+            if any(unicodedata.category(ch) == "Cc" for ch in text):
+                raise ConfigError(f"{flag} {text[:40]!r} holds a control character")
+            if (action.metavar or "").endswith(PATH_METAVARS):
+                check_path_length(text, flag)
+
 
 
 def _check_run_flags(args) -> None:
@@ -366,6 +419,11 @@ def cmd_report(args) -> int:
 def cmd_recommend(args) -> int:
     from .recommend import recommend
 
+    required = ("--cell", "--device") if not args.from_state_dict else ()
+    missing = [flag for flag in required if getattr(args, flag[2:]) is None]
+    if missing:
+        raise ConfigError(f"rnnbench recommend: the following arguments are required: {', '.join(missing)} "
+                          "(or --from-state-dict FILE, which gives the cell; --device defaults to cpu there)")
     if args.measure or args.from_state_dict:
         from .interleaved import recommend_measured
 
@@ -374,16 +432,21 @@ def cmd_recommend(args) -> int:
                               "--bidirectional or --lengths answer from recorded runs (rnnbench run --suite ragged)")
         check_machine_name(args.machine)
         check_writable_dir(args.out)
+        if args.results is not None:  # the recorded runs that predict each candidate's cost
+            from .results import check_run_folders
 
-        print(recommend_measured(args.cell, args.batch, args.seq_len, args.mode, args.device,
+            check_run_folders(args.results)
+
+        print(recommend_measured(args.cell, args.batch, args.seq_len, args.mode, args.device or "cpu",
                                  input_size=args.input_size, hidden=args.hidden, layers=args.layers, dtype=args.dtype,
                                  budget_s=args.budget_s, state_dict_file=args.from_state_dict,
                                  backends=args.backends, out=args.out, machine=args.machine,
-                                 results=[*args.results, args.out]))
+                                 results=[*(args.results or ["results"]), args.out]))
         return 0
     print(recommend(args.cell, args.batch, args.seq_len, args.mode, args.device, input_size=args.input_size,
                     hidden=args.hidden, layers=args.layers, dtype=args.dtype, bidirectional=args.bidirectional,
-                    lengths=args.lengths, results=args.results, against_transformer=args.against_transformer))
+                    lengths=args.lengths, results=args.results or ["results"],
+                    against_transformer=args.against_transformer))
     return 0
 
 
@@ -393,13 +456,15 @@ COMMANDS = {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_
 def _history_parser(sub, c) -> None:
     h = sub.add_parser("history", help="asv results across commits -> one offline HTML page",
                        description="Each benchmark against commit, with asv's step detection (rnnbench.history).")
-    h.add_argument("results", nargs="?", default="results/asv", help="asv's results_dir (default results/asv)")
-    h.add_argument("--out", required=True, help="output folder for index.html")
+    h.add_argument("results", nargs="?", default="results/asv", metavar="RESULTS_DIR", help="asv's results_dir "
+                   "(default results/asv)")
+    h.add_argument("--out", required=True, metavar="DIR", help="output folder for index.html")
 
 
 def cmd_history(args) -> int:
     from .history import history_command
 
+    check_writable_dir(args.out)
     return history_command(args.results, args.out)
 
 
@@ -407,17 +472,28 @@ PARSERS.append(_history_parser)
 COMMANDS["history"] = cmd_history
 
 
+# Library loggers whose warnings say nothing about the user's run: a CUDA toolkit on a machine without
+# a GPU ("No CUDA runtime is found"), JAX falling back to the CPU.  The CLI shows their errors only.
+QUIET_LOGGERS = ("torch.utils.cpp_extension", "jax._src.xla_bridge")
+
+
 def main(argv=None) -> int:
+    import logging
+
     from impls.runtime import prepare_process
 
     from .store import StoreError
 
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     prepare_process()
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        _check_text(parser, args)
         return COMMANDS[args.command](args)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}".replace("\n", " "), file=sys.stderr)  # one line, whatever a library said
         return EXIT_BAD_INPUT
     except StoreError as exc:  # a fault (disk full), not bad input
         print(f"error: {exc}", file=sys.stderr)

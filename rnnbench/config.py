@@ -39,17 +39,28 @@ def check_common(backend: str, cell: str, dtype: str, device: str, sizes: dict) 
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        upper = size_limits().get(name)
-        if upper is not None and value > upper:
-            raise ConfigError(f"{name.replace('_', '-')} must be an integer in [1, {upper}] (the spec's limit), "
-                              f"got {value}")
+        low, upper = bounds(name)
+        if value > upper:
+            raise ConfigError(f"{name.replace('_', '-')} must be an integer in [{low}, {upper}], got {value}")
+
+
+# The range of every numeric option and job field.  Sizes: the spec's limits (hidden, input, layers);
+# batch and sequence length far above any run a machine holds, so that a typo is refused here and
+# not by a child process running out of memory; the others far above any sensible run.
+BOUNDS = {"batch": (1, 1 << 20), "seq_len": (1, 1 << 20), "rounds": (1, 1000), "steps": (1, 1_000_000),
+          "eval_every": (1, 1_000_000), "seed": (0, 2**32 - 1), "budget_s": (1, 86_400)}
+
+
+def bounds(field: str) -> tuple:
+    """(lowest, highest) value ``field`` takes."""
+    from impls.spec import MAX_LAYERS, MAX_SIZE
+
+    return {"hidden": (1, MAX_SIZE), "input_size": (1, MAX_SIZE), "layers": (1, MAX_LAYERS), **BOUNDS}[field]
 
 
 def size_limits() -> dict:
-    """The largest size the spec takes, per size field (the others are bounded by memory alone)."""
-    from impls.spec import MAX_LAYERS, MAX_SIZE
-
-    return {"hidden": MAX_SIZE, "input_size": MAX_SIZE, "layers": MAX_LAYERS}
+    """The largest value of each bounded integer field."""
+    return {field: bounds(field)[1] for field in ("hidden", "input_size", "layers", *BOUNDS)}
 
 
 def check_fits(job) -> str | None:
@@ -74,9 +85,9 @@ def check_machine_name(name: str | None) -> None:
     """--machine is one plain folder name, so the run stays inside --out."""
     import re
 
-    if name is not None and not re.fullmatch(MACHINE_NAME, name):
-        raise ConfigError(f"--machine must be one folder name of letters, digits, '_', '.' and '-' (not starting "
-                          f"with '.'), got {name!r}")
+    if name is not None and not (re.fullmatch(MACHINE_NAME, name) and len(name) <= 100):
+        raise ConfigError(f"--machine must be one folder name of at most 100 letters, digits, '_', '.' and '-' "
+                          f"(not starting with '.'), got {name[:40]!r}")
 
 
 def check_writable_dir(path, flag: str = "--out") -> None:
@@ -85,18 +96,40 @@ def check_writable_dir(path, flag: str = "--out") -> None:
     import tempfile
     from pathlib import Path
 
+    if not str(path).strip():
+        raise ConfigError(f"{flag} is empty; give a folder (it is made if missing)")
     p = Path(path)
     existing = p
-    while not existing.exists():
+    while not _exists(existing):
         if existing.parent == existing:
             break
         existing = existing.parent
     if not existing.is_dir():
         raise ConfigError(f"{flag} {path}: {existing} is not a folder")
+    check_path_length(path, flag)
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".rnnbench-probe-", dir=existing))
     except OSError as exc:
         raise ConfigError(f"{flag} {path}: cannot write in {existing} ({exc.strerror or exc})") from None
+
+
+def check_path_length(path, flag: str) -> None:
+    """Each name in ``path`` and the whole within what this file system takes (else OSError later)."""
+    import os
+
+    longest_name, longest_path = os.pathconf("/", "PC_NAME_MAX"), os.pathconf("/", "PC_PATH_MAX")
+    if any(len(os.fsencode(part)) > longest_name for part in str(path).split(os.sep)):
+        raise ConfigError(f"{flag} {str(path)[:40]}...: a name in it is longer than the {longest_name} bytes a "
+                          "file system takes")
+    if len(os.fsencode(os.path.abspath(path))) >= longest_path:
+        raise ConfigError(f"{flag} {str(path)[:40]}...: longer than the {longest_path} bytes a path may have")
+
+
+def _exists(path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system: it cannot exist
+        return False
 
 
 def backend_identity(name: str) -> dict:

@@ -117,7 +117,7 @@ class MeasuredRecommendation:
         lines += [f"excluded {e.backend}: {e.stage}: {e.reason}" for e in self.excluded]
         if self.backend is None:
             lines.append(f"no answer: {self.verdict}")
-            return "\n".join(lines + [f"note: {n}" for n in self.notes])
+            return "\n".join(lines + [f"note: {n}" for n in dict.fromkeys(self.notes)])
         peak = f", peak {self.peak_bytes / 1e6:.3g} MB ({self.peak_method})" if self.peak_bytes is not None else \
             f"; peak memory {self.peak_method}"
         lines.append(("use: " if self.separable else "fastest (not separable): ") +
@@ -138,7 +138,7 @@ class MeasuredRecommendation:
         lines.append(f"rounds: {self.rounds} used, {dropped} (threshold {self.contention_threshold:g} cores){load}")
         lines.append(f"time: {self.wall_s:.3g} s of a {self.budget_s:g} s budget ({self.setup_s:.3g} s of it "
                      f"parity checks, builds, compiles and warm-ups)")
-        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"note: {n}" for n in dict.fromkeys(self.notes)]  # each once
         if self.snippet:
             lines += [f"how to use {self.backend} with your weights:"] + ["  " + s for s in self.snippet.splitlines()]
         if self.run_dir is not None:
@@ -358,11 +358,14 @@ def _round(order) -> tuple[dict, float]:
 
 
 def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, device: str, dtype: str,
-                        budget_s: float = 60.0, backends=None, out="results/runs", machine: str | None = None,
+                        budget_s: float = 60.0, backends=None, out=None, machine: str | None = None,
                         results=("results", "results/runs"), source: str = "model", seed: int = 0,
                         contention_threshold: float = SETTINGS.contention_threshold, argv=None,
-                        log=None) -> MeasuredRecommendation:
-    """Every candidate for this exact configuration, measured interleaved within ``budget_s`` seconds."""
+                        log=None, batch_first: bool = False) -> MeasuredRecommendation:
+    """Every candidate for this exact configuration, measured interleaved within ``budget_s`` seconds.
+
+    ``out``: a results root for a run folder of the records (None: nothing is written);
+    ``batch_first``: the layout the printed snippet's batch takes, as the user's model does."""
     import impls
     from impls.convert import usage_snippet
 
@@ -387,8 +390,8 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
     names, excluded = candidate_names(spec, mode, device, dtype, list(job_of))
     rec = MeasuredRecommendation(query, None, False, "", budget_s=budget_s, excluded=excluded,
                                  contention_threshold=contention_threshold)
-    run = create_run([job_of[n] for n in names], [device], "inline", out, machine, argv)  # inside the budget
-    rec.run_dir = run.path
+    run = None if out is None else create_run([job_of[n] for n in names], [device], "inline", out, machine, argv)
+    rec.run_dir = None if run is None else run.path  # made inside the budget
     tolerance = PARITY_TOLERANCE[dtype]
     log(f"parity check at T={PARITY_T} and warm-up of {len(names)} candidates ({', '.join(names)})")
     recorded = {name: recorded_rows(results, name, query) for name in names}
@@ -458,7 +461,8 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
     rec.rounds = len(t[winner.name])
     rec.load_cores = float(np.median(round_cores)) if round_cores else None
     _fill_answer(rec, winner, others, t, decided, seed)
-    rec.snippet = usage_snippet(winner.name, winner.prepared.runner, spec, device, dtype, source)
+    rec.snippet = usage_snippet(winner.name, winner.prepared.runner, spec, device, dtype, source, batch=batch,
+                                seq_len=seq_len, batch_first=batch_first)
     _flag_compile(rec, winner, others, t)
     rec.peak_bytes, rec.peak_method = _peak(winner, recorded[winner.name], query)
     _write_records(run, cands, excluded, job_of, rec, winner, round_cores, round_loaded)
@@ -540,6 +544,8 @@ def _write_records(run, cands, excluded, job_of, rec, winner, round_cores, round
     from . import cost
     from .measure import base_record, failure_record
 
+    if run is None:  # no out= given: nothing is written
+        return
     run.update_info(interleaved={"rounds": rec.rounds, "loaded_rounds": rec.loaded_rounds, "budget_s": rec.budget_s,
                                  "winner": rec.backend, "separable": rec.separable, "verdict": rec.verdict})
     ceilings = run.info.get("ceilings")
@@ -567,9 +573,10 @@ def recommend_for(model, batch: int, seq_len: int, mode: str = "train", device: 
     """The fastest backend for ``model`` (a torch.nn.LSTM / GRU / RNN), measured here with its own weights.
 
     Sizes, layers, bidirectional and weights are read from the module (``impls.convert``); device and
-    dtype default to its parameters'.  ``options`` go to ``measure_interleaved`` (``backends``, ``out``,
-    ``results``, ...).  A module the suite cannot reproduce raises ``impls.convert.Unconvertible``
-    (a ValueError) naming the attribute.
+    dtype default to its parameters'; the printed snippet takes a batch laid out as the module's
+    ``batch_first`` says.  Nothing is written unless ``out`` (a results root) is given.  ``options`` go
+    to ``measure_interleaved`` (``backends``, ``out``, ``results``, ...).  A module the suite cannot
+    reproduce raises ``impls.convert.Unconvertible`` (a ValueError) naming the attribute.
     """
     from impls.convert import from_torch_module
     from impls.runtime import prepare_process
@@ -580,14 +587,17 @@ def recommend_for(model, batch: int, seq_len: int, mode: str = "train", device: 
         where = next(model.parameters()).device
         device = where.type if where.index is None or where.type == "cpu" else f"{where.type}:{where.index}"
     return measure_interleaved(spec, weights, batch=batch, seq_len=seq_len, mode=mode, device=device,
-                               dtype=dtype or model_dtype, budget_s=budget_s, source="model", **options)
+                               dtype=dtype or model_dtype, budget_s=budget_s, source="model",
+                               batch_first=bool(getattr(model, "batch_first", False)), **options)
 
 
-def recommend_measured(cell: str, batch: int, seq_len: int, mode: str, device: str, *, input_size: int | None = None,
-                       hidden: int | None = None, layers: int = 1, dtype: str = "float32", budget_s: float = 60.0,
-                       state_dict_file: str | None = None, backends=None, **options) -> MeasuredRecommendation:
-    """The CLI's ``recommend --measure``: the model from a saved state dict, or seeded weights of the
-    given sizes; every input checked (ConfigError naming the valid choices) before anything is written."""
+def recommend_measured(cell: str | None, batch: int, seq_len: int, mode: str, device: str, *,
+                       input_size: int | None = None, hidden: int | None = None, layers: int = 1,
+                       dtype: str = "float32", budget_s: float = 60.0, state_dict_file: str | None = None,
+                       backends=None, **options) -> MeasuredRecommendation:
+    """The CLI's ``recommend --measure``: the model from a saved state dict (``cell`` None: the state
+    dict's), or seeded weights of the given sizes; every input checked (ConfigError naming the valid
+    choices) before anything is written."""
     import impls
     from impls.convert import Unconvertible, from_state_dict, load_state_dict
     from impls.spec import CELLS, DTYPES, RNNSpec, init_weights
@@ -595,7 +605,7 @@ def recommend_measured(cell: str, batch: int, seq_len: int, mode: str, device: s
     from .config import check_devices
 
     for label, value, valid in (("cell", cell, CELLS), ("mode", mode, MODES), ("dtype", dtype, DTYPES)):
-        if value not in valid:
+        if value not in valid and not (label == "cell" and value is None and state_dict_file is not None):
             raise ConfigError(f"unknown {label} {value!r}; valid: {', '.join(valid)}")
     check_devices([device])
     if not (isinstance(budget_s, (int, float)) and budget_s > 0 and math.isfinite(budget_s)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -233,7 +234,7 @@ def measure(cfg, memory: str = "subprocess", ceilings: dict | None = None) -> li
     except Exception as exc:  # noqa: BLE001
         rec.update(status=classify(exc), message=f"{type(exc).__name__}: {exc}"[-2000:])
     if ceilings is None and rec["status"] == "ok":  # after the timing: a miss is measured in a child
-        ceilings = _ceilings_or_none(cfg)
+        ceilings = ceilings_or_none([cfg])
     records.append(cost.complete(rec, ceilings))
     # gradient flow over the whole T, once per configuration (round 0)
     if cfg.mode == "train" and rec["status"] == "ok" and p.lengths is None and getattr(cfg, "round", 0) == 0:
@@ -424,12 +425,13 @@ def machine_ceilings(configs) -> dict:
     return out
 
 
-def _ceilings_or_none(cfg) -> dict | None:
-    """The ceilings for one configuration, or None (fractions unknown) when they cannot be measured."""
+def ceilings_or_none(configs) -> dict | None:
+    """The ceilings covering the configurations, or None (fractions unknown) when they cannot be
+    measured: one warning line, and the run goes on."""
     try:
-        return machine_ceilings([cfg])
+        return machine_ceilings(configs)
     except Exception as exc:  # noqa: BLE001 - a record without fractions beats no record
-        print(f"warning: machine ceilings unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
+        print(f"warning: machine ceilings unavailable, records carry no fraction of peak ({exc})", file=sys.stderr)
         return None
 
 
@@ -441,7 +443,15 @@ def _ceilings_in_child(device: str, dtypes, shapes, tf32: bool) -> dict:
     for line in proc.stdout.splitlines():
         if line.startswith(RECORD_PREFIX):
             return json.loads(line[len(RECORD_PREFIX):])
-    raise RuntimeError(f"ceiling measurement failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+    raise RuntimeError(f"ceiling measurement failed in a child process (exit status {proc.returncode}): "
+                       f"{_last_error_line(proc.stderr)}")
+
+
+def _last_error_line(stderr: str) -> str:
+    """The exception line of a child's traceback (``SomeError: why``), else its last line of text."""
+    lines = [line.strip() for line in stderr.splitlines() if any(ch.isalnum() for ch in line)]
+    errors = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Interrupt|Exit)\b", line)]
+    return (errors or lines or ["no output"])[-1]
 
 
 def measure_ceilings_here(device: str, dtypes, shapes, tf32: bool = False) -> dict:

@@ -28,7 +28,7 @@ def parse(name: str) -> tuple[str, float | None]:
         value = float(arg)
     except ValueError:
         value = math.nan
-    if kind == "uniform" and value >= 1 and value == int(value):
+    if kind == "uniform" and 1 <= value < math.inf and value == int(value):
         return kind, int(value)
     if kind == "zipf" and 1 < value < math.inf:
         return kind, value

@@ -76,7 +76,7 @@ class Recommendation:
             lines.append("  (columns named after backends: median ms)")
         if self.against:
             lines.append(f"against the transformer: {self.against}")
-        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"note: {n}" for n in dict.fromkeys(self.notes)]  # each once
         return "\n".join(lines)
 
 
@@ -388,11 +388,13 @@ def _differs(idx, q) -> str:
 
 def _add_context(rec: Recommendation, same_kind, rows, configs) -> None:
     """Notes on the relied-on shapes: transformer baselines measured there, and backends that failed there."""
-    for _, b in rows[rows["backend_kind"] == "baseline"].iterrows():
-        key = tuple(b[k] for k in AXES)
-        if key in configs:
-            rec.notes.append(f"transformer baseline {b['backend']} at {_shape(b)}: {b['median_s'] * 1e3:.4g} ms"
-                             f"{_peak(b)}")
+    baselines = rows[rows["backend_kind"] == "baseline"]
+    for _, group in baselines.groupby(["backend", *AXES], sort=False, dropna=False):  # one note over its rounds
+        b = group.iloc[0]
+        if tuple(b[k] for k in AXES) in configs:
+            rounds = f" (median of {len(group)} rounds)" if len(group) > 1 else ""
+            rec.notes.append(f"transformer baseline {b['backend']} at {_shape(b)}: "
+                             f"{group['median_s'].median() * 1e3:.4g} ms{rounds}{_peak(b)}")
     failed = same_kind[(same_kind["status"] != "ok") & (same_kind["kind"] == "timing")]
     for _, f in failed.iterrows():
         if tuple(f[k] for k in AXES) in configs:

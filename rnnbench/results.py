@@ -30,6 +30,14 @@ ENV_FIELDS = ("machine", "commit", "dirty", "cpu_model", "gpu", "run_dir")
 # -- loading ----------------------------------------------------------------------------------
 
 
+def check_run_folders(paths, alternative: str = "") -> None:
+    """Each path is a run folder or a folder of runs; ConfigError naming the first that is not."""
+    for p in map(Path, paths):
+        if not (p.is_dir() and store.find_runs([p])):
+            raise ConfigError(f"{p} is not a run folder (with {store.RUN_JSON}), a folder of runs"
+                              + (f", {alternative}" if alternative else ""))
+
+
 def load_inputs(paths):
     """Run folders, folders of runs and pytest-benchmark JSON files -> one long-form DataFrame.
 
@@ -41,11 +49,9 @@ def load_inputs(paths):
     for p in map(Path, paths):
         if p.is_file() and p.suffix == ".json":
             frames.append(load_pytest_benchmark(p))
-        elif p.is_dir() and store.find_runs([p]):
-            frames.append(store.load([p]))
         else:
-            raise ConfigError(f"{p} is not a run folder (with {store.RUN_JSON}), a folder of runs, "
-                              f"or a pytest-benchmark .json file")
+            check_run_folders([p], "or a pytest-benchmark .json file")
+            frames.append(store.load([p]))
     df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) \
         else pd.DataFrame()
     for col in (*store.COMMON_FIELDS, *store.TIMING_FIELDS, *store.STABILITY_FIELDS, *store.TRAINING_FIELDS,
@@ -182,9 +188,34 @@ def samples_of(row) -> list:
 # -- regimes and training --------------------------------------------------------------------
 
 
+# The one definition of every ratio of times the report and the end-of-run summary print.
+RATIO_RULE = ("each configuration's time is the median of its records over rounds; a ratio of two backends is "
+              "taken at each configuration both ran, and over several configurations it is the geometric mean "
+              "of those ratios")
+
+
+def config_times(speed):
+    """[configuration, backend] -> seconds: each configuration's time, the median of its records over
+    rounds (``RATIO_RULE``); NaN where a backend did not run it."""
+    return with_axis_defaults(speed).pivot_table(index=["run_id", *CONFIG_KEY], columns="backend",
+                                                 values="median_s", aggfunc="median")
+
+
+def geometric_mean(ratios) -> float:
+    import numpy as np
+
+    return float(np.exp(np.log(np.asarray(ratios, dtype=float)).mean()))
+
+
+def fmt_ratio(value: float) -> str:
+    """``1.02x``, ``120x``, ``1332x``: three significant digits, never an exponent."""
+    return f"{value:.3g}x" if value < 1000 else f"{value:.0f}x"
+
+
 def regime_table(df):
     """(table, None), or (None, why not): per run, device, dtype, cell, mode and short/long T, the
-    fastest RNN backend (geometric mean of time over the fastest), its wins, the runner-up and the margin."""
+    fastest RNN backend (of those fastest in at least one configuration, the lowest geometric mean
+    of time over the fastest), its wins, the runner-up and the margin (``RATIO_RULE``)."""
     import numpy as np
     import pandas as pd
 
@@ -192,24 +223,24 @@ def regime_table(df):
     rnn = with_axis_defaults(rnn[rnn["backend_kind"] == "rnn"].copy())
     if rnn["backend"].nunique() < 2:
         return None, "the fastest backend needs timings of at least two RNN backends"
-    rnn["T range"] = np.where(rnn["seq_len"] <= SETTINGS.short_t_max, f"short (T<={SETTINGS.short_t_max})", f"long (T>{SETTINGS.short_t_max})")
-    config = ["run_id", *CONFIG_KEY]
+    rnn["T range"] = np.where(rnn["seq_len"] <= SETTINGS.short_t_max, f"short (T<={SETTINGS.short_t_max})",
+                              f"long (T>{SETTINGS.short_t_max})")
     rows = []
     regime_keys = ["run_id", "device", "dtype", "cell", "mode", "T range", "model", "lengths"]
     for regime, sub in rnn.groupby(regime_keys, sort=True):
-        times = sub.pivot_table(index=config, columns="backend", values="median_s", aggfunc="median")
+        times = config_times(sub)
         times = times[times.notna().sum(axis=1) >= 2]  # [configuration, backend]: where backends can be compared
         if times.empty:
             continue
         # each backend's time over the configuration's fastest, geometric mean over where it ran
         score = np.exp(np.log(times.div(times.min(axis=1), axis=0)).mean()).sort_values()
-        best, runner_up = score.index[:2]
+        wins = times.idxmin(axis=1).value_counts()
+        best = next(b for b in score.index if wins.get(b, 0) > 0)  # a backend that won nothing is no winner
+        runner_up = next(b for b in score.index if b != best)
         both = times[[best, runner_up]].dropna()
-        margin = float(np.exp(np.log(both[runner_up] / both[best]).mean()))
-        wins = int((times.idxmin(axis=1) == best).sum())
         rows.append({**dict(zip(["run", *regime_keys[1:]], regime)),
-                     "fastest (geo. mean)": best, "fastest in": f"{wins} of {len(times)}", "runner-up": runner_up,
-                     "margin (geo. mean)": f"x{margin:.2f}"})
+                     "fastest": best, "fastest in": f"{int(wins[best])} of {len(times)}", "runner-up": runner_up,
+                     "margin": fmt_ratio(geometric_mean(both[runner_up] / both[best]))})
     if not rows:
         return None, "no configuration was timed with two or more RNN backends"
     return pd.DataFrame(rows), None

@@ -427,13 +427,13 @@ def run_sweep(run, jobs, executor: str = "inline", ray_address: str | None = Non
 
 def create_run(jobs, devices, executor: str, out, machine: str | None, argv=None):
     """A new run folder holding the environment, the jobs and the machine's ceilings."""
-    from .measure import machine_ceilings
+    from .measure import ceilings_or_none
     from .store import Run, environment
 
     info = {**environment(devices, argv), "executor": executor, "jobs": [j.to_dict() for j in jobs]}
     timing = [j for j in jobs if j.RECORD_KIND == "timing"]
     if timing:  # what fraction_of_peak is measured against (cached per machine; see measure)
-        info["ceilings"] = machine_ceilings(timing)
+        info["ceilings"] = ceilings_or_none(timing)
     return Run.create(out, machine, info)
 
 

@@ -170,3 +170,28 @@ def test_quick_asv_run_of_a_subset(tmp_path):
     assert "failed" not in out.stdout, out.stdout
     assert "backends.Speed.time_iteration" in out.stdout and "backends.Measured.track_tokens_per_s" in out.stdout
     assert "gate.Gate.time_iteration" in out.stdout
+
+
+def test_the_documented_machine_command_writes_a_full_description(tmp_path):
+    """`asv machine --machine NAME --yes` stores the name alone; scripts/asv_machine.py (the README's
+    and the workflows' command) stores cpu, arch, ram, os and num_cpu under NAME, as asv reads them back."""
+    env = {**os.environ, "HOME": str(tmp_path)}  # asv's machine file is ~/.asv-machine.json
+    bare = subprocess.run(ASV + ["machine", "--machine", "bare", "--yes"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert bare.returncode == 0, bare.stderr
+    assert set(json.loads((tmp_path / ".asv-machine.json").read_text())["bare"]) == {"machine"}  # asv's gap
+    documented = subprocess.run([sys.executable, str(ROOT / "scripts" / "asv_machine.py"), "box", "--ram", "16GB"],
+                                env=env, capture_output=True, text=True, timeout=120)
+    assert documented.returncode == 0, documented.stderr
+    stored = json.loads((tmp_path / ".asv-machine.json").read_text())["box"]
+    assert stored["machine"] == "box" and stored["ram"] == "16GB"  # a flag overrides one field
+    for field in ("cpu", "arch", "os", "num_cpu"):
+        assert stored[field].strip(), (field, stored)
+    assert stored["arch"] == os.uname().machine and int(stored["num_cpu"]) == os.cpu_count()
+    readback = subprocess.run([sys.executable, "-c", "from asv.machine import MachineCollection as M; "
+                               "import json; print(json.dumps(M.load('box')))"], env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert json.loads(readback.stdout) == stored
+    workflows = "".join(p.read_text() for p in (ROOT / ".github" / "workflows").glob("*.yml"))
+    for text in (workflows, (ROOT / "README.md").read_text()):
+        assert "asv machine --machine" not in text  # every named machine goes through the script

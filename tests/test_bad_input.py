@@ -1,5 +1,6 @@
 """Every bad input of every subcommand: one line naming the valid choices or range, exit status 2,
 no traceback, and not one file written or changed (checked before anything is written)."""
+import argparse
 import json
 import socket
 import subprocess
@@ -26,6 +27,13 @@ CASES = [
     # -- run: names ----------------------------------------------------------------------------
     (["run", "--backends", "nope"], "valid: torch_eager"),
     (["run", "--backends", ","], "comma-separated list"),
+    (["run", "--backends", "torch_eager,,torch_cudnn"], "item 2 of 'torch_eager,,torch_cudnn' is empty"),
+    (["run", "--batch", "99999999999999999999"], "an integer in [1, 1048576]"),
+    (["run", "--seq-len", "１２"], "not an integer"),
+    (["run", "--rounds", "1001"], "[1, 1000]"),
+    (["train", "--task", "copy", "--backend", "torch_eager", "--seed", "-1"], "[0, 4294967295]"),
+    (["recommend", "--cell", "lstm", "--batch", "8", "--seq-len", "8", "--mode", "train", "--device", "cpu",
+      "--measure", "--hidden", "8", "--budget-s", "nan"], "not a number"),
     (["run", "--cells", "lstmx"], "valid: rnn_tanh, lstm, gru"),
     (["run", "--dtype", "float8"], "valid: float32, float64, bfloat16, float16"),
     (["run", "--mode", "backward"], "valid: forward, train, step"),
@@ -106,7 +114,7 @@ CASES = [
     (["train", "--task", "copy", "--backend", "torch_eager", "--hidden", "0"], "not positive"),
     (["train", "--task", "copy", "--backend", "torch_eager", "--hidden", "70000"], "[1, 65536]"),
     (["train", "--task", "copy", "--backend", "torch_eager", "--steps", "-3"], "not positive"),
-    (["train", "--task", "copy", "--backend", "torch_eager", "--seed", "abc"], "invalid int"),
+    (["train", "--task", "copy", "--backend", "torch_eager", "--seed", "abc"], "not an integer"),
     (["train", "--task", "copy", "--backend", "torch_eager", "--device", "tpu"], "cpu, cuda, cuda:N"),
     (["train", "--task", "copy", "--backend", "torch_eager", "--machine", "../x"], "--machine"),
     (["train", "--task", "copy", "--backend", "torch_eager", "--out", ("afile", "x")], "not a folder"),
@@ -300,3 +308,141 @@ def test_a_bad_input_through_the_real_entry_point_is_one_line_and_no_traceback(t
                           capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and not any(tmp_path.iterdir())
+
+
+# -- every option of every command, fed hostile values ---------------------------------------------
+# The options are read from the parser, so a new option is covered without an edit here.  Kinds:
+# a number (its converter carries ``bounds``), a path (metavar ending DIR, FILE or JSON), a folder
+# name (metavar NAME), a flag (takes no value: nothing to feed), else a name.  Each value below is wrong for its kind.
+
+FILE = "{a regular file}"
+BENEATH = "{a path beneath a regular file}"
+HOSTILE = {
+    "number": ["99999999999999999999", "1" + "0" * 400, "-1", "-99999999999999999999", "", " ", "１２", "٣",
+               "nan", "inf", "-inf", "1e999", "0x10", "1_0", "8 8", "\x00"],
+    "integer": ["1.5", "8.0", "1e3"],  # and every number above
+    "path": ["", FILE, BENEATH, "/proc/rnnbench/x", "x" * 300, "x/" * 3000, "\x00"],
+    "name": ["", " ", "nope", "ü", "名前", "x" * 5000, "\x00", "../../x"],
+    "folder name": ["", " ", ".", "..", "ü", "名前", "x" * 300, "\x00", "../../x", "a/b"],  # --machine: any word
+
+    "list": [",", "a,,b", "a,", ",a"],  # and, per item, every value of the item's kind
+}
+# Minimal valid command lines; the option under test is added (or replaces the base's own value).
+BASE = {
+    "run": ["run", "--backends", "torch_eager", "--cells", "lstm", "--mode", "forward", "--batch", "2",
+            "--seq-len", "2", "--hidden", "4"],
+    "train": ["train", "--task", "copy", "--backend", "torch_eager", "--hidden", "4", "--steps", "1"],
+    "report": ["report", RUN],
+    "recommend": ["recommend", "--cell", "lstm", "--batch", "8", "--seq-len", "8", "--hidden", "8", "--mode",
+                  "forward", "--device", "cpu", "--measure", "--backends", "torch_eager", "--results", RUN],
+    "history": ["history", "{asv results}", "--out", "h"],
+    "list": ["list"],
+}
+
+
+def _options():
+    """(command, flag or None for a positional, kind, list?) for every option of every command."""
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, p in sub.choices.items():
+        for action in p._actions:
+            if action.nargs == 0 or isinstance(action, argparse._HelpAction):
+                continue  # a flag: no value to feed
+            convert = getattr(action.type, "item", action.type)
+            if hasattr(convert, "bounds"):
+                kind = "integer" if convert.integer else "number"
+            else:  # names, choices, booleans: words it does not know
+                kind = {"NAME": "folder name"}.get(action.metavar) or \
+                    ("path" if (action.metavar or "").endswith(cli.PATH_METAVARS) else "name")
+            yield command, (action.option_strings or [None])[-1], kind, hasattr(action.type, "item"), action.dest
+
+
+def _hostile_cases():
+    cases = []
+    for command, flag, kind, is_list, dest in _options():
+        values = list(HOSTILE[kind]) + (HOSTILE["number"] if kind == "integer" else [])
+        if is_list:
+            values += HOSTILE["list"] + [f"{v},{v}" for v in values[:3]]
+        for value in values:
+            cases.append(pytest.param(command, flag, value, id=f"{command} {flag or dest} {value[:12]!r}"))
+    return cases
+
+
+def test_the_hostile_cases_reach_every_option_of_every_command():
+    options = {(c, f or d) for c, f, _, _, d in _options()}
+    assert set(BASE) == set(cli.COMMANDS) and {c for c, _ in options} == set(cli.COMMANDS) - {"list"}
+    for must in [("run", "--batch"), ("run", "--rounds"), ("train", "--steps"), ("train", "--seed"),
+                 ("recommend", "--budget-s"), ("recommend", "--from-state-dict"), ("report", "inputs"),
+                 ("history", "results"), ("run", "--resume")]:
+        assert must in options, must
+    kinds = {(c, f): k for c, f, k, _, _ in _options()}
+    assert kinds[("run", "--rounds")] == "integer" and kinds[("recommend", "--budget-s")] == "number"
+    assert kinds[("run", "--out")] == kinds[("report", None)] == kinds[("recommend", "--from-state-dict")] == "path"
+
+
+def _command_line(command, flag, value, tmp: Path) -> list[str]:
+    base = list(BASE[command])
+    if flag is None:  # a positional: replace the base's (report's run, history's results)
+        base = [command, value] + base[2:]
+    elif flag in base:
+        i = base.index(flag)
+        base[i + 1] = value
+    else:
+        base += [flag, value]
+    (tmp / "afile").write_text("not what any option wants\n")
+    (tmp / "asv").mkdir(exist_ok=True)
+    filled = [str(tmp / "afile") if a == FILE else str(tmp / "afile" / "below") if a == BENEATH else
+              str(tmp / "asv") if a == "{asv results}" else a for a in base]
+    return filled
+
+
+@pytest.mark.parametrize("command, flag, value", _hostile_cases())
+def test_every_option_refuses_hostile_values(command, flag, value, tmp_path, monkeypatch, capsys, no_work):
+    """One line on stderr, exit 2, no traceback, nothing written (in the tmp dir, the default outputs' home)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    args = _materialise(_command_line(command, flag, value, tmp_path), tmp_path, [])
+    before = _snapshot(tmp_path)
+    code = cli.main(args)
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 2, (code, err, captured.out[-300:])
+    assert len(err.splitlines()) == 1 and err.startswith(("error: ", "rnnbench")), err
+    assert "Traceback" not in captured.err + captured.out and not captured.out, captured.out
+    assert _snapshot(tmp_path) == before
+
+
+def _offered_choices():
+    """(command, flag, value) for every name an option's help offers ("one of: a, b, c")."""
+    import re
+
+    for command, flag, kind, _, _ in _options():
+        if kind != "name" or flag is None:
+            continue
+        action = next(a for a in _subparser(command)._actions if flag in a.option_strings)
+        for names in re.findall(r"one of: ([\w:\-, ]+)", action.help or ""):
+            for value in names.split(","):
+                yield pytest.param(command, flag, value.strip(), id=f"{command} {flag} {value.strip()}")
+
+
+def _subparser(command):
+    parser = cli.build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+
+
+@pytest.mark.parametrize("command, flag, value", list(_offered_choices()))
+def test_every_choice_the_help_offers_is_accepted(command, flag, value, tmp_path, monkeypatch, capsys, no_work):
+    """What --help offers passes validation (it reaches the work, which the test stops), or is refused for
+    a reason other than its name (a device this machine lacks)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    value = {"uniform:MIN": "uniform:2", "zipf:A": "zipf:1.5"}.get(value, value)  # the forms, filled in
+    args = _materialise(_command_line(command, flag, value, tmp_path), tmp_path, [])
+    try:
+        code = cli.main(args)
+    except AssertionError as exc:  # no_work: validation passed
+        assert "past validation" in str(exc)
+        return
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    assert "unknown" not in err and "invalid choice" not in err and "valid:" not in err, err

@@ -62,14 +62,32 @@ def test_state_dict_refusals_name_the_attribute(tmp_path):
     assert (spec.cell, spec.num_layers, spec.hidden_size) == ("gru", 2, 8)
 
 
-def test_snippet_builds_the_backend_with_the_users_weights():
-    """The printed lines run as they stand and give back the user's model's function."""
+@pytest.mark.parametrize("backend", ["torch_cudnn", "jax_scan", "onnxruntime"])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_snippet_runs_as_printed_and_gives_the_users_model_output(backend, batch_first):
+    """The printed lines run as they stand, ``model`` their one free name, for a torch winner, a JAX
+    winner and an inference one; their y is the user's model's on their batch, laid out as the model
+    takes it (batch_first or time-major)."""
     torch.manual_seed(1)
-    model = torch.nn.LSTM(3, 4)
+    model = torch.nn.LSTM(3, 4, num_layers=2, batch_first=batch_first)
     spec, weights, dtype = from_torch_module(model)
-    runner = impls.get("torch_cudnn").build(spec, weights, "cpu", dtype)
-    code = usage_snippet("torch_cudnn", runner, spec, "cpu", dtype)
+    runner = impls.get(backend).build(spec, weights, "cpu", dtype)
+    code = usage_snippet(backend, runner, spec, "cpu", dtype, batch=2, seq_len=5, batch_first=batch_first)
     scope = {"model": model}
     exec(code, scope)  # noqa: S102 - the snippet is ours, checked for running as printed
-    x = torch.randn(5, 2, 3)
-    assert torch.allclose(scope["rnn"](x, None)[0], model(x)[0], atol=1e-6)
+    x = np.random.default_rng(0).standard_normal((2, 5, 3) if batch_first else (5, 2, 3))  # the snippet's batch
+    expected = model(torch.as_tensor(x, dtype=torch.float32))[0].detach().numpy()
+    y = scope["y"].detach() if isinstance(scope["y"], torch.Tensor) else scope["y"]  # trainable: it has a graph
+    assert np.asarray(y).shape == expected.shape
+    assert np.allclose(np.asarray(y), expected, atol=1e-5)
+
+
+def test_snippet_from_a_state_dict_names_no_free_variable(tmp_path):
+    torch.manual_seed(2)
+    path = tmp_path / "gru.pt"
+    torch.save(torch.nn.GRU(3, 4).state_dict(), path)
+    spec, weights = from_state_dict(load_state_dict(path))
+    runner = impls.get("torch_eager").build(spec, weights, "cpu", "float32")
+    scope = {}
+    exec(usage_snippet("torch_eager", runner, spec, "cpu", "float32", str(path), batch=2, seq_len=3), scope)  # noqa: S102
+    assert tuple(scope["y"].shape) == (3, 2, 4)

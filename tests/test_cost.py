@@ -1,5 +1,7 @@
 """The analytical cost model against hand counts and torch's FLOP counter; ceilings and fractions."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import impls
 from impls.spec import RNNSpec, init_weights, make_inputs
-from rnnbench import cli, cost, measure, store
+from rnnbench import cli, cost, measure, store, sweep
 from rnnbench.jobs import TimingJob
 
 
@@ -238,3 +240,20 @@ def test_recommend_states_the_headroom():
     line = recommend._headroom({"median_s": 0.1, "fraction_of_peak": 0.25, "fraction_of_recurrent_roofline": 0.5})
     assert "25.0% of this machine's large-matmul FLOP/s" in line and "25 ms, 4x below" in line and "50.0% of its recurrent roofline" in line
     assert recommend._headroom({"median_s": 0.1, "fraction_of_peak": None}) == ""
+
+
+def test_a_failing_ceilings_child_is_one_line_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
+    """A ceilings child that dies (here: its traceback ends in a line of punctuation, as a MemoryError's
+    did) is one warning line naming its exception; the run is created without ceilings, not a traceback."""
+    monkeypatch.setenv("RNNBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    real_run = subprocess.run
+    dies = "import sys; sys.stderr.write('Traceback (most recent call last):\\nMemoryError: 2 TiB\\n  \"\\n'); sys.exit(1)"
+    monkeypatch.setattr(measure.subprocess, "run", lambda cmd, **kw: real_run([sys.executable, "-c", dies], **kw))
+    with pytest.raises(RuntimeError, match=r"exit status 1\): MemoryError: 2 TiB$"):
+        measure.machine_ceilings([TimingJob("torch_eager", cell="lstm", batch=4, hidden=8)])
+    run = sweep.create_run([TimingJob("torch_eager", cell="lstm", batch=4, hidden=8)], ["cpu"], "inline",
+                           tmp_path / "runs", "box")
+    run.release()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "MemoryError: 2 TiB" in err and err.startswith("warning:"), err
+    assert json.loads((run.path / "run.json").read_text())["ceilings"] is None

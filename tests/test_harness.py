@@ -305,8 +305,8 @@ def test_the_end_of_run_summary_names_the_fastest_per_regime_and_lists_exactness
     assert "7 configuration(s) not ok (1 oom, 6 unsupported)" in out
     short = next(line for line in out.splitlines() if " short " in f" {line} ")
     long = next(line for line in out.splitlines() if " long " in f" {line} ")
-    assert short.split()[5:9] == ["fast", "slow", "x1.50", "x3.00"]  # fastest, runner-up, margin, baseline ratio
-    assert long.split()[5:9] == ["slow", "fast", "x2.00", "-"]
+    assert short.split()[5:9] == ["fast", "slow", "1.5x", "3x"]  # fastest, runner-up, margin, baseline ratio
+    assert long.split()[5:9] == ["slow", "fast", "2x", "-"]
     assert "exactness only" in out and "1 row(s) of triton" in out and "1e-07" in out
     assert "median_ms" not in out
 

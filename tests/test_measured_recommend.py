@@ -5,6 +5,7 @@ import math
 import re
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,6 +105,25 @@ def test_recommend_for_takes_the_users_module(synthetic, tmp_path):
         rnnbench.recommend_for(torch.nn.LSTM(4, 8, proj_size=2), batch=4, seq_len=16)
 
 
+@pytest.mark.parametrize("backend", ["torch_eager", "jax_scan"])
+def test_recommend_for_writes_nothing_and_its_snippet_runs_as_printed(backend, tmp_path, monkeypatch):
+    """Without out= no file appears (the user's working directory stays as it was); the snippet of a
+    torch and of a JAX winner runs as printed on a batch_first batch and gives the model's output."""
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(8, 16, batch_first=True)
+    rec = rnnbench.recommend_for(lstm, batch=3, seq_len=5, mode="forward", budget_s=60, backends=[backend],
+                                 contention_threshold=math.inf)
+    assert rec.backend == backend and rec.run_dir is None, str(rec)
+    assert not any(tmp_path.iterdir()) and "records:" not in str(rec)
+    scope = {"model": lstm}
+    exec(rec.snippet, scope)  # noqa: S102 - as printed
+    x = np.random.default_rng(0).standard_normal((3, 5, 8))  # [B, T, I]: the snippet's stand-in batch
+    expected = lstm(torch.as_tensor(x, dtype=torch.float32))[0].detach().numpy()
+    y = scope["y"].detach() if isinstance(scope["y"], torch.Tensor) else scope["y"]
+    assert np.allclose(np.asarray(y), expected, atol=1e-5)
+
+
 def test_from_state_dict_and_its_bad_input(synthetic, tmp_path, capsys):
     synthetic("synth_fast", seconds=0.01, seed=1)
     synthetic("synth_slow", seconds=0.02, seed=2)
@@ -111,14 +131,18 @@ def test_from_state_dict_and_its_bad_input(synthetic, tmp_path, capsys):
     torch.save(model().state_dict(), path)
     args = ["recommend", "--cell", "lstm", "--batch", "4", "--seq-len", "16", "--mode", "forward", "--device", "cpu",
             "--budget-s", "60", "--backends", "synth_fast,synth_slow", "--out", str(tmp_path / "runs")]
-    assert cli.main(args + ["--from-state-dict", str(path)]) == 0
+    inferred = [a for a in args if a not in ("--cell", "lstm", "--device", "cpu")]  # the state dict gives the cell
+    assert cli.main(inferred + ["--from-state-dict", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "I=8 H=16" in out and "synth_fast" in out and "load_state_dict(" in out
+    assert "query: lstm forward B=4 T=16 I=8 H=16 layers=1 float32 on cpu" in out, out  # --device: cpu
+    assert "synth_fast" in out and "load_state_dict(" in out
+    assert cli.main(inferred + ["--measure", "--hidden", "16"]) == 2  # no state dict: --cell and --device needed
+    assert "required: --cell, --device" in capsys.readouterr().err
     assert cli.main(args[:2] + ["gru"] + args[3:] + ["--from-state-dict", str(path)]) == 2
     assert "is a lstm" in capsys.readouterr().err
     assert cli.main(args + ["--from-state-dict", str(tmp_path / "missing.pt")]) == 2
     assert cli.main(args + ["--measure", "--hidden", "16", "--budget-s", "0"]) == 2
-    assert "--budget-s must be a positive" in capsys.readouterr().err
+    assert "--budget-s: 0 is not positive" in capsys.readouterr().err
 
 
 def test_inference_and_training_candidates_apart():

@@ -144,12 +144,90 @@ def test_absent_data_is_said_not_dropped(tmp_path):
     report.write_report([run.path], out)
     md = (out / "report.md").read_text()
     assert not list((out / "figures").glob("*.png"))
-    for said in ("No data: the fastest backend needs timings of at least two RNN backends",
-                 "No data: no finished timings at two or more sequence lengths",
-                 "No data: no peak-memory measurements at two or more",
-                 "No data: no timing of torch_cudnn beside another backend",
-                 "No data: no gradient-profile", "No data: no training records", "Not recorded"):
-        assert said in md, said
+    for said in ("**Fastest backend per regime**: not measured: the fastest backend needs timings of at least two",
+                 "**Throughput vs sequence length**: not measured: no finished timings at two or more sequence",
+                 "**Peak memory vs sequence length**: not measured: no peak-memory measurements at two or more",
+                 "**Speedup over torch_cudnn**: not measured: no timing of torch_cudnn beside another backend",
+                 "**Gradient flow through time**: not measured: these runs hold no stability records",
+                 "**Training curves**: not measured: these runs hold no training records",
+                 "**Efficiency**: not measured: these runs' records carry no cost fields"):
+        line = next(line for line in md.splitlines() if line.startswith(said.split(":")[0]))
+        assert line.startswith(said), line  # one line saying why, in place of a heading
+        assert f"## {said.split('**')[1]}" not in md
+    html = (out / "report.html").read_text()
+    assert '<p class="absent"><b>Throughput vs sequence length</b>: not measured' in html
+    assert "figure img{width:100%" in html  # figures at the page's width (the browser test measures a page)
+
+
+@pytest.mark.parametrize("what, says", [
+    ({"contended": True, "contention": 1.5}, "contended: every finished timing (4) was measured while others used"),
+    ({"status": "unsupported", "message": "no such kernel"}, "unsupported: every timing record is unsupported"),
+    ({"status": "oom", "message": "out of memory"}, "no timing record finished (4 oom;")])
+def test_a_section_without_data_says_why(tmp_path, what, says):
+    """Records that exist but cannot be shown: the line says they were contended, unsupported or failed."""
+    run = Run.create(tmp_path, "box", {})
+    rng = np.random.default_rng(0)
+    for backend in ("torch_eager", "torch_cudnn"):
+        for t in (16, 64):
+            run.append({**timing_record(backend, "lstm", "forward", 8, t, 32, 0.01, rng), **what})
+    out = tmp_path / "report"
+    report.write_report([run.path], out)
+    md = (out / "report.md").read_text()
+    for title in ("Fastest backend per regime", "Throughput vs sequence length", "Speedup over torch_cudnn"):
+        assert f"**{title}**: {says}" in md, md
+
+
+def test_heatmap_and_regime_table_agree_on_one_ratio_and_one_colour_scale(tmp_path):
+    """The same pair over the same configurations gives the same number in the speedup heatmap and in the
+    regime table (ratio of per-configuration medians over rounds, geometric mean over T), written alike
+    (``fmt_ratio``: 128x, never 1.3e+02x);
+    two runs' heatmaps share one colour scale; a backend fastest nowhere is no regime's winner."""
+    from rnnbench.report.figures import Figures
+    from rnnbench.report.sections import regime_section, speedup_section
+
+    rng = np.random.default_rng(0)
+    runs = []
+    for machine, factor in (("fast", 64.0), ("slow", 8.0)):  # torch_eager/torch_cudnn: x64 on one, x8 on the other
+        run = Run.create(tmp_path / "runs", machine, {})
+        for t in (16, 128):
+            for k, level in enumerate((1, 2, 8)):  # a burst in round 2: a mean of per-round ratios says 2.52x
+                run.append(timing_record("torch_cudnn", "lstm", "forward", 8, t, 32, 0.001 * t, rng, round=k))
+                run.append(timing_record("torch_eager", "lstm", "forward", 8, t, 32, factor * 0.001 * t * level,
+                                         rng, round=k))
+        runs.append(run.path)
+    df = results.load_inputs(runs)
+    table = regime_section(df).blocks[0][1]
+    speed = results.speed_rows(df)
+    heat_text = speedup_section(df, Figures(tmp_path / "r", df["backend"].unique()), True)
+    for machine, run_path in zip(("fast", "slow"), runs):
+        one = speed[speed["machine"] == machine]
+        times = one.groupby(["backend", "seq_len"])["median_s"].median().unstack("backend")  # medians over rounds
+        expected = results.geometric_mean(times["torch_eager"] / times["torch_cudnn"])
+        row = table[table["run"] == one["run_id"].iloc[0]].iloc[0]
+        assert (row["fastest"], row["runner-up"], row["fastest in"]) == ("torch_cudnn", "torch_eager", "2 of 2")
+        assert row["margin"] == results.fmt_ratio(expected)
+    text = " ".join(b[1] for b in heat_text.blocks if b[0] == "text")
+    assert results.RATIO_RULE in text and results.RATIO_RULE in " ".join(
+        b[1] for b in regime_section(df).blocks if b[0] == "text")
+    assert "One colour scale for every heatmap of this report" in text
+    figures = [b for b in heat_text.blocks if b[0] == "figure"]
+    assert len(figures) == 2
+    lim = float(text.split(" to ")[1].split("x")[0])
+    assert lim == pytest.approx(2 * 64, rel=0.02)  # the larger run's speedup (medians: x2 x64) sets both scales
+    assert row["margin"] == results.fmt_ratio(expected) and expected == pytest.approx(2 * 8, rel=0.03)
+
+
+def test_no_regime_winner_is_a_backend_fastest_nowhere(tmp_path):
+    """my_lstm is second everywhere, by a hair, while the fastest backend swaps: on the geometric mean it
+    is closest to the fastest, yet it won nothing, so it is not named fastest."""
+    rng = np.random.default_rng(0)
+    run = Run.create(tmp_path, "box", {})
+    for t, (a, b) in zip((16, 32), ((1.0, 1.5), (1.5, 1.0))):
+        for name, seconds in (("torch_eager", a), ("torch_cudnn", b), ("my_lstm", 1.01 * min(a, b) + 0.001)):
+            run.append(timing_record(name, "lstm", "forward", 8, t, 32, seconds * 0.01, rng, noise=0.0))
+    table, _ = results.regime_table(results.load_inputs([run.path]))
+    (row,) = table.to_dict("records")
+    assert row["fastest"] != "my_lstm" and row["fastest in"] == "1 of 2", row
 
 
 def test_failures_are_listed_once_per_reason_with_their_shapes_and_count(tmp_path):
@@ -179,7 +257,7 @@ def test_a_run_without_records_still_gets_a_report(tmp_path):
     out = tmp_path / "report"
     report.write_report([run.path], out)
     md = (out / "report.md").read_text()
-    assert "No records in the inputs" in md and "## Throughput vs sequence length" in md
+    assert "No records in the inputs" in md and "**Throughput vs sequence length**: not measured: these runs hold no" in md
 
 
 def test_compare_rounds_is_a_rank_test_on_round_medians_and_a_factor():
@@ -362,8 +440,8 @@ def test_regime_winners_and_margins_are_the_cost_models(tmp_path):
     run = make_run(tmp_path, extras=False)
     table, reason = results.regime_table(results.load_inputs([run.path]))
     assert reason is None
-    found = {(r["cell"], r["mode"], r["T range"].split()[0]): (r["fastest (geo. mean)"], r["runner-up"],
-             float(r["margin (geo. mean)"].lstrip("x"))) for _, r in table.iterrows()}
+    found = {(r["cell"], r["mode"], r["T range"].split()[0]): (r["fastest"], r["runner-up"],
+             float(r["margin"].rstrip("x"))) for _, r in table.iterrows()}
     expected = _model_winners(SHAPES)
     assert set(found) == set(expected)
     for regime, (best, second, margin) in expected.items():

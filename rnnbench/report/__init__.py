@@ -2,7 +2,8 @@
 
 Everything is drawn from one long-form table (``store.load``: one row per
 record, joined with its run's environment) with seaborn.  Each section of the
-report stays when its data is absent and says what is missing.  Records of
+report keeps its place when its data is absent, as one line saying why
+(``sections.why_absent``: contended, unsupported, failed or not measured).  Records of
 Triton under its interpreter are exactness checks, not speed: they are left
 out of every speed figure and ranking.  Records that did not finish (status
 other than ok) go to a table of failures and are never plotted.
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 
 from .. import results, store
+from ..config import check_writable_dir
 from . import integrity
 from .integrity import MANIFEST
 from .render import render_html, render_markdown
@@ -71,6 +73,7 @@ def report_command(inputs, out=None) -> int:
         out = Path("rnnbench-report")
     integrity.files_we_wrote(out)  # refused before anything is read or written
     df = results.load_inputs(inputs)
+    check_writable_dir(out)
     result = build_report(df, out)
     print(f"report: {result['html']}  (and {result['md'].name}, {len(result['figures'])} figures)")
     for sec in result["sections"]:

@@ -7,7 +7,6 @@ backends under an interpreter, listed apart as exactness checks.
 """
 from __future__ import annotations
 
-import math
 
 from .. import results
 from ..suites import SETTINGS
@@ -56,20 +55,18 @@ def regime_summary(records):
         return None, reason
     speed = results.speed_rows(df)
     speed = speed.assign(**{"T range": np.where(speed["seq_len"] <= SETTINGS.short_t_max, "short", "long")})
+    baselines = set(speed.loc[speed["backend_kind"] == "baseline", "backend"])
     rows = []
     for _, r in table.iterrows():
         regime = speed[(speed["device"] == r["device"]) & (speed["dtype"] == r["dtype"]) & (speed["cell"] == r["cell"])
                        & (speed["mode"] == r["mode"]) & (speed["T range"] == r["T range"].split()[0])
                        & (speed["model"] == r["model"]) & (speed["lengths"] == r["lengths"])]
-        key = list(results.CONFIG_KEY)
-        best = regime[regime["backend"] == r["fastest (geo. mean)"]][key + ["median_s"]]
-        base = regime[regime["backend_kind"] == "baseline"].merge(best, on=key, suffixes=("", "_best"))
-        ratio = (f"x{math.exp(np.log(base['median_s'] / base['median_s_best']).mean()):.2f}"
-                 if len(base) else "-")
+        times = results.config_times(regime)
+        base = times[[b for b in times if b in baselines]].div(times[r["fastest"]], axis=0).stack().dropna()
         rows.append({"device": r["device"], "dtype": r["dtype"], "cell": r["cell"], "mode": r["mode"],
                      "T": r["T range"].split()[0], "model": r["model"], "lengths": r["lengths"],
-                     "fastest": r["fastest (geo. mean)"], "runner-up": r["runner-up"],
-                     "margin": r["margin (geo. mean)"], "transformer / fastest": ratio})
+                     "fastest": r["fastest"], "runner-up": r["runner-up"], "margin": r["margin"],
+                     "transformer / fastest": results.fmt_ratio(results.geometric_mean(base)) if len(base) else "-"})
     summary = pd.DataFrame(rows)
     return summary.drop(columns=[c for c in ("model", "lengths") if summary[c].nunique() == 1]), None
 
@@ -94,7 +91,8 @@ def print_end_of_run(records, table: str = "summary") -> None:
             print(f"no regime summary: {reason}")
         else:
             print(f"fastest RNN backend per regime (T short: <= {SETTINGS.short_t_max}; margin: runner-up's time "
-                  "over the fastest's; transformer / fastest: the baseline's time over the fastest's; geometric means):")
+                  "over the fastest's; transformer / fastest: the baseline's time over the fastest's; "
+                  f"{results.RATIO_RULE}):")
             _print_frame(summary)
         if interpreted:
             ok = [r for r in interpreted if r.get("status") == "ok"]

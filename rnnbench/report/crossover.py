@@ -8,7 +8,7 @@ import math
 from .. import crossover, results
 from ..suites import SETTINGS
 from .figures import Figures, groups, log_axes, suptitle
-from .sections import Section
+from .sections import Section, why_absent
 
 FIGURE_KEYS = ("device", "dtype", "cell", "layers", "input_size")
 
@@ -134,8 +134,9 @@ def crossover_section(df, figs: Figures, label_run: bool) -> Section:
     s = Section("RNN vs transformer")
     table = crossover.crossover_table(df)
     if table.empty:
-        s.text("No data: no RNN backend and transformer baseline timed at two or more common T in the same "
-               "shape and mode (decode, forward or train); rnnbench run --suite crossover measures them.")
+        s.no_data(why_absent(df, "no RNN backend and transformer baseline timed at two or more common T in the "
+                             "same shape and mode (decode, forward or train); rnnbench run --suite crossover "
+                             "measures them"))
         return s
     s.text("Where the curves of an RNN backend and a parameter-matched transformer baseline cross against T "
            "(log-log interpolation between measured points; the range moves each point to the ends of its "

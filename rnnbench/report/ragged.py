@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import results
 from ..suites import SETTINGS
 from .figures import Figures, groups, suptitle
-from .sections import Section
+from .sections import Section, why_absent
 
 PACKED, PADDED = "torch_cudnn", "torch_cudnn_padded"  # the two ways torch.nn takes a ragged batch
 SHAPE = ["device", "dtype", "layers", "batch", "seq_len", "input_size", "hidden"]
@@ -25,11 +25,11 @@ def ragged_section(df, figs: Figures, label_run: bool) -> Section:
     speed = results.speed_rows(df)
     speed = speed[speed["tokens_per_s"].notna()]
     if speed.empty:
-        s.text("No data: no finished timing that can be ranked (see 'Failures and exclusions').")
+        s.no_data(why_absent(df, "no finished timing that can be ranked"))
         return s
     if (speed["lengths"] == "full").all():  # not missing data: these runs measured full-length batches only
-        s.text("Every timing here is of full-length batches; ragged ones are measured with rnnbench run --lengths "
-               "uniform:MIN,zipf:A (or --suite ragged).")
+        s.no_data("not measured: every timing here is of full-length batches; ragged ones are measured with "
+                  "rnnbench run --lengths uniform:MIN,zipf:A (or --suite ragged)")
         return s
     shape = speed[speed["lengths"] != "full"].groupby(SHAPE).size().idxmax()
     at = speed[(speed[SHAPE] == pd.Series(shape, index=SHAPE)).all(axis=1)].copy()

@@ -9,6 +9,9 @@ from pathlib import Path
 def render_markdown(title: str, sections, out_dir: Path) -> str:
     lines = [f"# {title}", ""]
     for sec in sections:
+        if sec.absent:  # one line, no heading: what is not there and why
+            lines += [f"**{sec.title}**: {sec.absent}.", ""]
+            continue
         lines += [f"## {sec.title}", ""]
         for block in sec.blocks:
             if block[0] == "text":
@@ -23,13 +26,18 @@ def render_markdown(title: str, sections, out_dir: Path) -> str:
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:2px 6px}
-th{background:#f0f0f0;text-align:left}figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:13px}"""
+th{background:#f0f0f0;text-align:left}figure{margin:1em 0}figcaption{color:#555;font-size:13px}
+figure img{width:100%;height:auto;max-height:92vh;object-fit:contain;object-position:left}
+p.absent{color:#555;margin:.4em 0}"""  # figures at the page's width, a tall one within the window
 
 
 def render_html(title: str, sections) -> str:
     """One file: figures embedded as base64 PNG, tables as HTML."""
     body = [f"<h1>{html.escape(title)}</h1>"]
     for sec in sections:
+        if sec.absent:
+            body.append(f'<p class="absent"><b>{html.escape(sec.title)}</b>: {html.escape(sec.absent)}.</p>')
+            continue
         body.append(f"<h2>{html.escape(sec.title)}</h2>")
         for block in sec.blocks:
             if block[0] == "text":

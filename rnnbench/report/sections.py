@@ -1,5 +1,5 @@
 """The report's sections: one function per section, each from the long-form frame; each keeps its
-place when its data is absent and says what is missing."""
+place when its data is absent, as one line saying why (``why_absent``)."""
 from __future__ import annotations
 
 import math
@@ -17,15 +17,39 @@ class Section:
     title: str
     blocks: list = field(default_factory=list)  # ("text", str) | ("table", DataFrame) | ("figure", Path, caption)
     summary: str = ""  # one line for the terminal
+    absent: str = ""  # why the section has nothing to show: rendered as its one line, without a heading
 
     def text(self, s: str):
         self.blocks.append(("text", s))
+
+    def no_data(self, why: str):
+        self.absent = why
 
     def table(self, df):
         self.blocks.append(("table", display(df)))
 
     def figure(self, path: Path, caption: str):
         self.blocks.append(("figure", path, caption))
+
+
+def why_absent(df, what: str, kind: str = "timing") -> str:
+    """Why a section has nothing to show, the most telling reason first: its records were all
+    unsupported or failed, or contended; else what it needs was not measured (``what``)."""
+    records = df[df["kind"] == kind]
+    if records.empty:
+        return f"not measured: these runs hold no {kind} records ({what})"
+    finished = records[records["status"] == "ok"]
+    if finished.empty:
+        counts = records["status"].value_counts()
+        if set(counts.index) == {"unsupported"}:
+            return f"unsupported: every {kind} record is unsupported here (reasons under 'Failures and exclusions')"
+        return (f"no {kind} record finished ({', '.join(f'{n} {status}' for status, n in counts.items())}; "
+                "see 'Failures and exclusions')")
+    contended = len(results.contended_rows(df)) if kind == "timing" else 0
+    if contended and results.speed_rows(df).empty:
+        return (f"contended: every finished timing ({contended}) was measured while others used the CPU; "
+                "measure again on a quieter machine")
+    return f"not measured: {what}" + (f" ({contended} contended timing records left out)" if contended else "")
 
 
 def _fmt(v) -> str:
@@ -70,16 +94,17 @@ def regime_section(df) -> Section:
     s = Section("Fastest backend per regime")
     table, reason = results.regime_table(df)
     if table is None:
-        s.text(f"No data: {reason}.")
+        s.no_data(why_absent(df, reason))
         return s
     if df["run_id"].nunique() == 1:
         table = table.drop(columns="run")
     table = table.drop(columns=[c for c in ("model", "lengths") if table[c].nunique() == 1])
-    s.text("Per regime, the backend whose time is closest to the fastest over the measured configurations (batch, "
-           "hidden and T within the regime; geometric mean of time over the fastest), in how many configurations "
-           "it was the fastest, and its margin over the runner-up (runner-up's time over its time, geometric mean). "
-           "RNN backends only; Triton under its interpreter excluded.")
     s.table(table)
+    s.text("Per regime (batch, hidden and T within it), fastest: of the backends fastest in at least one measured "
+           "configuration, the one whose time is closest to the fastest's (geometric mean over the configurations "
+           "of its time over the fastest time); fastest in: the configurations it was fastest in; runner-up: the "
+           "next closest; margin: the runner-up's time over the fastest's. Ratios: " + results.RATIO_RULE +
+           " (as in the speedup heatmaps). RNN backends only; Triton under its interpreter excluded.")
     return s
 
 
@@ -88,7 +113,7 @@ def throughput_section(df, figs: Figures, label_run: bool) -> Section:
     speed = results.speed_rows(df)
     speed = speed[speed["tokens_per_s"].notna()]
     if speed.empty or speed["seq_len"].nunique() < 2:
-        s.text("No data: no finished timings at two or more sequence lengths.")
+        s.no_data(why_absent(df, "no finished timings at two or more sequence lengths"))
         return s
     import seaborn as sns
 
@@ -113,7 +138,7 @@ def memory_section(df, figs: Figures, label_run: bool) -> Section:
     mem = results.speed_rows(df)
     mem = mem[mem["peak_bytes"].notna()].copy()
     if mem.empty or mem["seq_len"].nunique() < 2:
-        s.text("No data: no peak-memory measurements at two or more sequence lengths.")
+        s.no_data(why_absent(df, "no peak-memory measurements at two or more sequence lengths"))
         return s
     import seaborn as sns
 
@@ -137,32 +162,38 @@ def memory_section(df, figs: Figures, label_run: bool) -> Section:
 
 def speedup_section(df, figs: Figures, label_run: bool) -> Section:
     s = Section(f"Speedup over {SETTINGS.reference_backend}")
-    speed = results.speed_rows(df)
-    key = ["run_id", *results.CONFIG_KEY]
-    ref = speed[speed["backend"] == SETTINGS.reference_backend][key + ["median_s"]].rename(columns={"median_s": "ref_s"})
-    pairs = speed[speed["backend"] != SETTINGS.reference_backend].merge(ref, on=key)
-    if pairs.empty:
-        s.text(f"No data: no timing of {SETTINGS.reference_backend} beside another backend at the same configuration.")
+    reference = SETTINGS.reference_backend
+    times = results.config_times(results.speed_rows(df))  # [configuration, backend]
+    if reference not in times or times.drop(columns=reference).notna().sum().sum() == 0:
+        s.no_data(why_absent(df, f"no timing of {reference} beside another backend at the same configuration"))
         return s
     import matplotlib.pyplot as plt
     import numpy as np
     import seaborn as sns
     from matplotlib.colors import Normalize
 
-    pairs["log2_speedup"] = np.log2(pairs["ref_s"] / pairs["median_s"])
-    s.text(f"Time of {SETTINGS.reference_backend} divided by the backend's time, over batch x hidden: rows are backend and "
-           "hidden size, columns cell, mode and batch; each entry is the geometric mean over the measured "
-           f"sequence lengths (T). Above 1 (red): faster than {SETTINGS.reference_backend}.")
+    # log2 of the reference's time over each backend's, at each configuration both ran
+    pairs = np.log2(times.drop(columns=reference).rdiv(times[reference], axis=0)).stack().rename("log2_speedup")
+    pairs = pairs.reset_index()
+    pairs["model"] = pairs["bidirectional"].map(results.DIRECTIONS)
+    grids = {}
     for title, slug, sub in groups(pairs, ("device", "dtype", "model", "lengths"), label_run):
-        # one heatmap: rows (backend, hidden), columns (cell, mode, batch)
-        grid = sub.groupby(["backend", "hidden", "cell", "mode", "batch"])["log2_speedup"].mean().unstack(
-            ["cell", "mode", "batch"]).sort_index(axis=1)
-        lim = max(1.0, float(np.nanmax(np.abs(grid.to_numpy()))))
-        labels = np.vectorize(lambda v: "" if np.isnan(v) else f"{2 ** v:.2g}x")(grid.to_numpy())
+        # one heatmap: rows (backend, hidden), columns (cell, mode, batch); the mean of log2 is the geometric mean
+        grids[title, slug] = sub.groupby(["backend", "hidden", "cell", "mode", "batch"])["log2_speedup"].mean(
+            ).unstack(["cell", "mode", "batch"]).sort_index(axis=1)
+    # one colour scale for every heatmap of the report, so that a colour means one speedup across runs
+    lim = max(1.0, max(float(np.nanmax(np.abs(g.to_numpy()))) for g in grids.values()))
+    s.text(f"Time of {reference} divided by the backend's time: rows are backend and hidden size, columns cell, "
+           f"mode and batch; each entry is over the measured sequence lengths (T). Ratios: {results.RATIO_RULE} "
+           f"(as in the table of the fastest backend per regime). Above 1 (red): faster than {reference}. One "
+           f"colour scale for every heatmap of this report: 1/{results.fmt_ratio(2 ** lim)} to "
+           f"{results.fmt_ratio(2 ** lim)}.")
+    for (title, slug), grid in grids.items():
+        labels = np.vectorize(lambda v: "" if np.isnan(v) else results.fmt_ratio(2 ** v))(grid.to_numpy())
         fig, ax = plt.subplots(figsize=(2.5 + 0.5 * grid.shape[1], 1.0 + 0.3 * grid.shape[0]))
         sns.heatmap(grid, ax=ax, cmap="RdBu_r", norm=Normalize(-lim, lim), annot=labels, fmt="",
                     annot_kws={"size": 7}, linewidths=0.5, linecolor="white",
-                    cbar_kws={"label": f"speedup over {SETTINGS.reference_backend}", "shrink": 0.8})
+                    cbar_kws={"label": f"speedup over {reference}", "shrink": 0.8})
         step = max(1, math.ceil(math.floor(lim) / 3))  # at most 7 ticks, at powers of two, 1x among them
         ticks = step * np.arange(-(math.floor(lim) // step), math.floor(lim) // step + 1)
         ax.collections[0].colorbar.set_ticks(ticks, labels=[f"{2 ** t}x" if t >= 0 else f"1/{2 ** -t}x"
@@ -178,7 +209,7 @@ def speedup_section(df, figs: Figures, label_run: bool) -> Section:
             if grid.columns[j][:2] != grid.columns[j - 1][:2]:
                 ax.axvline(j, color="0.2", lw=1.5)
         ax.set_title(title)
-        s.figure(figs.save(fig, f"speedup_{slug}"), f"Speedup over {SETTINGS.reference_backend}, {title}")
+        s.figure(figs.save(fig, f"speedup_{slug}"), f"Speedup over {reference}, {title}")
     return s
 
 
@@ -189,7 +220,7 @@ def gradient_section(df, figs: Figures, label_run: bool) -> Section:
     stab = df[(df["kind"] == "stability") & (df["status"] == "ok")]
     stab = stab[stab["grad_profile"].apply(lambda p: isinstance(p, (list, tuple)) and len(p) > 1)]
     if stab.empty:
-        s.text("No data: no gradient-profile (stability) records; mode train records them.")
+        s.no_data(why_absent(df, "no gradient profiles; mode train records them", kind="stability"))
         return s
     import seaborn as sns
 
@@ -238,7 +269,8 @@ def training_section(df, figs: Figures, label_run: bool) -> Section:
     s = Section("Training curves")
     train = df[(df["kind"] == "training") & df["step"].notna()]
     if train.empty:
-        s.text("No data: no training records (rnnbench run --suite tasks, or rnnbench train).")
+        s.no_data(why_absent(df, "rnnbench run --suite tasks, or rnnbench train, records training",
+                             kind="training"))
         return s
     import pandas as pd
     import seaborn as sns
@@ -276,8 +308,8 @@ def efficiency_section(df, figs: Figures, label_run: bool) -> Section:
     speed = results.speed_rows(df)
     have = [f for f in results.EFFICIENCY_FIELDS if speed[f].notna().any()]
     if not have:
-        s.text("Not recorded: these runs carry no cost fields (flops, achieved_flops_per_s, fraction_of_peak, "
-               "fraction_of_recurrent_roofline).")
+        s.no_data(why_absent(df, "these runs' records carry no cost fields (flops, achieved_flops_per_s, "
+                                 "fraction_of_peak, fraction_of_recurrent_roofline)"))
         return s
     import seaborn as sns
 
@@ -327,7 +359,7 @@ def comparison_section(df) -> Section | None:
            f"round do not show) gives p < {SETTINGS.p_threshold}; unflagged rows are within noise. 'too few rounds': "
            "the test cannot reach that p with fewer than 5 rounds a side (rnnbench run --rounds).")
     if not both:
-        s.text("No data: the two runs share no finished timing configuration.")
+        s.no_data("not comparable: the two runs share no finished timing configuration")
         return s
     rows = []
     for k in both:

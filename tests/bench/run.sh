@@ -3,6 +3,7 @@
 # of this machine, failing when a benchmark is more than BENCH_FAIL slower.  The first run on a
 # machine has nothing to compare with: it only saves.  A failing run is saved too.
 #   bash tests/bench/run.sh [pytest arguments: -k lstm, --benchmark-json=FILE, --benchmark-compare=0001 ...]
+# Every benchmark by default; -m 'not slow' runs the covering subset CI runs (each backend once).
 # Environment: PYTHON (default .venv/bin/python, else python3), BENCH_STORAGE (default .benchmarks,
 # git-ignored), BENCH_FAIL (default min:75%, in --benchmark-compare-fail syntax: the fastest round,
 # which other processes can only slow; between unchanged runs on a shared 2-core machine (load 3-10)
@@ -30,4 +31,4 @@ else
 fi
 exec "$PYTHON" -m pytest tests/bench -q --benchmark-enable --benchmark-autosave --benchmark-storage="$STORAGE" \
     --benchmark-warmup=on --benchmark-warmup-iterations=3 --benchmark-max-time=0.5 --benchmark-disable-gc \
-    --benchmark-columns=median,iqr,min,rounds --benchmark-name=short "${compare[@]}" "$@"
+    --benchmark-columns=median,iqr,min,rounds --benchmark-name=short -m "slow or not slow" "${compare[@]}" "$@"

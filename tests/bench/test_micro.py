@@ -15,8 +15,8 @@ import functools
 import pytest
 
 import impls
-from impls import runtime
 from impls.spec import RNNSpec, Unsupported, init_weights, make_inputs
+from rnnbench.config import MODES
 from rnnbench.jobs import TimingJob as Config
 from rnnbench.measure import Prepared
 
@@ -98,10 +98,13 @@ PARTS = {"torch_eager": (torch_eager_parts, ("input_projection", "recurrence")),
 PART_CASES = [(name, part) for name, (_, parts) in PARTS.items() if name in impls.names(kind="rnn") for part in parts]
 
 
-def skip_unless_available(name: str, device: str) -> None:
+def skip_unless_available(name: str, device: str, mode: str | None = None) -> None:
     ok, reason = impls.available(name, device)
     if not ok:
         pytest.skip(reason)
+    modes = getattr(impls.get(name), "modes", MODES)  # an inference backend declares no train
+    if mode is not None and mode not in modes:
+        pytest.skip(f"{name} runs {', '.join(modes)} only, not {mode}")
 
 
 def build_or_skip(make):
@@ -121,18 +124,37 @@ def describe(benchmark, name, runner, mode, cell, device, dtype, seq_len, shape)
     framework = impls.get(name).framework
     benchmark.extra_info.update(
         backend=name, framework=framework, impl_label=impl_label, device=device, dtype=dtype, cell=cell,
-        layers=1, batch=B, seq_len=seq_len, input_size=I, hidden=H, mode=mode, threads=runtime.threads(framework),
+        layers=1, batch=B, seq_len=seq_len, input_size=I, hidden=H, mode=mode, threads=runner.threads(),
     )
 
 
+def covering(name: str, mode: str, cell: str) -> bool:
+    """The subset CI runs (``-m 'not slow'``): each backend once, forward, on its own cell (a Flax backend
+    has one) or else an LSTM, and each piece once on an LSTM; the rest is marked slow."""
+    return (mode == "forward" or mode in PARTS.get(name, (None, ()))[1]) and cell == own_cell(name)
+
+
+def own_cell(name: str) -> str:
+    """The one cell a backend runs (Flax's declare it), else lstm; lstm when its framework is missing
+    (its cases then skip, as ``skip_unless_available`` says)."""
+    try:
+        return getattr(impls.get(name), "cell", "lstm")
+    except ImportError:
+        return "lstm"
+
+
+def cases(names_and_modes):
+    return [pytest.param(name, mode, cell, marks=() if covering(name, mode, cell) else pytest.mark.slow)
+            for name, mode in names_and_modes for cell in CELLS]
+
+
 @pytest.mark.parametrize("device,dtype", CASES, ids=lambda v: v)
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("mode", ("step", "forward", "train"))
-@pytest.mark.parametrize("name", impls.names(kind="rnn"))
+@pytest.mark.parametrize("name,mode,cell", cases([(n, m) for n in impls.names(kind="rnn")
+                                                  for m in ("step", "forward", "train")]))
 def test_runner(benchmark, name, mode, cell, device, dtype):
     """One timestep (B x H), or the whole short sequence forward / forward+backward, through the
     same ``Prepared`` runner and callable as the harness times."""
-    skip_unless_available(name, device)
+    skip_unless_available(name, device, mode)
     cfg = Config(name, cell, mode=mode, device=device, dtype=dtype, **SHAPES[device])
     p = build_or_skip(lambda: Prepared(cfg))
     describe(benchmark, name, p.runner, mode, cell, device, dtype, 1 if mode == "step" else cfg.seq_len,
@@ -141,8 +163,7 @@ def test_runner(benchmark, name, mode, cell, device, dtype):
 
 
 @pytest.mark.parametrize("device,dtype", CASES, ids=lambda v: v)
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("name,part", PART_CASES, ids=lambda v: v)
+@pytest.mark.parametrize("name,part,cell", cases(PART_CASES))
 def test_part(benchmark, name, part, cell, device, dtype):
     """A piece of the forward over all T steps: the input projection, the recurrence, the gate math."""
     skip_unless_available(name, device)
