@@ -104,7 +104,6 @@ def test_what_a_backend_does_not_implement_is_unsupported_with_its_reason():
     from rnnbench.measure import measure
 
     cases = {("torch_cudnn_padded", True, "full", "train"): "padded batch cannot run the reverse direction",
-             ("triton", False, "uniform:3", "train"): "lengths",
              ("torch_eager", False, "uniform:3", "step"): "takes no lengths",
              ("torch_eager", True, "full", "step"): "unidirectional only"}
     for (backend, bidirectional, lengths, mode), reason in cases.items():

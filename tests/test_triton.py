@@ -18,7 +18,7 @@ import torch
 import impls
 from impls import reference
 from impls.spec import RNNSpec, Unsupported, feature_support, init_weights, make_inputs
-from impls.triton import FEATURE_REASONS, make_backend
+from impls.triton import make_backend
 from impls.triton.plan import Plan, make_plan
 
 from .conftest import DEVICES, rel_err
@@ -78,6 +78,46 @@ def test_persistent_kernel_with_one_hidden_tile(backend, cell):
     assert_matches(backend(path="persistent", block_h=16), "cpu", cell, 2, 3, 17, 3, 16, True)
 
 
+# --- lengths and the reverse direction (DESIGN.md "Bidirectional and variable length") ------------------------
+# lengths [B]: the whole row, one step, part of it; max < T in the second, so the kernels run fewer steps than T
+RAGGED_LENGTHS = [np.array([7, 1, 4]), np.array([5, 2, 3])]
+
+
+@pytest.mark.parametrize("name, cell, layers", [("triton", "lstm", 2), ("triton_stepwise", "gru", 2),
+                                                ("triton_wt", "rnn_tanh", 2)])
+def test_ragged_bidirectional_matches_oracle(name, cell, layers):
+    """Each backend's fused or stepwise path, both directions, two layers (layer 1 takes 2H), against the
+    float64 oracle: y and dx exactly 0 where padded (run_case asserts it), every gradient within bound."""
+    for with_state, lengths in zip((True, False), RAGGED_LENGTHS):
+        assert feature_support(impls.get(name), "lengths") == (True, "")
+        errors = run_case(name, DEVICE, "float32", cell, layers, 7, 3, 3, 5, with_state, bidirectional=True,
+                          lengths=lengths)
+        worst = max(errors, key=errors.get)
+        assert errors[worst] <= TOLERANCE["float32"], f"{name} {cell} lengths={lengths}: {worst} {errors[worst]:.3g}"
+
+
+@pytest.mark.parametrize("path, cell", [("stepwise", "lstm"), ("stepwise", "gru"), ("persistent", "rnn_tanh")])
+def test_ragged_bidirectional_on_the_split_paths(backend, path, cell):
+    """The split kernels (SPLIT: every unit's h or dG through global memory, the code the persistent kernel runs
+    between barriers): stepwise over two programs per batch tile, 17 rows over two batch tiles with lengths
+    1..6 < T; persistent with one program per tile (all the interpreter can run)."""
+    H, block_h = (32, 16) if path == "stepwise" else (16, 16)
+    lengths = np.random.default_rng(0).integers(1, 7, 17)  # [B]
+    name = backend(path=path, block_h=block_h)
+    errors = run_case(name, DEVICE, "float32", cell, 1, 7, 17, 3, H, True, bidirectional=True, lengths=lengths)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= TOLERANCE["float32"], f"{path} {cell}: {worst} off by {errors[worst]:.3g} ({errors})"
+
+
+def test_lengths_all_t_run_the_kernels_without_lengths():
+    """Rows that all have T steps are no ragged batch: the kernels without lengths run, with T steps."""
+    from impls.triton.function import Lengths
+
+    assert Lengths.of(None, 7, "cpu") is None and Lengths.of(torch.tensor([7, 7]), 7, "cpu") is None
+    ragged = Lengths.of(torch.tensor([5, 2, 5]), 7, "cpu")
+    assert ragged.steps == 5 and ragged.on_device.dtype == torch.int32 and ragged.on_device.tolist() == [5, 2, 5]
+
+
 def to_torch(a, requires_grad=False):
     return torch.tensor(a, dtype=torch.float32, device=DEVICE, requires_grad=requires_grad)
 
@@ -98,6 +138,31 @@ def test_module_gradients_through_final_state(cell):
     loss = (y * to_torch(dy)).sum() + sum((f * to_torch(d)).sum() for f, d in zip(finals, dfinal))
     loss.backward()
     ref = reference.forward_backward(spec, weights, x, state, dy, *dfinal)
+    got = {name: p.grad for name, p in module.named_parameters()} | {"x": xt.grad}
+    got |= dict(zip(spec.state_names(), (p.grad for p in parts)))
+    for name, value in ref.items():
+        assert rel_err(got[name].cpu().numpy(), value) <= 1e-4, name
+
+
+def test_module_gradients_through_ragged_bidirectional_final_state():
+    """A loss on each direction's final state: the forward direction's enters at t = len-1 (its h_n is y there),
+    the reverse direction's at t = 0; the reverse rows shorter than T start from h0, not from the zeros of y."""
+    spec = RNNSpec("lstm", 3, 5, 2, bidirectional=True)
+    weights = init_weights(spec, seed=3)
+    x, state, dy = make_inputs(spec, 6, 3, seed=4, with_state=True)
+    lengths = np.array([4, 6, 1])
+    rng = np.random.default_rng(5)
+    dfinal = [rng.standard_normal((4, 3, 5)) for _ in spec.state_names()]
+    module = impls.get("triton").build(spec, weights, DEVICE, "float32").module()
+    xt = to_torch(x, requires_grad=True)
+    parts = [to_torch(s, requires_grad=True) for s in state]
+    y, finals = module(xt, tuple(parts), torch.tensor(lengths))
+    loss = (y * to_torch(dy)).sum() + sum((f * to_torch(d)).sum() for f, d in zip(finals, dfinal))
+    loss.backward()
+    y_ref, finals_ref = reference.forward(spec, weights, x, state, lengths=lengths)
+    assert rel_err(y.detach().cpu().numpy(), y_ref) <= 1e-4
+    assert all(rel_err(f.detach().cpu().numpy(), r) <= 1e-4 for f, r in zip(finals, finals_ref))
+    ref = reference.forward_backward(spec, weights, x, state, dy, *dfinal, lengths=lengths)
     got = {name: p.grad for name, p in module.named_parameters()} | {"x": xt.grad}
     got |= dict(zip(spec.state_names(), (p.grad for p in parts)))
     for name, value in ref.items():
@@ -136,11 +201,10 @@ def test_unsupported_configurations_give_reasons():
         impls.get("triton").build(big, init_weights(big), DEVICE, "float32")
     with pytest.raises(Unsupported, match="cannot run under the Triton interpreter"):
         make_plan("gru", 32, "float32", "cpu", interpreted=True, path="persistent", block_h=16)
-    for name in ("triton", "triton_stepwise", "triton_wt"):  # the kernels' own reasons, not a generic line
-        assert feature_support(impls.get(name), "lengths") == (False, FEATURE_REASONS["lengths"])
-        bi = RNNSpec("lstm", 3, 5, bidirectional=True)
-        with pytest.raises(Unsupported, match="no reverse pass"):
-            impls.get(name).build(bi, init_weights(bi), DEVICE, "float32")
+    bi = RNNSpec("lstm", 3, 5, bidirectional=True)
+    runner = impls.get("triton").build(bi, init_weights(bi), DEVICE, "float32")
+    with pytest.raises(Unsupported, match="unidirectional only"):
+        runner.step(make_inputs(bi, 1, 2)[0][0])
 
 
 def test_bad_options_are_rejected_at_registration():
