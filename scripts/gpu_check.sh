@@ -7,7 +7,9 @@
 #   2 base     30 s  CUDA conformance of the baselines (torch_cudnn, torch_eager, jax_scan)
 #     base-t   60 s  their timings on the gpu-check suite (4 LSTM points), inline (they cannot hang)
 #   3 parity  150 s  Triton CUDA parity at the timed shapes (tests/test_triton.py test_timed_shapes_on_cuda),
-#                    which also fills triton's cache with the kernels stage 4 runs
+#                    which also fills triton's cache with the kernels stage 4 runs, and on a ragged
+#                    bidirectional batch (test_ragged_bidirectional_on_cuda: the persistent kernel, H=256 bf16,
+#                    both directions; 4 kernels a backend, about 45 s of the cap, nearly all compiling)
 #   4 triton  100 s  the Triton rows of the gpu-check suite, each configuration in a child process capped
 #                    at the suite's timeout_s (40 s), so one hang costs one configuration
 #   5 more    rest   only while more than 30 s of the 390 remain: the kernels suite's Triton rows, then
@@ -36,7 +38,8 @@ if [ "$DRY" = 1 ]; then
     # replaces the suite's shapes: one tiny train configuration per backend
     TINY=(--cells rnn_tanh --batch 4 --seq-len 4 --hidden 16 --input-size 8 --dtype float32 --mode train)
     BASE_TESTS="backend_matches_oracle and cpu and float32 and rnn_tanh-L1-state"
-    PARITY_TESTS=(tests/test_conformance.py -k "backend_matches_oracle and cpu and float32 and rnn_tanh-L1-state and triton")
+    PARITY_TESTS=(tests/test_conformance.py tests/test_triton.py
+                  -k "(backend_matches_oracle and cpu and float32 and rnn_tanh-L1-state and triton) or ragged_bidirectional_matches_oracle")
     MORE=(--suite kernels)
 else
     PY="${PYTHON:-python3}"
@@ -45,7 +48,7 @@ else
     OUT_ROOT="${OUT:-results}"
     TINY=()
     BASE_TESTS="(backend_matches_oracle or half_precision_on_cuda) and cuda and (float32 or bfloat16) and L1"
-    PARITY_TESTS=(tests/test_triton.py -k "timed_shapes_on_cuda")
+    PARITY_TESTS=(tests/test_triton.py -k "timed_shapes_on_cuda or ragged_bidirectional_on_cuda")
     MORE=(--suite kernels)
 fi
 LOG="$OUT_ROOT/gpu_check.log"

@@ -21,8 +21,17 @@ from rnnbench import suites
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGET_FILE = os.path.join(ROOT, "tests", "kernel_budget.json")
-TIMED_SUITES = ("kernels", "gpu-check")
+TIMED_SUITES = ("kernels", "gpu-check", "ragged")
 KERNELS_OF_MODE = {"forward": ("fwd",), "train": ("fwd_save", "bwd")}
+
+
+def variants_of(axes: dict) -> tuple:
+    """The kernel variants a suite's bidirectional and lengths axes run: a bidirectional model runs both
+    directions; a length mix other than full runs the kernels with lengths (full runs them without)."""
+    reverse = (False, True) if True in axes.get("bidirectional", [False]) else (False,)
+    ragged = (False, True) if set(axes.get("lengths", ["full"])) - {"full"} else (False,)
+    names = {(False, False): "", (True, False): "ragged", (False, True): "reverse", (True, True): "ragged-reverse"}
+    return tuple(names[(g, r)] for g in ragged for r in reverse)
 
 
 def _ptxas():
@@ -49,21 +58,22 @@ def budget() -> dict:
 
 
 def timed_kernels() -> list:
-    """The kernels the GPU suites time: each suite point (and extra) as (cell, H, dtype, kernels), every triton backend."""
+    """The kernels the GPU suites time: each suite point (and extra) as (cell, H, dtype, kernels, variants), every
+    triton backend."""
     points = set()
     for name in TIMED_SUITES:
         suite = suites.get(name)
-        axes = suite.axes
+        axes, variants = suite.axes, variants_of(suite.axes)
         for cell in axes["cells"]:
             for h in axes["hidden"]:
                 for dtype in axes["dtype"]:
                     for mode in axes["mode"]:
-                        points.add((cell, h, dtype, mode))
-        points |= {(e["cell"], e["hidden"], e["dtype"], e["mode"]) for e in suite.extra}
+                        points.add((cell, h, dtype, mode, variants))
+        points |= {(e["cell"], e["hidden"], e["dtype"], e["mode"], ("",)) for e in suite.extra}
     out = []
-    for cell, h, dtype, mode in sorted(points):
-        out += kernel_check.plans([cell], [h], [dtype], KERNELS_OF_MODE[mode])
-    unique = {(k.backend, k.cell, k.hidden, k.dtype, k.kernel): k for k in out}
+    for cell, h, dtype, mode, variants in sorted(points):
+        out += kernel_check.plans([cell], [h], [dtype], KERNELS_OF_MODE[mode], variants=variants)
+    unique = {(k.backend, k.cell, k.hidden, k.dtype, k.kernel, k.variant): k for k in out}
     return list(unique.values())
 
 
@@ -87,13 +97,19 @@ def test_plans_are_enumerated_from_plan_py():
     assert {k.hidden for k in items} == set(kernel_check.HIDDEN) and {k.dtype for k in items} == set(kernel_check.DTYPES)
     assert all(k.plan.transposed == (k.backend == "triton_wt") for k in items)
     lstm64 = [k for k in items if (k.backend, k.cell, k.hidden, k.dtype) == ("triton", "lstm", 64, "float32")]
-    assert sorted(k.kernel for k in lstm64) == ["bwd", "fwd", "fwd_save"]
+    assert sorted(k.kernel for k in lstm64 if not k.variant) == ["bwd", "fwd", "fwd_save"]
+    assert {k.variant for k in lstm64} == set(kernel_check.VARIANTS) and len(lstm64) == 12
+    assert {(k.reverse, k.ragged) for k in lstm64} == {(False, False), (True, False), (False, True), (True, True)}
 
 
 def test_timed_kernels_cover_the_suites():
     names = {k.name for k in timed_kernels()}
     assert "triton/lstm/H128/bfloat16/fwd" in names and "triton_wt/lstm/H256/float32/bwd" in names
     assert "triton/gru/H128/bfloat16/bwd" in names and "triton/gru/H64/float32/bwd" not in names
+    # the ragged suite on CUDA: LSTM and GRU at H=128 fp32, both directions, with and without lengths
+    assert {"triton_stepwise/gru/H128/float32/bwd-ragged-reverse", "triton_wt/lstm/H128/float32/fwd-reverse",
+            "triton/gru/H128/float32/fwd_save-ragged"} <= names
+    assert "triton/lstm/H128/bfloat16/fwd-ragged" not in names  # the kernels suite runs full batches only
 
 
 def test_budget_file_names_the_triton_it_holds_for():

@@ -144,29 +144,41 @@ def test_module_gradients_through_final_state(cell):
         assert rel_err(got[name].cpu().numpy(), value) <= 1e-4, name
 
 
-def test_module_gradients_through_ragged_bidirectional_final_state():
-    """A loss on each direction's final state: the forward direction's enters at t = len-1 (its h_n is y there),
-    the reverse direction's at t = 0; the reverse rows shorter than T start from h0, not from the zeros of y."""
-    spec = RNNSpec("lstm", 3, 5, 2, bidirectional=True)
-    weights = init_weights(spec, seed=3)
-    x, state, dy = make_inputs(spec, 6, 3, seed=4, with_state=True)
-    lengths = np.array([4, 6, 1])
-    rng = np.random.default_rng(5)
-    dfinal = [rng.standard_normal((4, 3, 5)) for _ in spec.state_names()]
-    module = impls.get("triton").build(spec, weights, DEVICE, "float32").module()
-    xt = to_torch(x, requires_grad=True)
-    parts = [to_torch(s, requires_grad=True) for s in state]
-    y, finals = module(xt, tuple(parts), torch.tensor(lengths))
-    loss = (y * to_torch(dy)).sum() + sum((f * to_torch(d)).sum() for f, d in zip(finals, dfinal))
+def ragged_bidirectional_errors(name, device, dtype, cell, layers, T, B, H, lengths, seed=3):
+    """One forward with grad of a bidirectional module on a ragged batch, a loss on y and on both directions'
+    final states (the forward direction's enters at t = len-1, the reverse's at t = 0): the worst error per
+    tensor against the float64 oracle; y and dx must be exactly 0 where padded.  One forward (saving for the
+    backward) and one backward a direction: the fewest kernels to compile on a GPU."""
+    spec = RNNSpec(cell, 3, H, layers, bidirectional=True)
+    weights = init_weights(spec, seed=seed)
+    x, state, dy = make_inputs(spec, T, B, seed=seed + 1, with_state=True)
+    rng = np.random.default_rng(seed + 2)
+    dfinal = [rng.standard_normal(spec.state_shape(B)) for _ in spec.state_names()]
+    runner = impls.get(name).build(spec, weights, device, dtype)
+    module = runner.module()
+    xt = runner.put(x).requires_grad_(True)
+    parts = [runner.put(s).requires_grad_(True) for s in (state if spec.has_cell_state else [state])]
+    y, final = module(xt, tuple(parts) if spec.has_cell_state else parts[0], torch.tensor(lengths))
+    finals = final if spec.has_cell_state else (final,)
+    loss = (y * runner.put(dy)).sum() + sum((f * runner.put(d)).sum() for f, d in zip(finals, dfinal))
     loss.backward()
-    y_ref, finals_ref = reference.forward(spec, weights, x, state, lengths=lengths)
-    assert rel_err(y.detach().cpu().numpy(), y_ref) <= 1e-4
-    assert all(rel_err(f.detach().cpu().numpy(), r) <= 1e-4 for f, r in zip(finals, finals_ref))
+    padded = np.arange(T)[:, None] >= lengths  # [T, B]
+    assert not runner.get(y)[padded].any() and not runner.get(xt.grad)[padded].any(), "not exactly 0 where padded"
+    y_ref, final_ref = reference.forward(spec, weights, x, state, lengths=lengths)
+    errors = {"y": rel_err(runner.get(y), y_ref)}
+    errors |= {f"{n}_n": rel_err(runner.get(f), r) for n, f, r in
+               zip("hc", finals, final_ref if spec.has_cell_state else (final_ref,))}
     ref = reference.forward_backward(spec, weights, x, state, dy, *dfinal, lengths=lengths)
-    got = {name: p.grad for name, p in module.named_parameters()} | {"x": xt.grad}
+    got = {n: p.grad for n, p in module.named_parameters()} | {"x": xt.grad}
     got |= dict(zip(spec.state_names(), (p.grad for p in parts)))
-    for name, value in ref.items():
-        assert rel_err(got[name].cpu().numpy(), value) <= 1e-4, name
+    return errors | {"d" + n: rel_err(runner.get(got[n]), value) for n, value in ref.items()}
+
+
+def test_module_gradients_through_ragged_bidirectional_final_state():
+    """Reverse rows shorter than T start from h0, not from the zeros of y; lengths [4, 6, 1], two layers."""
+    errors = ragged_bidirectional_errors("triton", DEVICE, "float32", "lstm", 2, 6, 3, 5, np.array([4, 6, 1]))
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= 1e-4, f"{worst} off by {errors[worst]:.3g} ({errors})"
 
 
 def test_forward_without_grad_and_step_agree():
@@ -354,6 +366,25 @@ def test_timed_shapes_on_cuda(name, case, cuda_only):
     worst = max(errors, key=errors.get)
     bound = max(TOLERANCE[dtype], 2 * cudnn)
     assert errors[worst] <= bound, f"{name} {case}: {worst} off by {errors[worst]:.3g} (cuDNN {cudnn:.3g}; {errors})"
+
+
+# scripts/gpu_check.sh's parity stage: the persistent kernel (LSTM H=256 bf16: 8 programs a batch tile) in both
+# directions on a ragged batch, 3 batch tiles, rows of 1 to T steps.  4 kernels a backend to compile.
+RAGGED_CUDA_LENGTHS = np.random.default_rng(7).integers(1, 49, 40)  # [B], the longest 48 = T
+RAGGED_CUDA_LENGTHS[0] = 48
+
+
+@pytest.mark.parametrize("name", ["triton", "triton_wt", "triton_stepwise"], ids=lambda n: f"{n}-lstm-H256-bfloat16")
+def test_ragged_bidirectional_on_cuda(name, cuda_only):
+    """Both directions, two layers, every gradient and the final states; the bound is the T <= 16 bound or
+    twice cuDNN's own error (packed sequences) at the same shape and lengths, whichever is larger."""
+    shape = ("lstm", 2, 48, 40, 3, 256, True)
+    cudnn = max(run_case("torch_cudnn", "cuda", "bfloat16", *shape, bidirectional=True,
+                         lengths=RAGGED_CUDA_LENGTHS).values())
+    errors = ragged_bidirectional_errors(name, "cuda", "bfloat16", "lstm", 2, 48, 40, 256, RAGGED_CUDA_LENGTHS)
+    worst = max(errors, key=errors.get)
+    bound = max(TOLERANCE["bfloat16"], 2 * cudnn)
+    assert errors[worst] <= bound, f"{name}: {worst} off by {errors[worst]:.3g} (cuDNN {cudnn:.3g}; {errors})"
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -259,7 +259,7 @@ def rnn_fwd_kernel(
         else:
             hk = h.to(w0.dtype)
             h_own = h
-        state_at = _plane(_after(tau, REVERSE), B * H) + own_hw
+        after = _plane(_after(tau, REVERSE), B * H)  # the plane joins the pointer first: no per-element int64 offsets
         a0 = x0.to(tl.float32) + b0 + _mm(hk, w0, WT, PRECISION)
         if G == 1:
             h_new = _act_tanh(a0, FAST_TANH)
@@ -276,7 +276,7 @@ def rnn_fwd_kernel(
                 c = c_new
             if SAVE:
                 _store4(acts_ptr + _plane(tau, B * 4 * H) + act_hw, H, i_g, f, g, o, own)
-                tl.store(cs_ptr + state_at, c.to(cs_ptr.dtype.element_ty), mask=own)
+                tl.store(cs_ptr + after + own_hw, c.to(cs_ptr.dtype.element_ty), mask=own)
         else:
             r = tl.sigmoid(a0)
             z = tl.sigmoid(x1.to(tl.float32) + b1 + _mm(hk, w1, WT, PRECISION))
@@ -289,7 +289,7 @@ def rnn_fwd_kernel(
             y = tl.where(s < lens, h_new, 0.0)
         else:
             y = h_new
-        tl.store(hs_ptr + state_at, y.to(hs_ptr.dtype.element_ty), mask=own)
+        tl.store(hs_ptr + after + own_hw, y.to(hs_ptr.dtype.element_ty), mask=own)
         x0 = n0
         if G >= 3:
             x1 = n1
@@ -358,8 +358,10 @@ def rnn_bwd_kernel(
     spins = max_spins
     if RAGGED:
         lens = tl.load(len_ptr + rr, mask=rr < B, other=0)  # [BB, 1] ([1, BB] when WT)
+        one = 1.0  # a padded step's f, z and rnn_tanh's h_t
     else:
         lens = T
+        one = 0.0  # no padded step: the masked lanes (rows >= B) as before
 
     # W_hh for this program's units, one [HP, BH] tile per gate: (k, j) -> W_hh[g*H + k, cols_j]
     # (WT: its transpose, [BH, HP])
@@ -384,24 +386,23 @@ def rnn_bwd_kernel(
         live = _rows_if(rr, B, s >= 0) & (cc < H)
         step_in = _valid(live, s, lens, RAGGED)
         dy = tl.load(dy_ptr + _plane(tau, B * H) + own_hw, mask=step_in, other=0.0)
-        prev_at = _plane(_before(s, lens, T, REVERSE, RAGGED), B * H) + own_hw
+        prev_at = _plane(_before(s, lens, T, REVERSE, RAGGED), B * H)  # joins the pointer first, as every plane
         if G == 1:
-            h_at = _plane(_after(tau, REVERSE), B * H) + own_hw
-            h_t = tl.load(hs_ptr + h_at, mask=step_in, other=1.0).to(tl.float32)
+            h_t = tl.load(hs_ptr + _plane(_after(tau, REVERSE), B * H) + own_hw, mask=step_in, other=one).to(tl.float32)
         elif G == 4:
             acts_s = acts_ptr + _plane(tau, B * 4 * H) + act_hw
             a_i = tl.load(acts_s, mask=step_in, other=0.0).to(tl.float32)
-            a_f = tl.load(acts_s + H, mask=step_in, other=1.0).to(tl.float32)
+            a_f = tl.load(acts_s + H, mask=step_in, other=one).to(tl.float32)
             a_g = tl.load(acts_s + 2 * H, mask=step_in, other=0.0).to(tl.float32)
             a_o = tl.load(acts_s + 3 * H, mask=step_in, other=0.0).to(tl.float32)
-            c_lo = tl.load(cs_ptr + prev_at, mask=live, other=0.0)  # a padded step's: the c it kept
+            c_lo = tl.load(cs_ptr + prev_at + own_hw, mask=live, other=0.0)  # a padded step's: the c it kept
         else:
             acts_s = acts_ptr + _plane(tau, B * 4 * H) + act_hw
             a_r = tl.load(acts_s, mask=step_in, other=0.0).to(tl.float32)
-            a_z = tl.load(acts_s + H, mask=step_in, other=1.0).to(tl.float32)
+            a_z = tl.load(acts_s + H, mask=step_in, other=one).to(tl.float32)
             a_n = tl.load(acts_s + 2 * H, mask=step_in, other=0.0).to(tl.float32)
             a_hn = tl.load(acts_s + 3 * H, mask=step_in, other=0.0).to(tl.float32)
-            h_prev = tl.load(hs_ptr + prev_at, mask=step_in, other=0.0).to(tl.float32)
+            h_prev = tl.load(hs_ptr + prev_at + own_hw, mask=step_in, other=0.0).to(tl.float32)
 
         if SPLIT:  # dh_t += dG_{s+1} @ W_hh; every unit's dG_{s+1}, from L2 (.cg); none at s = S-1
             after = _rows_if(rr, B, s < S - 1) & (kk < H)
