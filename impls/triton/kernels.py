@@ -150,6 +150,25 @@ def _before(s, lens, T, REVERSE: tl.constexpr, RAGGED: tl.constexpr):
 
 
 @triton.jit
+def _next(p, d, size, REVERSE: tl.constexpr, RAGGED: tl.constexpr):
+    """A per-step pointer moved d planes, where every row is at the same time: the scalar pointer the loop
+    carries.  A ragged reverse batch (a time per row) sets its pointers with _rowwise instead."""
+    if REVERSE and RAGGED:
+        return p
+    else:
+        return p + d * size
+
+
+@triton.jit
+def _rowwise(p, base, plane, size, REVERSE: tl.constexpr, RAGGED: tl.constexpr):
+    """p; in a ragged reverse batch the pointer at each row's own plane instead, [BB, 1] ([1, BB] when WT)."""
+    if REVERSE and RAGGED:
+        return base + _plane(plane, size)
+    else:
+        return p
+
+
+@triton.jit
 def _valid(mask, s, lens, RAGGED: tl.constexpr):
     """mask where step s is one of the row's own (s < len), for loads that skip a padded step."""
     if RAGGED:
@@ -225,41 +244,57 @@ def rnn_fwd_kernel(
         w3 = tl.load(w_tile + 3 * H * H, mask=w_mask, other=0.0)
         b3 = tl.load(b_ptr + 3 * H + cc, mask=cc < H, other=0.0).to(tl.float32)
         c = tl.load(c_ptr + own_hw, mask=own, other=0.0)
-    if not SPLIT:
-        h_at = _plane(_before(s_start, lens, T, REVERSE, RAGGED), B * H)
-        h = tl.load(hs_ptr + h_at + full_hw, mask=full, other=0.0).to(tl.float32)  # [BB, HP]
+    if REVERSE:
+        d = -1  # planes a step moves
+    else:
+        d = 1
 
-    gi_s = gi_ptr + _plane(_time(s_start, lens, T, REVERSE, RAGGED), B * G * H) + gate_hw
+    # per-step pointers (scalars, or [BB, 1] per row in a ragged reverse batch), advanced a plane a step
+    tau = _time(s_start, lens, T, REVERSE, RAGGED)
+    gi_s = gi_ptr + _plane(tau, B * G * H)
+    hs_s = hs_ptr + _plane(_before(s_start, lens, T, REVERSE, RAGGED), B * H)  # h of the step before
+    if SAVE:  # rnn_tanh saves nothing: h_t is in hs
+        if G > 1:
+            acts_s = acts_ptr + _plane(tau, B * 4 * H)
+        if G == 4:
+            cs_s = cs_ptr + _plane(_after(tau, REVERSE), B * H)
+    if not SPLIT:
+        h = tl.load(hs_s + full_hw, mask=full, other=0.0).to(tl.float32)  # [BB, HP]
     step_in = _valid(own, s_start, lens, RAGGED)
-    x0 = tl.load(gi_s, mask=step_in, other=0.0)
+    x0 = tl.load(gi_s + gate_hw, mask=step_in, other=0.0)
     if G >= 3:
-        x1 = tl.load(gi_s + H, mask=step_in, other=0.0)
-        x2 = tl.load(gi_s + 2 * H, mask=step_in, other=0.0)
+        x1 = tl.load(gi_s + H + gate_hw, mask=step_in, other=0.0)
+        x2 = tl.load(gi_s + 2 * H + gate_hw, mask=step_in, other=0.0)
     if G == 4:
-        x3 = tl.load(gi_s + 3 * H, mask=step_in, other=0.0)
+        x3 = tl.load(gi_s + 3 * H + gate_hw, mask=step_in, other=0.0)
 
     for i in range(n_steps):
         s = s_start + i
-        tau = _time(s, lens, T, REVERSE, RAGGED)  # scalar, or [BB, 1] per row (RAGGED reverse)
+        tau = _time(s, lens, T, REVERSE, RAGGED)  # used by the per-row pointers only
+        hs_s = _rowwise(hs_s, hs_ptr, _before(s, lens, T, REVERSE, RAGGED), B * H, REVERSE, RAGGED)
+        if SAVE:
+            if G > 1:
+                acts_s = _rowwise(acts_s, acts_ptr, tau, B * 4 * H, REVERSE, RAGGED)
+            if G == 4:
+                cs_s = _rowwise(cs_s, cs_ptr, _after(tau, REVERSE), B * H, REVERSE, RAGGED)
         # prefetch the next step's input projection; its latency hides behind this step
-        gi_s = gi_ptr + _plane(_time(s + 1, lens, T, REVERSE, RAGGED), B * G * H) + gate_hw
+        gi_s = _rowwise(_next(gi_s, d, B * G * H, REVERSE, RAGGED), gi_ptr, _time(s + 1, lens, T, REVERSE, RAGGED),
+                        B * G * H, REVERSE, RAGGED)
         more = _valid(_rows_if(rr, B, i + 1 < n_steps) & (cc < H), s + 1, lens, RAGGED)
-        n0 = tl.load(gi_s, mask=more, other=0.0)
+        n0 = tl.load(gi_s + gate_hw, mask=more, other=0.0)
         if G >= 3:
-            n1 = tl.load(gi_s + H, mask=more, other=0.0)
-            n2 = tl.load(gi_s + 2 * H, mask=more, other=0.0)
+            n1 = tl.load(gi_s + H + gate_hw, mask=more, other=0.0)
+            n2 = tl.load(gi_s + 2 * H + gate_hw, mask=more, other=0.0)
         if G == 4:
-            n3 = tl.load(gi_s + 3 * H, mask=more, other=0.0)
+            n3 = tl.load(gi_s + 3 * H + gate_hw, mask=more, other=0.0)
 
         if SPLIT:  # h_{t-1} of every unit, written by all programs of the tile (.cg: from L2, not a stale L1)
-            hs_prev = hs_ptr + _plane(_before(s, lens, T, REVERSE, RAGGED), B * H)
-            hk = tl.load(hs_prev + full_hw, mask=full, other=0.0, cache_modifier=".cg")
+            hk = tl.load(hs_s + full_hw, mask=full, other=0.0, cache_modifier=".cg")
             if G == 3:
-                h_own = tl.load(hs_prev + own_hw, mask=own, other=0.0, cache_modifier=".cg").to(tl.float32)
+                h_own = tl.load(hs_s + own_hw, mask=own, other=0.0, cache_modifier=".cg").to(tl.float32)
         else:
             hk = h.to(w0.dtype)
             h_own = h
-        after = _plane(_after(tau, REVERSE), B * H)  # the plane joins the pointer first: no per-element int64 offsets
         a0 = x0.to(tl.float32) + b0 + _mm(hk, w0, WT, PRECISION)
         if G == 1:
             h_new = _act_tanh(a0, FAST_TANH)
@@ -275,8 +310,10 @@ def rnn_fwd_kernel(
             else:
                 c = c_new
             if SAVE:
-                _store4(acts_ptr + _plane(tau, B * 4 * H) + act_hw, H, i_g, f, g, o, own)
-                tl.store(cs_ptr + after + own_hw, c.to(cs_ptr.dtype.element_ty), mask=own)
+                _store4(acts_s + act_hw, H, i_g, f, g, o, own)
+                tl.store(cs_s + own_hw, c.to(cs_ptr.dtype.element_ty), mask=own)
+                acts_s = _next(acts_s, d, B * 4 * H, REVERSE, RAGGED)
+                cs_s = _next(cs_s, d, B * H, REVERSE, RAGGED)
         else:
             r = tl.sigmoid(a0)
             z = tl.sigmoid(x1.to(tl.float32) + b1 + _mm(hk, w1, WT, PRECISION))
@@ -284,12 +321,14 @@ def rnn_fwd_kernel(
             n = _act_tanh(x2.to(tl.float32) + r * hn, FAST_TANH)
             h_new = n + z * (h_own - n)
             if SAVE:
-                _store4(acts_ptr + _plane(tau, B * 4 * H) + act_hw, H, r, z, n, hn, own)
+                _store4(acts_s + act_hw, H, r, z, n, hn, own)
+                acts_s = _next(acts_s, d, B * 4 * H, REVERSE, RAGGED)
         if RAGGED:  # y is exactly 0 at a padded step
             y = tl.where(s < lens, h_new, 0.0)
         else:
             y = h_new
-        tl.store(hs_ptr + after + own_hw, y.to(hs_ptr.dtype.element_ty), mask=own)
+        hs_s = _rowwise(_next(hs_s, d, B * H, REVERSE, RAGGED), hs_ptr, _after(tau, REVERSE), B * H, REVERSE, RAGGED)
+        tl.store(hs_s + own_hw, y.to(hs_ptr.dtype.element_ty), mask=own)
         x0 = n0
         if G >= 3:
             x1 = n1
@@ -378,35 +417,59 @@ def rnn_bwd_kernel(
         # c_t; none for the launch of step -1 alone (stepwise), which only completes dh0
         c_hi = tl.load(cs_ptr + c_at + own_hw, mask=_rows_if(rr, B, s_start >= 0) & (cc < H), other=0.0)
     dh = tl.load(dh_ptr + own_hw, mask=own, other=0.0)  # [BB, BH] fp32
+    if REVERSE:
+        d = -1  # planes a step of the forward moves; the backward moves the other way
+    else:
+        d = 1
+
+    # per-step pointers at step s (scalars, or [BB, 1] per row in a ragged reverse batch), moved back a step
+    tau = _time(s_start, lens, T, REVERSE, RAGGED)
+    hs_s = hs_ptr + _plane(_before(s_start, lens, T, REVERSE, RAGGED), B * H)  # h_{t-1}; h_t is d planes on
+    dy_s = dy_ptr + _plane(tau, B * H)
+    dg_s = dg_ptr + _plane(tau, B * G * H)
+    if G > 1:
+        acts_s = acts_ptr + _plane(tau, B * 4 * H)
+    if G == 4:
+        cs_s = cs_ptr + _plane(_before(s_start, lens, T, REVERSE, RAGGED), B * H)  # c_{t-1}
+    if G == 3:
+        dn_s = dn_ptr + _plane(tau, B * H)
 
     for i in range(n_steps):
         s = s_start - i
-        tau = _time(s, lens, T, REVERSE, RAGGED)  # scalar, or [BB, 1] per row (RAGGED reverse)
+        tau = _time(s, lens, T, REVERSE, RAGGED)  # used by the per-row pointers only
+        hs_s = _rowwise(hs_s, hs_ptr, _before(s, lens, T, REVERSE, RAGGED), B * H, REVERSE, RAGGED)
+        dy_s = _rowwise(dy_s, dy_ptr, tau, B * H, REVERSE, RAGGED)
+        dg_s = _rowwise(dg_s, dg_ptr, tau, B * G * H, REVERSE, RAGGED)
+        if G > 1:
+            acts_s = _rowwise(acts_s, acts_ptr, tau, B * 4 * H, REVERSE, RAGGED)
+        if G == 4:
+            cs_s = _rowwise(cs_s, cs_ptr, _before(s, lens, T, REVERSE, RAGGED), B * H, REVERSE, RAGGED)
+        if G == 3:
+            dn_s = _rowwise(dn_s, dn_ptr, tau, B * H, REVERSE, RAGGED)
         # this step's saved values first (none at s = -1), so their latency overlaps the recurrent half
         live = _rows_if(rr, B, s >= 0) & (cc < H)
         step_in = _valid(live, s, lens, RAGGED)
-        dy = tl.load(dy_ptr + _plane(tau, B * H) + own_hw, mask=step_in, other=0.0)
-        prev_at = _plane(_before(s, lens, T, REVERSE, RAGGED), B * H)  # joins the pointer first, as every plane
+        dy = tl.load(dy_s + own_hw, mask=step_in, other=0.0)
         if G == 1:
-            h_t = tl.load(hs_ptr + _plane(_after(tau, REVERSE), B * H) + own_hw, mask=step_in, other=one).to(tl.float32)
+            h_t_s = _rowwise(hs_s + d * B * H, hs_ptr, _after(tau, REVERSE), B * H, REVERSE, RAGGED)
+            h_t = tl.load(h_t_s + own_hw, mask=step_in, other=one).to(tl.float32)
         elif G == 4:
-            acts_s = acts_ptr + _plane(tau, B * 4 * H) + act_hw
-            a_i = tl.load(acts_s, mask=step_in, other=0.0).to(tl.float32)
-            a_f = tl.load(acts_s + H, mask=step_in, other=one).to(tl.float32)
-            a_g = tl.load(acts_s + 2 * H, mask=step_in, other=0.0).to(tl.float32)
-            a_o = tl.load(acts_s + 3 * H, mask=step_in, other=0.0).to(tl.float32)
-            c_lo = tl.load(cs_ptr + prev_at + own_hw, mask=live, other=0.0)  # a padded step's: the c it kept
+            a_i = tl.load(acts_s + act_hw, mask=step_in, other=0.0).to(tl.float32)
+            a_f = tl.load(acts_s + H + act_hw, mask=step_in, other=one).to(tl.float32)
+            a_g = tl.load(acts_s + 2 * H + act_hw, mask=step_in, other=0.0).to(tl.float32)
+            a_o = tl.load(acts_s + 3 * H + act_hw, mask=step_in, other=0.0).to(tl.float32)
+            c_lo = tl.load(cs_s + own_hw, mask=live, other=0.0)  # a padded step's: the c it kept
         else:
-            acts_s = acts_ptr + _plane(tau, B * 4 * H) + act_hw
-            a_r = tl.load(acts_s, mask=step_in, other=0.0).to(tl.float32)
-            a_z = tl.load(acts_s + H, mask=step_in, other=one).to(tl.float32)
-            a_n = tl.load(acts_s + 2 * H, mask=step_in, other=0.0).to(tl.float32)
-            a_hn = tl.load(acts_s + 3 * H, mask=step_in, other=0.0).to(tl.float32)
-            h_prev = tl.load(hs_ptr + prev_at + own_hw, mask=step_in, other=0.0).to(tl.float32)
+            a_r = tl.load(acts_s + act_hw, mask=step_in, other=0.0).to(tl.float32)
+            a_z = tl.load(acts_s + H + act_hw, mask=step_in, other=one).to(tl.float32)
+            a_n = tl.load(acts_s + 2 * H + act_hw, mask=step_in, other=0.0).to(tl.float32)
+            a_hn = tl.load(acts_s + 3 * H + act_hw, mask=step_in, other=0.0).to(tl.float32)
+            h_prev = tl.load(hs_s + own_hw, mask=step_in, other=0.0).to(tl.float32)
 
         if SPLIT:  # dh_t += dG_{s+1} @ W_hh; every unit's dG_{s+1}, from L2 (.cg); none at s = S-1
             after = _rows_if(rr, B, s < S - 1) & (kk < H)
-            dg_next = dg_ptr + _plane(_time(s + 1, lens, T, REVERSE, RAGGED), B * G * H) + gate_full
+            dg_next = _rowwise(dg_s + d * B * G * H, dg_ptr, _time(s + 1, lens, T, REVERSE, RAGGED), B * G * H,
+                               REVERSE, RAGGED) + gate_full
             d0 = tl.load(dg_next, mask=after, other=0.0, cache_modifier=".cg")
             dh += _mm(d0, w0, WT, PRECISION)
             if G >= 3:
@@ -421,7 +484,7 @@ def rnn_bwd_kernel(
         # gate gradients of step t (no runtime branch: one in the loop makes Triton keep the
         # gradients in replicated dot-operand layouts and spill; step -1 is masked instead)
         dht = dh + dy.to(tl.float32)
-        dg_own = dg_ptr + _plane(tau, B * G * H) + gate_hw
+        dg_own = dg_s + gate_hw
         ty = dg_ptr.dtype.element_ty
         if G == 1:
             e0 = dht * (1.0 - h_t * h_t)
@@ -450,7 +513,7 @@ def rnn_bwd_kernel(
             e1 = dht * (h_prev - a_n) * a_z * (1.0 - a_z)
             e2 = dnn * a_r
             dh_new = dht * a_z
-            tl.store(dn_ptr + _plane(tau, B * H) + own_hw, dnn.to(ty), mask=live)
+            tl.store(dn_s + own_hw, dnn.to(ty), mask=live)
             tl.store(dg_own, e0.to(ty), mask=live)
             tl.store(dg_own + H, e1.to(ty), mask=live)
             tl.store(dg_own + 2 * H, e2.to(ty), mask=live)
@@ -465,6 +528,15 @@ def rnn_bwd_kernel(
                 dh += _mm(e3.to(ty), w3, WT, PRECISION)
         if BARRIER:
             spins = _grid_barrier(bar_ptr + pid_b, (i + 1) * n_h, bar_ptr + tl.cdiv(B, BLOCK_B), spins)
+        hs_s = _next(hs_s, -d, B * H, REVERSE, RAGGED)
+        dy_s = _next(dy_s, -d, B * H, REVERSE, RAGGED)
+        dg_s = _next(dg_s, -d, B * G * H, REVERSE, RAGGED)
+        if G > 1:
+            acts_s = _next(acts_s, -d, B * 4 * H, REVERSE, RAGGED)
+        if G == 4:
+            cs_s = _next(cs_s, -d, B * H, REVERSE, RAGGED)
+        if G == 3:
+            dn_s = _next(dn_s, -d, B * H, REVERSE, RAGGED)
     tl.store(dh_ptr + own_hw, dh, mask=own)
     if G == 4:
         tl.store(dc_ptr + own_hw, dc, mask=own)
