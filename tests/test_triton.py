@@ -347,7 +347,8 @@ def test_every_hidden_size_on_cuda(name, dtype, cuda_only):
 
 # The points scripts/gpu_check.sh times (the gpu-check suite), so its first figures have passed parity
 # and its kernels are in triton's cache: T=256 and 1024, H 64/128/256, both dtypes, fused and
-# persistent.  Three cases, 9 kernels a backend: what the check's 150 s parity stage can compile.
+# persistent.  Three cases, 9 kernels a backend: what the check's parity stage (170 s) can compile beside the
+# ragged bidirectional case below.
 TIMED_CASES = [("lstm", 1024, 128, "bfloat16"), ("lstm", 256, 256, "bfloat16"), ("lstm", 256, 64, "float32")]
 
 
@@ -365,8 +366,8 @@ def test_timed_shapes_on_cuda(name, case, cuda_only):
     assert errors[worst] <= bound, f"{name} {case}: {worst} off by {errors[worst]:.3g} (cuDNN {cudnn:.3g}; {errors})"
 
 
-# scripts/gpu_check.sh's parity stage: the persistent kernel (LSTM H=256 bf16: 8 programs a batch tile) in both
-# directions on a ragged batch, 3 batch tiles, rows of 1 to T steps.  4 kernels a backend to compile.
+# scripts/gpu_check.sh's parity stage (triton, triton_wt): the persistent kernel (LSTM H=256 bf16: 8 programs a batch
+# tile) in both directions on a ragged batch, 3 batch tiles, rows of 1 to T steps.  4 kernels a backend to compile.
 RAGGED_CUDA_LENGTHS = np.random.default_rng(7).integers(1, 49, 40)  # [B], the longest 48 = T
 RAGGED_CUDA_LENGTHS[0] = 48
 
