@@ -51,7 +51,8 @@ class Kernel:
 
     @property
     def name(self) -> str:
-        return f"{self.backend}/{self.cell}/H{self.hidden}/{self.dtype}/{self.kernel}{'-' if self.variant else ''}{self.variant}"
+        variant = f"-{self.variant}" if self.variant else ""
+        return f"{self.backend}/{self.cell}/H{self.hidden}/{self.dtype}/{self.kernel}{variant}"
 
     @property
     def reverse(self) -> bool:
@@ -253,8 +254,9 @@ def main(argv=None) -> int:
             parser.error(f"unknown triton backend(s) {', '.join(sorted(unknown))}; valid: {', '.join(backends)}")
         backends = {n: backends[n] for n in a.backends.split(",")}
     variants = a.variants.split(",")
-    if set(variants) - set(VARIANTS):
-        parser.error(f"unknown variant(s) {', '.join(sorted(set(variants) - set(VARIANTS)))}; valid: {','.join(VARIANTS)}")
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; valid: {','.join(VARIANTS)}")
     items = plans(a.cells.split(","), [int(h) for h in a.hidden.split(",")], a.dtypes.split(","), backends=backends,
                   variants=variants)
     cols = ("registers", "spill_stores", "shared", "num_warps", "instructions", "mma", "wgmma", "barriers",
