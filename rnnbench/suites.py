@@ -133,6 +133,7 @@ register(Suite(
     timing={"min_time_s": 0.1, "max_time_s": 0.3, "min_repeats": 3, "timeout_s": 40.0}, device="cuda",
     extra=({"cell": "lstm", "batch": 64, "seq_len": 1024, "hidden": 256, "dtype": "bfloat16", "mode": "train"},
            {"cell": "lstm", "batch": 64, "seq_len": 1024, "hidden": 64, "dtype": "float32", "mode": "train"})))
+RAGGED_BACKENDS = ["torch_cudnn", "torch_cudnn_padded", "torch_eager", "jax_scan", "transformer_sdpa"]
 register(Suite(
     # issue 19: what ragged batches and the reverse direction cost each backend.  The backends that take
     # lengths at full speed on a CPU (torch.nn packed and padded-with-mask, the eager loop, the JAX scan)
@@ -140,13 +141,14 @@ register(Suite(
     # answers unsupported for bidirectional.  2 cells x 2 modes x 2 models x 3 length mixes = 24 a backend.
     # 8 rounds: the packed-vs-padded verdict is a paired signed-rank test over round medians, which needs 8
     # for p < 0.01.  One round took 2.5 minutes here (memory probes, oracle checks and JAX compiles are round
-    # 0's); the later rounds time only.
+    # 0's); the later rounds time only.  On CUDA our Triton kernels join (issue 30: lengths and the reverse
+    # direction as kernel arguments; LSTM and GRU at H=128 fp32 run the persistent path).
     "ragged", "bidirectional and variable-length batches: LSTM and GRU, B=32 T=128 H=128, lengths full / "
     "uniform:16 / zipf:1.2, uni- and bidirectional, forward and train, 8 rounds (about 10 minutes)",
-    axes={"backends": ["torch_cudnn", "torch_cudnn_padded", "torch_eager", "jax_scan", "transformer_sdpa"],
-          "cells": ["lstm", "gru"], "batch": [32], "seq_len": [128], "input_size": None, "hidden": [128],
-          "layers": [1], "dtype": ["float32"], "mode": ["forward", "train"], "device": ["cpu"],
+    axes={"backends": RAGGED_BACKENDS, "cells": ["lstm", "gru"], "batch": [32], "seq_len": [128], "input_size": None,
+          "hidden": [128], "layers": [1], "dtype": ["float32"], "mode": ["forward", "train"], "device": ["cpu"],
           "bidirectional": [False, True], "lengths": ["full", "uniform:16", "zipf:1.2"]},
+    device_axes={"cuda": {"backends": RAGGED_BACKENDS + ["triton", "triton_wt", "triton_stepwise"]}},
     timing={"min_time_s": 0.1, "max_time_s": 0.5}, rounds=8))
 # The crossover surface's widths on a CPU: H=1024 runs the oneDNN LSTM against the SDPA transformer only
 # (the JAX pair's curves at H 64 and 256 show the same shape; at H=1024 they would double the budget).

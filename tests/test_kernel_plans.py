@@ -6,9 +6,9 @@ tests/kernel_budget.json: spill bytes per thread (0 for the plans a suite times)
 within the target.  Spills differ between triton versions, so the budget file says which version
 it holds for; a triton without an entry fails until its figures are checked and recorded.
 
-The default run compiles one plan (the one the check first flagged); the plans the suites time
-(about 70 kernels, some minutes on 2 workers) are marked slow and run by an explicit line in
-.ci/run; the full grid (3 backends x 3 cells x 5 H x 3 dtypes, sm_90 and sm_80) is slow too.
+The default run compiles one plan (the one the check first flagged), without lengths and ragged
+reverse; the plans the suites time (about 130 kernels with the ragged suite's variants, some minutes on
+2 workers) are marked slow and run by an explicit line in .ci/run; the full grid (3 backends x 3 cells x 5 H x 3 dtypes, sm_90 and sm_80) is slow too.
 """
 import json
 import os
@@ -22,7 +22,19 @@ from rnnbench import suites
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGET_FILE = os.path.join(ROOT, "tests", "kernel_budget.json")
 TIMED_SUITES = ("kernels", "gpu-check")
+# the ragged suite's Triton rows on CUDA (LSTM and GRU, H=128 fp32, each variant): same budget, their own slow test,
+# outside .ci/run's line (63 kernels more, some minutes on 2 workers)
+RAGGED_SUITES = ("ragged",)
 KERNELS_OF_MODE = {"forward": ("fwd",), "train": ("fwd_save", "bwd")}
+
+
+def variants_of(axes: dict) -> tuple:
+    """The kernel variants a suite's bidirectional and lengths axes run: a bidirectional model runs both
+    directions; a length mix other than full runs the kernels with lengths (full runs them without)."""
+    reverse = (False, True) if True in axes.get("bidirectional", [False]) else (False,)
+    ragged = (False, True) if set(axes.get("lengths", ["full"])) - {"full"} else (False,)
+    names = {(False, False): "", (True, False): "ragged", (False, True): "reverse", (True, True): "ragged-reverse"}
+    return tuple(names[(g, r)] for g in ragged for r in reverse)
 
 
 def _ptxas():
@@ -48,22 +60,23 @@ def budget() -> dict:
     return versions[triton.__version__]
 
 
-def timed_kernels() -> list:
-    """The kernels the GPU suites time: each suite point (and extra) as (cell, H, dtype, kernels), every triton backend."""
+def timed_kernels(names=TIMED_SUITES) -> list:
+    """The kernels the GPU suites time: each suite point (and extra) as (cell, H, dtype, kernels, variants), every
+    triton backend."""
     points = set()
-    for name in TIMED_SUITES:
+    for name in names:
         suite = suites.get(name)
-        axes = suite.axes
+        axes, variants = suite.axes, variants_of(suite.axes)
         for cell in axes["cells"]:
             for h in axes["hidden"]:
                 for dtype in axes["dtype"]:
                     for mode in axes["mode"]:
-                        points.add((cell, h, dtype, mode))
-        points |= {(e["cell"], e["hidden"], e["dtype"], e["mode"]) for e in suite.extra}
+                        points.add((cell, h, dtype, mode, variants))
+        points |= {(e["cell"], e["hidden"], e["dtype"], e["mode"], ("",)) for e in suite.extra}
     out = []
-    for cell, h, dtype, mode in sorted(points):
-        out += kernel_check.plans([cell], [h], [dtype], KERNELS_OF_MODE[mode])
-    unique = {(k.backend, k.cell, k.hidden, k.dtype, k.kernel): k for k in out}
+    for cell, h, dtype, mode, variants in sorted(points):
+        out += kernel_check.plans([cell], [h], [dtype], KERNELS_OF_MODE[mode], variants=variants)
+    unique = {(k.backend, k.cell, k.hidden, k.dtype, k.kernel, k.variant): k for k in out}
     return list(unique.values())
 
 
@@ -87,13 +100,21 @@ def test_plans_are_enumerated_from_plan_py():
     assert {k.hidden for k in items} == set(kernel_check.HIDDEN) and {k.dtype for k in items} == set(kernel_check.DTYPES)
     assert all(k.plan.transposed == (k.backend == "triton_wt") for k in items)
     lstm64 = [k for k in items if (k.backend, k.cell, k.hidden, k.dtype) == ("triton", "lstm", 64, "float32")]
-    assert sorted(k.kernel for k in lstm64) == ["bwd", "fwd", "fwd_save"]
+    assert sorted(k.kernel for k in lstm64 if not k.variant) == ["bwd", "fwd", "fwd_save"]
+    assert {k.variant for k in lstm64} == set(kernel_check.VARIANTS) and len(lstm64) == 12
+    assert {(k.reverse, k.ragged) for k in lstm64} == {(False, False), (True, False), (False, True), (True, True)}
 
 
 def test_timed_kernels_cover_the_suites():
     names = {k.name for k in timed_kernels()}
     assert "triton/lstm/H128/bfloat16/fwd" in names and "triton_wt/lstm/H256/float32/bwd" in names
     assert "triton/gru/H128/bfloat16/bwd" in names and "triton/gru/H64/float32/bwd" not in names
+    assert not any("ragged" in n or "reverse" in n for n in names)  # those suites run full unidirectional batches
+    # the ragged suite on CUDA: LSTM and GRU at H=128 fp32, both directions, with and without lengths
+    ragged = {k.name for k in timed_kernels(RAGGED_SUITES)}
+    assert {"triton_stepwise/gru/H128/float32/bwd-ragged-reverse", "triton_wt/lstm/H128/float32/fwd-reverse",
+            "triton/gru/H128/float32/fwd_save-ragged", "triton/gru/H128/float32/fwd"} <= ragged
+    assert len(ragged) == 72 and len(ragged - names) == 63
 
 
 def test_budget_file_names_the_triton_it_holds_for():
@@ -108,8 +129,11 @@ def test_budget_file_names_the_triton_it_holds_for():
 
 @needs_ptxas
 def test_flagged_plan_lstm_h64_float32_does_not_spill():
-    """The plan the first offline audit flagged (16 warps spilled ~290 B with triton 3.6)."""
-    items = kernel_check.plans(["lstm"], [64], ["float32"], backends={"triton": impls.get("triton").options})
+    """The plan the first offline audit flagged (16 warps spilled ~290 B with triton 3.6), without lengths and in
+    the ragged reverse variant (the lengths tile, per-row planes: the superset of the new kernel code)."""
+    items = kernel_check.plans(["lstm"], [64], ["float32"], backends={"triton": impls.get("triton").options},
+                               variants=("", "ragged-reverse"))
+    assert len(items) == 6
     check(items, 90, {}, budget()["timed_spill_bytes"])
 
 
@@ -122,9 +146,17 @@ def test_timed_plans_fit_sm90():
 
 @pytest.mark.slow
 @needs_ptxas
+def test_ragged_suite_plans_fit_sm90():
+    limits = budget()
+    timed = {k.name for k in timed_kernels()}
+    check([k for k in timed_kernels(RAGGED_SUITES) if k.name not in timed], 90, limits, limits["timed_spill_bytes"])
+
+
+@pytest.mark.slow
+@needs_ptxas
 @pytest.mark.parametrize("arch", [90, 80])
 def test_every_plan_compiles_within_budget(arch):
-    timed = {k.name for k in timed_kernels()}
+    timed = {k.name for k in timed_kernels() + timed_kernels(RAGGED_SUITES)}
     limits = budget()
     others = [k for k in kernel_check.plans() if k.name not in timed]
     check(others, arch, {}, limits["other_spill_bytes"])

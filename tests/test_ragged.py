@@ -104,7 +104,6 @@ def test_what_a_backend_does_not_implement_is_unsupported_with_its_reason():
     from rnnbench.measure import measure
 
     cases = {("torch_cudnn_padded", True, "full", "train"): "padded batch cannot run the reverse direction",
-             ("triton", False, "uniform:3", "train"): "lengths",
              ("torch_eager", False, "uniform:3", "step"): "takes no lengths",
              ("torch_eager", True, "full", "step"): "unidirectional only"}
     for (backend, bidirectional, lengths, mode), reason in cases.items():
@@ -144,6 +143,12 @@ def test_the_ragged_suite_sweeps_both_axes_and_the_cli_refuses_bad_values(tmp_pa
                                                             for n in ("full", "uniform:16", "zipf:1.2")}
     assert {"torch_cudnn", "torch_cudnn_padded", "transformer_sdpa"} <= {j.backend for j in jobs}
     assert len({j.key() for j in jobs}) == len(jobs)
+    triton = {"triton", "triton_wt", "triton_stepwise"}
+    assert not triton & {j.backend for j in jobs}  # the interpreter on a CPU: exactness, not speed
+    on_cuda = build_jobs("ragged", {"device": ["cuda"]})
+    assert triton <= {j.backend for j in on_cuda} and {j.device for j in on_cuda} == {"cuda"}
+    assert {(j.bidirectional, j.lengths) for j in on_cuda if j.backend == "triton"} == {
+        (b, n) for b in (False, True) for n in ("full", "uniform:16", "zipf:1.2")}
     for flags, words in ((["--lengths", "zipf:0.5"], "valid: full, uniform:MIN"),
                          (["--bidirectional", "maybe"], "true or false")):
         assert cli.main(["run", "--out", str(tmp_path), *flags]) == 2

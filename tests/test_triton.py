@@ -18,7 +18,7 @@ import torch
 import impls
 from impls import reference
 from impls.spec import RNNSpec, Unsupported, feature_support, init_weights, make_inputs
-from impls.triton import FEATURE_REASONS, make_backend
+from impls.triton import make_backend
 from impls.triton.plan import Plan, make_plan
 
 from .conftest import DEVICES, rel_err
@@ -78,6 +78,43 @@ def test_persistent_kernel_with_one_hidden_tile(backend, cell):
     assert_matches(backend(path="persistent", block_h=16), "cpu", cell, 2, 3, 17, 3, 16, True)
 
 
+# --- lengths and the reverse direction (DESIGN.md "Bidirectional and variable length") ------------------------
+# lengths [B]: the whole row, one step, part of it; or all shorter than T, so the kernels run fewer steps than T
+@pytest.mark.parametrize("name, cell, with_state, lengths", [
+    ("triton", "lstm", True, (7, 1, 4)), ("triton_stepwise", "gru", False, (5, 2, 3)),
+    ("triton_wt", "rnn_tanh", True, (5, 2, 3))], ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else None)
+def test_ragged_bidirectional_matches_oracle(name, cell, with_state, lengths):
+    """Each backend's fused or stepwise path, both directions, two layers (layer 1 takes 2H), against the
+    float64 oracle: y and dx exactly 0 where padded (run_case asserts it), every gradient within bound."""
+    assert feature_support(impls.get(name), "lengths") == (True, "")
+    errors = run_case(name, DEVICE, "float32", cell, 2, 7, 3, 3, 5, with_state, bidirectional=True,
+                      lengths=np.array(lengths))
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= TOLERANCE["float32"], f"{name} {cell} lengths={lengths}: {worst} {errors[worst]:.3g}"
+
+
+@pytest.mark.parametrize("path, cell", [("stepwise", "lstm"), ("stepwise", "gru"), ("persistent", "rnn_tanh")])
+def test_ragged_bidirectional_on_the_split_paths(backend, path, cell):
+    """The split kernels (SPLIT: every unit's h or dG through global memory, the code the persistent kernel runs
+    between barriers): stepwise over two programs per batch tile, 17 rows over two batch tiles with lengths
+    1..6 < T; persistent with one program per tile (all the interpreter can run)."""
+    H, block_h = (32, 16) if path == "stepwise" else (16, 16)
+    lengths = np.random.default_rng(0).integers(1, 7, 17)  # [B]
+    name = backend(path=path, block_h=block_h)
+    errors = run_case(name, DEVICE, "float32", cell, 1, 7, 17, 3, H, True, bidirectional=True, lengths=lengths)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= TOLERANCE["float32"], f"{path} {cell}: {worst} off by {errors[worst]:.3g} ({errors})"
+
+
+def test_lengths_all_t_run_the_kernels_without_lengths():
+    """Rows that all have T steps are no ragged batch: the kernels without lengths run, with T steps."""
+    from impls.triton.function import Lengths
+
+    assert Lengths.of(None, 7, "cpu") is None and Lengths.of(torch.tensor([7, 7]), 7, "cpu") is None
+    ragged = Lengths.of(torch.tensor([5, 2, 5]), 7, "cpu")
+    assert ragged.steps == 5 and ragged.on_device.dtype == torch.int32 and ragged.on_device.tolist() == [5, 2, 5]
+
+
 def to_torch(a, requires_grad=False):
     return torch.tensor(a, dtype=torch.float32, device=DEVICE, requires_grad=requires_grad)
 
@@ -102,6 +139,43 @@ def test_module_gradients_through_final_state(cell):
     got |= dict(zip(spec.state_names(), (p.grad for p in parts)))
     for name, value in ref.items():
         assert rel_err(got[name].cpu().numpy(), value) <= 1e-4, name
+
+
+def ragged_bidirectional_errors(name, device, dtype, cell, layers, T, B, H, lengths, seed=3):
+    """One forward with grad of a bidirectional module on a ragged batch, a loss on y and on both directions'
+    final states (the forward direction's enters at t = len-1, the reverse's at t = 0): the worst error per
+    tensor against the float64 oracle; y and dx must be exactly 0 where padded.  One forward (saving for the
+    backward) and one backward a direction: the fewest kernels to compile on a GPU."""
+    spec = RNNSpec(cell, 3, H, layers, bidirectional=True)
+    weights = init_weights(spec, seed=seed)
+    x, state, dy = make_inputs(spec, T, B, seed=seed + 1, with_state=True)
+    rng = np.random.default_rng(seed + 2)
+    dfinal = [rng.standard_normal(spec.state_shape(B)) for _ in spec.state_names()]
+    runner = impls.get(name).build(spec, weights, device, dtype)
+    module = runner.module()
+    xt = runner.put(x).requires_grad_(True)
+    parts = [runner.put(s).requires_grad_(True) for s in (state if spec.has_cell_state else [state])]
+    y, final = module(xt, tuple(parts) if spec.has_cell_state else parts[0], torch.tensor(lengths))
+    finals = final if spec.has_cell_state else (final,)
+    loss = (y * runner.put(dy)).sum() + sum((f * runner.put(d)).sum() for f, d in zip(finals, dfinal))
+    loss.backward()
+    padded = np.arange(T)[:, None] >= lengths  # [T, B]
+    assert not runner.get(y)[padded].any() and not runner.get(xt.grad)[padded].any(), "not exactly 0 where padded"
+    y_ref, final_ref = reference.forward(spec, weights, x, state, lengths=lengths)
+    errors = {"y": rel_err(runner.get(y), y_ref)}
+    errors |= {f"{n}_n": rel_err(runner.get(f), r) for n, f, r in
+               zip("hc", finals, final_ref if spec.has_cell_state else (final_ref,))}
+    ref = reference.forward_backward(spec, weights, x, state, dy, *dfinal, lengths=lengths)
+    got = {n: p.grad for n, p in module.named_parameters()} | {"x": xt.grad}
+    got |= dict(zip(spec.state_names(), (p.grad for p in parts)))
+    return errors | {"d" + n: rel_err(runner.get(got[n]), value) for n, value in ref.items()}
+
+
+def test_module_gradients_through_ragged_bidirectional_final_state():
+    """Reverse rows shorter than T start from h0, not from the zeros of y; lengths [4, 6, 1], two layers."""
+    errors = ragged_bidirectional_errors("triton", DEVICE, "float32", "lstm", 2, 6, 3, 5, np.array([4, 6, 1]))
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= 1e-4, f"{worst} off by {errors[worst]:.3g} ({errors})"
 
 
 def test_forward_without_grad_and_step_agree():
@@ -136,11 +210,10 @@ def test_unsupported_configurations_give_reasons():
         impls.get("triton").build(big, init_weights(big), DEVICE, "float32")
     with pytest.raises(Unsupported, match="cannot run under the Triton interpreter"):
         make_plan("gru", 32, "float32", "cpu", interpreted=True, path="persistent", block_h=16)
-    for name in ("triton", "triton_stepwise", "triton_wt"):  # the kernels' own reasons, not a generic line
-        assert feature_support(impls.get(name), "lengths") == (False, FEATURE_REASONS["lengths"])
-        bi = RNNSpec("lstm", 3, 5, bidirectional=True)
-        with pytest.raises(Unsupported, match="no reverse pass"):
-            impls.get(name).build(bi, init_weights(bi), DEVICE, "float32")
+    bi = RNNSpec("lstm", 3, 5, bidirectional=True)
+    runner = impls.get("triton").build(bi, init_weights(bi), DEVICE, "float32")
+    with pytest.raises(Unsupported, match="unidirectional only"):
+        runner.step(make_inputs(bi, 1, 2)[0][0])
 
 
 def test_bad_options_are_rejected_at_registration():
@@ -274,7 +347,8 @@ def test_every_hidden_size_on_cuda(name, dtype, cuda_only):
 
 # The points scripts/gpu_check.sh times (the gpu-check suite), so its first figures have passed parity
 # and its kernels are in triton's cache: T=256 and 1024, H 64/128/256, both dtypes, fused and
-# persistent.  Three cases, 9 kernels a backend: what the check's 150 s parity stage can compile.
+# persistent.  Three cases, 9 kernels a backend: what the check's parity stage (170 s) can compile beside the
+# ragged bidirectional case below.
 TIMED_CASES = [("lstm", 1024, 128, "bfloat16"), ("lstm", 256, 256, "bfloat16"), ("lstm", 256, 64, "float32")]
 
 
@@ -290,6 +364,25 @@ def test_timed_shapes_on_cuda(name, case, cuda_only):
     worst = max(errors, key=errors.get)
     bound = max(TOLERANCE[dtype], 2 * cudnn)
     assert errors[worst] <= bound, f"{name} {case}: {worst} off by {errors[worst]:.3g} (cuDNN {cudnn:.3g}; {errors})"
+
+
+# scripts/gpu_check.sh's parity stage (triton, triton_wt): the persistent kernel (LSTM H=256 bf16: 8 programs a batch
+# tile) in both directions on a ragged batch, 3 batch tiles, rows of 1 to T steps.  4 kernels a backend to compile.
+RAGGED_CUDA_LENGTHS = np.random.default_rng(7).integers(1, 49, 40)  # [B], the longest 48 = T
+RAGGED_CUDA_LENGTHS[0] = 48
+
+
+@pytest.mark.parametrize("name", ["triton", "triton_wt", "triton_stepwise"], ids=lambda n: f"{n}-lstm-H256-bfloat16")
+def test_ragged_bidirectional_on_cuda(name, cuda_only):
+    """Both directions, two layers, every gradient and the final states; the bound is the T <= 16 bound or
+    twice cuDNN's own error (packed sequences) at the same shape and lengths, whichever is larger."""
+    shape = ("lstm", 2, 48, 40, 3, 256, True)
+    cudnn = max(run_case("torch_cudnn", "cuda", "bfloat16", *shape, bidirectional=True,
+                         lengths=RAGGED_CUDA_LENGTHS).values())
+    errors = ragged_bidirectional_errors(name, "cuda", "bfloat16", "lstm", 2, 48, 40, 256, RAGGED_CUDA_LENGTHS)
+    worst = max(errors, key=errors.get)
+    bound = max(TOLERANCE["bfloat16"], 2 * cudnn)
+    assert errors[worst] <= bound, f"{name}: {worst} off by {errors[worst]:.3g} (cuDNN {cudnn:.3g}; {errors})"
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -4,7 +4,9 @@
 tile where W_hh fits one SM, else the hidden dimension split over programs that meet at a
 barrier every step (persistent kernel).  ``triton_stepwise`` splits the same way but launches
 once per timestep, replayed as a CUDA graph.  ``triton_wt`` runs the ``triton`` paths with the
-transposed product (gates^T = W_hh . h^T) and, for bf16/fp16 on a GPU, the hardware tanh.  Triton itself is imported only in ``build``, so
+transposed product (gates^T = W_hh . h^T) and, for bf16/fp16 on a GPU, the hardware tanh.  Every path
+takes per-row lengths and runs the reverse direction (bidirectional layers: a second launch per
+layer).  Triton itself is imported only in ``build``, so
 listing backends works without it; on CPU the kernels run under Triton's interpreter, which
 ``TRITON_INTERPRET=1`` selects and which must be set before the kernel module is imported.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from ..spec import check_device
+from ..spec import FEATURES, check_device
 from ..torch_common import TorchBackend, TorchRunner
 from .plan import check_options, make_plan
 
@@ -41,16 +43,11 @@ class TritonRunner(TorchRunner):
         return f"{self.plan.label}/{'eager-launches' if 'eager-launches' in ran else 'graph'}"
 
 
-FEATURE_REASONS = {
-    "bidirectional": "the triton kernels run each layer in one direction; they have no reverse pass",
-    "lengths": "the triton kernels advance every batch row for all T steps; they take no per-row lengths",
-}
-
-
 class TritonBackend(TorchBackend):
     def __init__(self, name: str, options: dict):
+        # lengths and the reverse direction are kernel arguments (RAGGED, REVERSE) on every path
         super().__init__(name, TritonRunner, cpu_dtypes=("float32",), cuda_dtypes=("float32", "bfloat16", "float16"),
-                         feature_reasons=FEATURE_REASONS)
+                         features=FEATURES)
         self.options = options
 
     def interpreted_on(self, device: str) -> bool:

@@ -2,10 +2,10 @@
 
 ``plans()`` enumerates, from ``plan.make_plan`` itself, the plans of every registered triton backend
 for 3 cells x H in HIDDEN x the CUDA dtypes, each as up to three kernels (forward saving for a
-backward, forward alone, backward).  ``compile_kernel`` compiles one for a ``GPUTarget`` with the
+backward, forward alone, backward), each in up to four variants (VARIANTS: with lengths, reverse).  ``compile_kernel`` compiles one for a ``GPUTarget`` with the
 installed triton and its bundled ptxas and reads registers, spill bytes and shared memory from
 ptxas's report and the compiled metadata, plus per-timestep instruction counts from the PTX.
-Run ``python -m impls.triton.kernel_check [--all] [--arch 90] [--workers 2]`` for the table.
+Run ``python -m impls.triton.kernel_check [--arch 90] [--workers 2] [--variants ,ragged]`` for the table.
 Needs no ``TRITON_INTERPRET`` (it is cleared before triton is imported).
 """
 from __future__ import annotations
@@ -29,6 +29,9 @@ CELLS = ("rnn_tanh", "lstm", "gru")
 HIDDEN = (16, 32, 64, 128, 256)
 DTYPES = tuple(ITEMSIZE)
 KERNELS = ("fwd_save", "fwd", "bwd")  # forward before a backward, forward alone, backward
+# the kernels' RAGGED and REVERSE: "" unidirectional full length (rows all T), then per-row lengths, the reverse
+# direction of a full batch, the reverse direction of a ragged one
+VARIANTS = ("", "ragged", "reverse", "ragged-reverse")
 # shared memory one block may use (cudaDevAttrMaxSharedMemoryPerBlockOptin): H100/H200, A100
 MAX_SHARED = {90: 227 * 1024, 80: 163 * 1024}
 _TY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -44,10 +47,20 @@ class Kernel:
     dtype: str
     kernel: str  # fwd_save | fwd | bwd
     plan: Plan
+    variant: str = ""  # one of VARIANTS
 
     @property
     def name(self) -> str:
-        return f"{self.backend}/{self.cell}/H{self.hidden}/{self.dtype}/{self.kernel}"
+        variant = f"-{self.variant}" if self.variant else ""
+        return f"{self.backend}/{self.cell}/H{self.hidden}/{self.dtype}/{self.kernel}{variant}"
+
+    @property
+    def reverse(self) -> bool:
+        return "reverse" in self.variant
+
+    @property
+    def ragged(self) -> bool:
+        return "ragged" in self.variant
 
 
 def triton_backends() -> dict[str, dict]:
@@ -57,8 +70,8 @@ def triton_backends() -> dict[str, dict]:
     return {n: impls.get(n).options for n in impls.names("rnn") if impls.module_of(n) == "impls.triton"}
 
 
-def plans(cells=CELLS, hidden=HIDDEN, dtypes=DTYPES, kernels=KERNELS, backends=None) -> list[Kernel]:
-    """Every (backend, cell, H, dtype, kernel) the backends compile on a GPU, each kernel variant once."""
+def plans(cells=CELLS, hidden=HIDDEN, dtypes=DTYPES, kernels=KERNELS, backends=None, variants=VARIANTS) -> list[Kernel]:
+    """Every (backend, cell, H, dtype, kernel, variant) the backends compile on a GPU, each compiled kernel once."""
     out, seen = [], set()
     for backend, options in (backends or triton_backends()).items():
         for cell in cells:
@@ -68,10 +81,11 @@ def plans(cells=CELLS, hidden=HIDDEN, dtypes=DTYPES, kernels=KERNELS, backends=N
                     for kernel in kernels:
                         if kernel == "fwd" and cell == "rnn_tanh":
                             continue  # rnn_tanh saves nothing: its forward is one kernel
-                        key = (cell, dtype, kernel, plan)
-                        if key not in seen:
-                            seen.add(key)
-                            out.append(Kernel(backend, cell, h, dtype, kernel, plan))
+                        for variant in variants:
+                            key = (cell, dtype, kernel, plan, variant)
+                            if key not in seen:
+                                seen.add(key)
+                                out.append(Kernel(backend, cell, h, dtype, kernel, plan, variant))
     return out
 
 
@@ -81,20 +95,20 @@ def _signature(k: Kernel):
     from .function import constexprs
 
     G, p = GATES[k.cell], "*" + _TY[k.dtype]
-    consts = constexprs(k.plan, G, backward=k.kernel == "bwd")
+    consts = constexprs(k.plan, G, k.kernel == "bwd", k.reverse, k.ragged)
     num_warps = consts.pop("num_warps")
-    i32, bar = "i32", consts["BARRIER"] and "*i32"
+    i32, bar, lens = "i32", consts["BARRIER"] and "*i32", k.ragged and "*i32"
     if k.kernel == "bwd":
         fn = kernels.rnn_bwd_kernel
         args = dict(w_ptr=p, hs_ptr=p, cs_ptr=G == 4 and p, acts_ptr=G > 1 and p, dy_ptr=p, dg_ptr=p,
-                    dn_ptr=G == 3 and p, dh_ptr="*fp32", dc_ptr=G == 4 and "*fp32", bar_ptr=bar, t_start=i32,
-                    n_steps=i32, T=i32, B=i32, H=i32, tile_b0=i32, max_spins=i32)
+                    dn_ptr=G == 3 and p, dh_ptr="*fp32", dc_ptr=G == 4 and "*fp32", len_ptr=lens, bar_ptr=bar,
+                    s_start=i32, n_steps=i32, S=i32, T=i32, B=i32, H=i32, tile_b0=i32, max_spins=i32)
     else:
         save = k.kernel == "fwd_save"
         fn = kernels.rnn_fwd_kernel
         args = dict(gi_ptr=p, w_ptr=p, b_ptr=p, hs_ptr=p, c_ptr=G == 4 and "*fp32", cs_ptr=save and G == 4 and p,
-                    acts_ptr=save and G > 1 and p, bar_ptr=bar, t_start=i32, n_steps=i32, B=i32, H=i32,
-                    tile_b0=i32, max_spins=i32)
+                    acts_ptr=save and G > 1 and p, len_ptr=lens, bar_ptr=bar, s_start=i32, n_steps=i32, T=i32,
+                    B=i32, H=i32, tile_b0=i32, max_spins=i32)
         consts["SAVE"] = save
     const = {**consts, **{name: None for name, ty in args.items() if not ty}}
     sig = {**{name: ty for name, ty in args.items() if ty}, **{name: "constexpr" for name in const}}
@@ -118,7 +132,8 @@ def _time_loop(ptx: str) -> list[str]:
 
 
 def per_step_counts(ptx: str, num_warps: int, itemsize: int) -> dict:
-    """Per timestep, from the PTX of the time loop (not unrolled: one pass is one step): mma.sync and
+    """Per timestep, from the PTX of the time loop (not unrolled: one pass is one step): every PTX
+    instruction (per thread), mma.sync and
     wgmma instructions (per warp / per warpgroup), CTA barriers, tanh.approx, and the shared-memory
     bytes one program reads: ldmatrix and ld.shared per thread times the threads, plus each wgmma's
     shared operands (A = the W_hh tile when it is a descriptor, and B) per warpgroup.  Checked on the
@@ -141,6 +156,7 @@ def per_step_counts(ptx: str, num_warps: int, itemsize: int) -> dict:
             a_shared = m.group(4) != "{"  # A from a shared-memory descriptor, not registers
             shared += (N * K + (M * K if a_shared else 0)) * itemsize * groups
     return dict(
+        instructions=sum(bool(re.match(r"(@!?%p\d+\s+)?[a-z]", line)) and not line.endswith(":") for line in body),
         mma=sum(line.startswith("mma.sync") for line in body),
         wgmma=sum(line.startswith("wgmma.mma_async") for line in body),
         barriers=sum(line.startswith(("bar.sync", "barrier.sync", "bar.cta.sync")) for line in body),
@@ -227,6 +243,8 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden", default=",".join(map(str, HIDDEN)))
     parser.add_argument("--dtypes", default=",".join(DTYPES))
     parser.add_argument("--backends", default=None, help="comma-separated triton backends (default: all)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated kernel variants; '' is the plain kernel (default: {','.join(VARIANTS)})")
     parser.add_argument("--json", help="write the results to this file")
     a = parser.parse_args(argv)
     backends = triton_backends()
@@ -235,14 +253,19 @@ def main(argv=None) -> int:
         if unknown:
             parser.error(f"unknown triton backend(s) {', '.join(sorted(unknown))}; valid: {', '.join(backends)}")
         backends = {n: backends[n] for n in a.backends.split(",")}
-    items = plans(a.cells.split(","), [int(h) for h in a.hidden.split(",")], a.dtypes.split(","), backends=backends)
-    cols = ("registers", "spill_stores", "shared", "num_warps", "mma", "wgmma", "barriers", "shared_bytes_per_step",
-            "compile_s")
-    print("kernel".ljust(44), *(c[:10].rjust(10) for c in cols), flush=True)
+    variants = a.variants.split(",")
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; valid: {','.join(VARIANTS)}")
+    items = plans(a.cells.split(","), [int(h) for h in a.hidden.split(",")], a.dtypes.split(","), backends=backends,
+                  variants=variants)
+    cols = ("registers", "spill_stores", "shared", "num_warps", "instructions", "mma", "wgmma", "barriers",
+            "shared_bytes_per_step", "compile_s")
+    print("kernel".ljust(58), *(c[:10].rjust(10) for c in cols), flush=True)
     results = []
     for r in compile_all(items, a.arch, a.workers):
         results.append(r)
-        print(r["name"].ljust(44), *(str(r.get(c, "ERR")).rjust(10) for c in cols), flush=True)
+        print(r["name"].ljust(58), *(str(r.get(c, "ERR")).rjust(10) for c in cols), flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)
