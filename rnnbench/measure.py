@@ -359,7 +359,7 @@ def ceiling_plan(configs) -> dict:
         p = plan.setdefault(cfg.device, {"dtypes": set(), "shapes": set(), "tf32": False})
         p["dtypes"].add(cfg.dtype)
         p["tf32"] |= cfg.tf32
-        if impls.kind_of(cfg.backend) == "rnn":
+        if impls.kind_of(cfg.backend) == "rnn" and cfg.cell not in cost.PARALLEL:  # no recurrent matmul
             p["shapes"].add((cfg.batch, cfg.hidden, cost.GATES[cfg.cell], cfg.dtype))
     for device, p in plan.items():
         if device.startswith("cuda"):
