@@ -15,6 +15,8 @@ _REGISTRY: dict[str, tuple[str, str, dict]] = {
     "torch_cudnn": ("rnn", "impls.torch_cudnn", {}),
     "torch_cudnn_padded": ("rnn", "impls.torch_cudnn", {"ragged": "padded"}),
     "torch_compile": ("rnn", "impls.torch_compile", {}),
+    "torch_scan": ("rnn", "impls.torch_scan", {}),
+    "torch_scan_compile": ("rnn", "impls.torch_scan", {"compiled": True}),
     "onnxruntime": ("rnn", "impls.onnx_rt", {}),
     "flax_lstm": ("rnn", "impls.flax_cells", {"cell": "lstm"}),
     "flax_gru": ("rnn", "impls.flax_cells", {"cell": "gru"}),
