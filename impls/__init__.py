@@ -25,6 +25,8 @@ _REGISTRY: dict[str, tuple[str, str, dict]] = {
     "jax_scan": ("rnn", "impls.jax_scan", {"unroll": 1, "bptt": "custom"}),
     "jax_scan_unroll8": ("rnn", "impls.jax_scan", {"unroll": 8, "bptt": "custom"}),
     "jax_scan_autodiff": ("rnn", "impls.jax_scan", {"unroll": 1, "bptt": "autodiff"}),
+    "jax_minscan": ("rnn", "impls.jax_minscan", {"form": "sequential"}),
+    "jax_minscan_assoc": ("rnn", "impls.jax_minscan", {"form": "associative"}),
     "triton": ("rnn", "impls.triton", {"path": "fused"}),
     "triton_stepwise": ("rnn", "impls.triton", {"path": "stepwise"}),
     "triton_wt": ("rnn", "impls.triton", {"path": "fused", "transposed": True, "fast_tanh": True}),

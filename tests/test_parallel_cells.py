@@ -31,19 +31,25 @@ def long_sequence_errors(name, cell, T, B=4, H=64):
     return errors
 
 
+# (backend, bound at T=1024, bound at T=4096): the log-space scan loses about eps * |log A_t| (log A_t
+# falls linearly in t), measured 5e-5 at T=1024 and 1.8e-4 at T=4096 (y and dh0, B 4, H 64); the
+# linear-space associative scan rounds no log: 2.7e-7 at T=4096, as the sequential loop.
+LONG_T_BOUNDS = [("torch_scan", 2e-4, 5e-4), ("jax_minscan_assoc", 2e-6, 2e-6)]
+
+
 @pytest.mark.parametrize("cell", ["mingru", "minlstm"])
-def test_log_space_scan_float32_error_at_t1024(cell):
-    """The logs lose about eps * |log A_t| (log A_t falls linearly in t): measured 5e-5 at T=1024."""
-    errors = long_sequence_errors("torch_scan", cell, 1024)
-    assert max(errors.values()) <= 2e-4, errors
+@pytest.mark.parametrize("name, bound, _", LONG_T_BOUNDS)
+def test_parallel_scan_float32_error_at_t1024(name, bound, _, cell):
+    errors = long_sequence_errors(name, cell, 1024)
+    assert max(errors.values()) <= bound, errors
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", ["mingru", "minlstm"])
-def test_log_space_scan_float32_error_at_t4096(cell):
-    """Measured 1.8e-4 (y) and 1.8e-4 (dh0) at T=4096, B 4, H 64 on the CPU: the figure the README states."""
-    errors = long_sequence_errors("torch_scan", cell, 4096)
-    assert max(errors.values()) <= 5e-4, errors
+@pytest.mark.parametrize("name, _, bound", LONG_T_BOUNDS)
+def test_parallel_scan_float32_error_at_t4096(name, _, bound, cell):
+    errors = long_sequence_errors(name, cell, 4096)
+    assert max(errors.values()) <= bound, errors
 
 
 def test_scan_backward_is_the_reverse_scan_and_matches_autograd_in_float64():
