@@ -30,6 +30,7 @@ _REGISTRY: dict[str, tuple[str, str, dict]] = {
     "triton": ("rnn", "impls.triton", {"path": "fused"}),
     "triton_stepwise": ("rnn", "impls.triton", {"path": "stepwise"}),
     "triton_wt": ("rnn", "impls.triton", {"path": "fused", "transposed": True, "fast_tanh": True}),
+    "triton_minscan": ("rnn", "impls.triton.minscan", {}),
     "transformer_sdpa": ("baseline", "impls.transformer", {"framework": "torch"}),
     "transformer_jax": ("baseline", "impls.transformer", {"framework": "jax"}),
 }
