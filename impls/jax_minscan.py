@@ -149,6 +149,7 @@ class MinScanBackend:
         if form not in FORMS:
             raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
         self.name, self.form, self.bptt = name, form, form
+        self.scan_form = "parallel" if form == "associative" else "sequential"  # the records' scan_form
 
     def available(self, device: str = "cpu") -> tuple[bool, str]:
         check_device(device)

@@ -171,4 +171,7 @@ class CompiledScanRunner(InductorCompileHooks, ScanRunner):
 
 
 def make_backend(name: str, compiled: bool = False) -> TorchBackend:
-    return TorchBackend(name, CompiledScanRunner if compiled else ScanRunner, features=FEATURES, cells=PARALLEL_CELLS)
+    backend = TorchBackend(name, CompiledScanRunner if compiled else ScanRunner, features=FEATURES,
+                           cells=PARALLEL_CELLS)
+    backend.scan_form = "parallel"  # records of minGRU/minLSTM say which form ran (the default: sequential)
+    return backend

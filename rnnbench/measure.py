@@ -141,7 +141,16 @@ class Prepared:
             "backend_kind": self.kind, "framework": self.backend.framework, "impl_label": self.runner.impl_label(),
             "threads": self.hook("threads")(), "matmul_precision": self.hook("matmul_precision")(),
             "ranked": self.hook("ranked")()[0],  # False: never in a ranking (report, recommend)
+            "param_count": self.param_count(),
+            # minGRU/minLSTM: whether the backend runs the recurrence as a parallel scan over T or step by step
+            **({"scan_form": getattr(self.backend, "scan_form", "sequential")} if self.cfg.cell in cost.PARALLEL
+               else {}),
         }
+
+    def param_count(self) -> int:
+        """The model's parameters: the RNN's canonical weights, or the baseline's (matched to within 10%)."""
+        dims = getattr(self.runner, "dims", None)
+        return int(dims.param_count()) if dims is not None else self.spec.param_count()
 
     def timer(self):
         return self.hook("timer")()

@@ -96,6 +96,7 @@ class TritonScanBackend(TritonBackend):
                               cuda_dtypes=("float32", "float64", "bfloat16", "float16"), features=FEATURES,
                               cells=PARALLEL_CELLS)
         self.options, self.chunk = {}, chunk
+        self.scan_form = "parallel"  # the records' scan_form: chunks of T in parallel
 
 
 def make_backend(name: str, chunk: int = CHUNK) -> TritonScanBackend:
