@@ -41,8 +41,9 @@ def build_report(df, out_dir) -> dict:
     figs = Figures(out_dir, df["backend"].dropna().unique())
     label_run = df["run_id"].nunique() > 1
     comparison = comparison_section(df)
+    parallel = parallel_section(df, figs, label_run)
     sections = [header_section(df), *([comparison] if comparison else []), regime_section(df), crossover_section(df, figs, label_run),
-                parallel_section(df, figs, label_run),
+                *([parallel] if parallel else []),
                 throughput_section(df, figs, label_run), memory_section(df, figs, label_run),
                 speedup_section(df, figs, label_run), ragged_section(df, figs, label_run), gradient_section(df, figs, label_run),
                 training_section(df, figs, label_run), efficiency_section(df, figs, label_run),

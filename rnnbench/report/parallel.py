@@ -84,11 +84,11 @@ def _figure(figs: Figures, data, title: str, name: str):
     return figs.save(g.figure, name)
 
 
-def parallel_section(df, figs: Figures, label_run: bool) -> Section:
-    s = Section("Parallel-in-time cells (minGRU, minLSTM)")
+def parallel_section(df, figs: Figures, label_run: bool) -> Section | None:
+    """None where no record is of minGRU/minLSTM (a report of the classic cells only has no such section)."""
     if df.empty or not df["cell"].isin(cost.PARALLEL).any():
-        s.text("No data: no minGRU/minLSTM records; rnnbench run --suite parallel measures them.")
-        return s
+        return None
+    s = Section("Parallel-in-time cells (minGRU, minLSTM)")
     s.text("minGRU and minLSTM (Feng et al. 2024) gate on x_t alone, so a layer is the linear recurrence "
            "h_t = a_t h_(t-1) + b_t: run step by step (scan form 'sequential') or as a scan over T that is "
            "parallel in t (scan form 'parallel': torch_scan in log space with cumsum and logcumsumexp, "
