@@ -20,7 +20,7 @@ import functools
 
 from .jax_common import _jax, jax_available, jax_dtype_support
 from .jax_scan import JaxScanRunner, _matmul_precision, _sigmoid, _time_reversal
-from .spec import FEATURES, PARALLEL_CELLS, RNNSpec, check_buildable, check_device
+from .spec import FEATURES, GATES, PARALLEL_CELLS, RNNSpec, check_buildable, check_device
 
 FORMS = ("sequential", "associative")
 
@@ -81,7 +81,7 @@ def apply(form: str, cell: str, params: dict, x, state=None, lengths=None):
     suffixes = ("", "_reverse") if "weight_ih_l0_reverse" in params else ("",)
     layers = sum(1 for name in params if name.startswith("weight_ih_l") and not name.endswith("_reverse"))
     T, B = x.shape[:2]
-    H = params["bias_ih_l0"].shape[0] // (2 if cell == "mingru" else 3)
+    H = params["bias_ih_l0"].shape[0] // GATES[cell]
     h0 = state if state is not None else jnp.zeros((layers * len(suffixes), B, H), x.dtype)  # [L*D, B, H]
     valid = None if lengths is None else (jnp.arange(T)[:, None] < lengths)[..., None]  # [T, B, 1]
     h_n = []

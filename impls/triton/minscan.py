@@ -95,7 +95,7 @@ class TritonScanBackend(TritonBackend):
         TorchBackend.__init__(self, name, TritonScanRunner, cpu_dtypes=("float32", "float64"),
                               cuda_dtypes=("float32", "float64", "bfloat16", "float16"), features=FEATURES,
                               cells=PARALLEL_CELLS)
-        self.options, self.chunk = {}, chunk
+        self.chunk = chunk
         self.scan_form = "parallel"  # the records' scan_form: chunks of T in parallel
 
 
