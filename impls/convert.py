@@ -20,9 +20,10 @@ import re
 
 import numpy as np
 
-from .spec import GATES, RNNSpec
+from .spec import CLASSIC_CELLS, GATES, RNNSpec
 
-CELL_OF_GATES = {gates: cell for cell, gates in GATES.items()}  # 4 -> lstm, 3 -> gru, 1 -> rnn_tanh
+# 4 -> lstm, 3 -> gru, 1 -> rnn_tanh: torch.nn has no minGRU/minLSTM module to convert from
+CELL_OF_GATES = {GATES[cell]: cell for cell in CLASSIC_CELLS}
 
 
 class Unconvertible(ValueError):

@@ -10,20 +10,65 @@ computes only t < lengths[b]; the forward direction runs t = 0..len-1, the
 reverse direction starts from its h0 at t = len-1 and runs down to t = 0; y is
 exactly 0 at t >= len.  A padded step is spelled out as "the state passes
 through unchanged, the output is 0", so the backward gives exactly 0 there.
+
+minGRU and minLSTM (DESIGN.md "Parallel-in-time cells") run here as the sequential
+recurrence h_t = a_t h_{t-1} + b_t, a_t and b_t from x_t alone: the oracle of every
+parallel (scan) form, which is the same sum reassociated.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .spec import RNNSpec, check_lengths, check_weights, normalize_state
+from .spec import PARALLEL_CELLS, RNNSpec, check_lengths, check_weights, normalize_state
 
 
 def _sigmoid(a):
     return 0.5 * (1.0 + np.tanh(0.5 * a))
 
 
+def _g(v):
+    """minGRU/minLSTM's candidate activation: v + 1/2 for v >= 0, sigmoid(v) below (positive, continuous)."""
+    return np.where(v >= 0, v + 0.5, _sigmoid(v))
+
+
+def _g_prime(v):
+    s = _sigmoid(v)
+    return np.where(v >= 0, 1.0, s * (1 - s))
+
+
+def _linear_forward(cell, gi, h):
+    """h_new = a * h + b of a parallel-in-time cell, a and b from gi [B, G*H] alone."""
+    if cell == "mingru":
+        az, ah = np.split(gi, 2, axis=1)
+        z, cand = _sigmoid(az), _g(ah)
+        a, b = 1 - z, z * cand
+        return a * h + b, (ah, z, cand, a)
+    af, ai, ah = np.split(gi, 3, axis=1)
+    f, i, cand = _sigmoid(af), _sigmoid(ai), _g(ah)
+    total = f + i
+    a, b = f / total, i / total * cand
+    return a * h + b, (ah, f, i, total, cand, a)
+
+
+def _linear_backward(cell, saved, h_prev, dh):
+    """d gi [B, G*H] of one step of a parallel-in-time cell (dh_prev = dh * a is ``_direct_dh``)."""
+    da, db = dh * h_prev, dh
+    if cell == "mingru":
+        ah, z, cand, _ = saved
+        dz = db * cand - da
+        return np.concatenate([dz * z * (1 - z), db * z * _g_prime(ah)], axis=1)
+    ah, f, i, total, cand, _ = saved
+    d_input_gate = db * cand  # dL/d(i / (f + i))
+    df = (da - d_input_gate) * i / total**2
+    di = (d_input_gate - da) * f / total**2
+    return np.concatenate([df * f * (1 - f), di * i * (1 - i), db * i / total * _g_prime(ah)], axis=1)
+
+
 def _cell_forward(cell, gi, h, c, w_hh, b_hh):
     """One step from the input projection gi [B, G*H]; returns h, c and what the backward needs."""
+    if w_hh is None:
+        h_new, saved = _linear_forward(cell, gi, h)
+        return h_new, None, saved
     gh = h @ w_hh.T + b_hh  # [B, G*H]
     if cell == "rnn_tanh":
         h_new = np.tanh(gi + gh)
@@ -42,7 +87,9 @@ def _cell_forward(cell, gi, h, c, w_hh, b_hh):
 
 
 def _cell_backward(cell, saved, h_prev, c_prev, dh, dc):
-    """Gate gradients of one step: (d gi [B, G*H], d gh [B, G*H], dc_prev)."""
+    """Gate gradients of one step: (d gi [B, G*H], d gh [B, G*H] (None without W_hh), dc_prev)."""
+    if cell in PARALLEL_CELLS:
+        return _linear_backward(cell, saved, h_prev, dh), None, None
     if cell == "rnn_tanh":
         (h_new,) = saved
         d = dh * (1 - h_new**2)
@@ -63,10 +110,20 @@ def _cell_backward(cell, saved, h_prev, c_prev, dh, dc):
 
 
 def _direct_dh(cell, saved, dh):
-    """The part of dh_prev that does not go through W_hh (GRU's z * h term)."""
+    """The part of dh_prev that does not go through W_hh (GRU's z * h term, a parallel cell's a * h)."""
     if cell == "gru":
         return dh * saved[1]
+    if cell in PARALLEL_CELLS:
+        return dh * saved[-1]
     return 0.0
+
+
+def _layer_weights(spec: RNNSpec, w, layer: int, suffix: str):
+    """(W_ih, W_hh, b_ih, b_hh) of one layer and direction; W_hh and b_hh None for a parallel cell."""
+    named = dict(zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), [None] * 4))
+    for name in spec.layer_weight_names(layer, suffix):
+        named[name.split("_l")[0]] = w[name]
+    return tuple(named.values())
 
 
 def _prepare(spec: RNNSpec, weights, x, state, lengths):
@@ -97,7 +154,7 @@ def _run(spec: RNNSpec, w, x, states, valid):
     for k in range(spec.num_layers):
         out = np.zeros(x.shape[:2] + (D * H,))  # [T, B, D*H]
         for d, suffix, order in _directions(spec, T):
-            w_ih, w_hh, b_ih, b_hh = (w[n] for n in spec.layer_weight_names(k, suffix))
+            w_ih, w_hh, b_ih, b_hh = _layer_weights(spec, w, k, suffix)
             gi_all = layer_in @ w_ih.T + b_ih  # [T, B, G*H], hoisted input projection
             row = k * D + d
             h, c = h0[row], (c0[row] if c0 is not None else None)
@@ -142,11 +199,10 @@ def forward_backward(spec: RNNSpec, weights, x, state, dy, dh_n=None, dc_n=None,
         d_in = 0.0
         for d, suffix, _ in _directions(spec, T):
             layer_in, order, hs, cs, saved = tape[k * D + d]
-            w_ih_name, w_hh_name, b_ih_name, b_hh_name = spec.layer_weight_names(k, suffix)
-            w_hh = w[w_hh_name]
+            w_ih, w_hh, _, _ = _layer_weights(spec, w, k, suffix)
             row = k * D + d
             dgi_all = np.zeros((T, B, spec.gates * H))
-            dW_hh = np.zeros_like(w_hh)
+            dW_hh = np.zeros((spec.gates * H, H))
             db_hh = np.zeros(spec.gates * H)
             dh = np.zeros((B, H)) if dh_n is None else np.asarray(dh_n[row], dtype=np.float64)
             dc = np.zeros((B, H)) if dc_n is None else np.asarray(dc_n[row], dtype=np.float64)
@@ -154,21 +210,25 @@ def forward_backward(spec: RNNSpec, weights, x, state, dy, dh_n=None, dc_n=None,
                 m = valid[t]
                 dh_step = dh + d_out[t, :, d * H:(d + 1) * H]  # dL/dh_new where the step is valid
                 dgi, dgh, dc_prev = _cell_backward(spec.cell, saved[t], hs[t], cs[t], dh_step, dc)
-                dgi, dgh = np.where(m, dgi, 0.0), np.where(m, dgh, 0.0)
+                dgi = np.where(m, dgi, 0.0)
                 dgi_all[t] = dgi
-                dW_hh += dgh.T @ hs[t]
-                db_hh += dgh.sum(0)
-                dh = np.where(m, dgh @ w_hh + _direct_dh(spec.cell, saved[t], dh_step), dh)
+                through_w_hh = 0.0
+                if w_hh is not None:
+                    dgh = np.where(m, dgh, 0.0)
+                    dW_hh += dgh.T @ hs[t]
+                    db_hh += dgh.sum(0)
+                    through_w_hh = dgh @ w_hh
+                dh = np.where(m, through_w_hh + _direct_dh(spec.cell, saved[t], dh_step), dh)
                 dc = np.where(m, dc_prev, dc) if spec.has_cell_state else dc
             dh0[row] = dh
             if spec.has_cell_state:
                 dc0[row] = dc
             flat_dgi = dgi_all.reshape(T * B, -1)
-            grads[w_ih_name] = flat_dgi.T @ layer_in.reshape(T * B, -1)
-            grads[w_hh_name] = dW_hh
-            grads[b_ih_name] = flat_dgi.sum(0)
-            grads[b_hh_name] = db_hh
-            d_in = d_in + dgi_all @ w[w_ih_name]  # [T, B, I_k]
+            layer_grads = {"weight_ih": flat_dgi.T @ layer_in.reshape(T * B, -1), "weight_hh": dW_hh,
+                           "bias_ih": flat_dgi.sum(0), "bias_hh": db_hh}
+            for name in spec.layer_weight_names(k, suffix):
+                grads[name] = layer_grads[name.split("_l")[0]]
+            d_in = d_in + dgi_all @ w_ih  # [T, B, I_k]
         d_out = d_in
     grads["x"] = d_out
     grads["h0"] = dh0

@@ -6,6 +6,10 @@ Canonical weights are a dict of NumPy arrays named and laid out exactly as
 same weights" holds by construction.  A bidirectional model adds the reverse
 direction's weights with torch's ``_reverse`` suffix, and its state stacks
 ``L * D`` rows in torch's order (layer-major, forward then reverse).
+
+The parallel-in-time cells (``mingru``, ``minlstm``; Feng et al. 2024) read only x_t in their
+gates, so a layer has ``weight_ih_l{k}`` [G*H, I_k] and ``bias_ih_l{k}`` [G*H] and nothing
+recurrent (DESIGN.md "Parallel-in-time cells").
 """
 from __future__ import annotations
 
@@ -13,8 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CELLS = ("rnn_tanh", "lstm", "gru")
-GATES = {"rnn_tanh": 1, "lstm": 4, "gru": 3}
+CLASSIC_CELLS = ("rnn_tanh", "lstm", "gru")
+# Gates from x_t only: h_t = a_t * h_{t-1} + b_t is linear in h, so it runs as a scan over T.
+PARALLEL_CELLS = ("mingru", "minlstm")
+CELLS = CLASSIC_CELLS + PARALLEL_CELLS
+GATES = {"rnn_tanh": 1, "lstm": 4, "gru": 3, "mingru": 2, "minlstm": 3}
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 MAX_SIZE = 1 << 16
 MAX_LAYERS = 64
@@ -64,8 +71,13 @@ class RNNSpec:
 
     @property
     def gates(self) -> int:
-        """Number of gate blocks stacked in W_ih / W_hh (1, 4 or 3)."""
+        """Number of gate blocks stacked in W_ih / W_hh (1, 4, 3; minGRU 2, minLSTM 3)."""
         return GATES[self.cell]
+
+    @property
+    def recurrent_weights(self) -> bool:
+        """Whether the cell has W_hh and b_hh (False for the parallel-in-time cells)."""
+        return self.cell not in PARALLEL_CELLS
 
     @property
     def has_cell_state(self) -> bool:
@@ -93,8 +105,9 @@ class RNNSpec:
         return (self.num_layers * self.directions, batch, self.hidden_size)
 
     def layer_weight_names(self, layer: int, suffix: str = "") -> list[str]:
-        """W_ih, W_hh, b_ih, b_hh of one layer and direction."""
-        return [f"{p}_l{layer}{suffix}" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        """W_ih, W_hh, b_ih, b_hh of one layer and direction (W_ih, b_ih for a parallel-in-time cell)."""
+        parts = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if self.recurrent_weights else ("weight_ih", "bias_ih")
+        return [f"{p}_l{layer}{suffix}" for p in parts]
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """Canonical names -> shapes, in ``state_dict`` order."""
@@ -102,11 +115,10 @@ class RNNSpec:
         shapes = {}
         for k in range(self.num_layers):
             for suffix in self.suffixes():
-                w_ih, w_hh, b_ih, b_hh = self.layer_weight_names(k, suffix)
-                shapes[w_ih] = (G * H, self.layer_input_size(k))
-                shapes[w_hh] = (G * H, H)
-                shapes[b_ih] = (G * H,)
-                shapes[b_hh] = (G * H,)
+                columns = {"weight_ih": self.layer_input_size(k), "weight_hh": H}
+                for name in self.layer_weight_names(k, suffix):
+                    part = name.split("_l")[0]
+                    shapes[name] = (G * H, columns[part]) if part in columns else (G * H,)
         return shapes
 
     def weight_names(self) -> list[str]:
@@ -208,12 +220,24 @@ def require_unidirectional(spec: RNNSpec, call: str) -> None:
         raise Unsupported(f"{call} is unidirectional only: a bidirectional model has no next step")
 
 
+def cell_support(backend, cell: str) -> tuple[bool, str]:
+    """(ok, reason) for one of CELLS: a backend declares the cells it runs in ``cells`` (the classic
+    three when it declares nothing, so a backend written before the parallel-in-time cells refuses
+    them with a reason instead of failing inside)."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+    cells = tuple(getattr(backend, "cells", CLASSIC_CELLS))
+    if cell in cells:
+        return True, ""
+    return False, f"{backend.name} runs the cells {', '.join(cells)}, not {cell}"
+
+
 def check_buildable(backend, spec: RNNSpec, weights, device: str, dtype: str) -> None:
     """What every backend's ``build`` checks first: valid arguments, then Unsupported with the reason."""
     check_device(device)
     check_dtype(dtype)
     check_weights(spec, weights)
-    for ok, reason in (backend.available(device), backend.supports(device, dtype)):
+    for ok, reason in (backend.available(device), backend.supports(device, dtype), cell_support(backend, spec.cell)):
         if not ok:
             raise Unsupported(reason)
     if spec.bidirectional:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .spec import DTYPES, RNNSpec, check_buildable, check_device, check_lengths, require_feature, require_unidirectional
+from .spec import CLASSIC_CELLS, DTYPES, RNNSpec, check_buildable, check_device, check_lengths, require_feature, require_unidirectional
 from .torch_hooks import TorchHooks
 
 TORCH_DTYPES = {
@@ -56,9 +56,10 @@ class TorchBackend:
     kind = "rnn"
 
     def __init__(self, name: str, runner_cls, cpu_dtypes=("float32", "float64", "bfloat16"), cuda_dtypes=DTYPES,
-                 features=(), feature_reasons=None):
+                 features=(), feature_reasons=None, cells=CLASSIC_CELLS):
         self.name = name
         self.runner_cls = runner_cls
+        self.cells = tuple(cells)  # spec.CELLS this backend runs
         self.dtypes = {"cpu": tuple(cpu_dtypes), "cuda": tuple(cuda_dtypes)}
         # spec.FEATURES this backend implements (none unless it says so), and its reasons for the rest
         self.features = tuple(features)

@@ -55,17 +55,13 @@ class CompiledStepRNN(EagerRNN):
         return self._step(gi_t, h, c, w_hh, b_hh)
 
 
-class CompiledRunner(EagerRunner):
-    def make_module(self) -> torch.nn.Module:
-        self._compile_cache = None
-        return CompiledStepRNN(self.spec, self.backend.mode)
+class InductorCompileHooks:
+    """The ``compile`` hook and ``compile_cache`` of a runner whose module calls compiled functions."""
 
-    def impl_label(self) -> str:
-        codegen = "triton" if self.device.startswith("cuda") else "cpp"
-        return f"inductor-{codegen}" + (f"-{self.backend.mode}" if self.backend.mode else "")
+    _compile_cache = None
 
     def compile(self, x, state=None, dy=None) -> float:
-        """Compile the step for these shapes (forward, and backward when dy is given); seconds spent."""
+        """Compile for these shapes (forward, and backward when dy is given); seconds spent."""
         hits, misses = _inductor_cache_counts()
         t0 = time.perf_counter()
         if dy is None:
@@ -86,6 +82,15 @@ class CompiledRunner(EagerRunner):
         """``cold`` (inductor compiled), ``warm`` (all from its on-disk cache), ``in_process``
         (already compiled in this process), None before ``compile``."""
         return self._compile_cache
+
+
+class CompiledRunner(InductorCompileHooks, EagerRunner):
+    def make_module(self) -> torch.nn.Module:
+        return CompiledStepRNN(self.spec, self.backend.mode)
+
+    def impl_label(self) -> str:
+        codegen = "triton" if self.device.startswith("cuda") else "cpp"
+        return f"inductor-{codegen}" + (f"-{self.backend.mode}" if self.backend.mode else "")
 
 
 class CompileBackend(TorchBackend):

@@ -6,17 +6,46 @@ matmul and the gate math.  This is what a user gets by writing the cell by hand.
 A ragged batch is masked in the loop: a padded step keeps the state and outputs 0
 (``torch.where``, so no gradient reaches padded inputs); the reverse direction
 runs the same loop from t = T-1 down, its rows starting at their own len-1.
+minGRU and minLSTM run here in their sequential form h_t = a_t h_{t-1} + b_t
+(torch_scan runs the same cells as a parallel scan over T).
 """
 from __future__ import annotations
 
 import torch
 
-from .spec import FEATURES
+from .spec import CELLS, FEATURES
 from .torch_common import TorchBackend, TorchRunner
+
+
+def candidate(v):
+    """minGRU/minLSTM's g(v): v + 1/2 for v >= 0, sigmoid(v) below (positive, so logs exist)."""
+    return torch.where(v >= 0, v + 0.5, torch.sigmoid(v))
+
+
+def linear_coefficients(cell: str, gi):
+    """(a, b) of h_t = a_t h_{t-1} + b_t from the input projection gi [..., G*H] of minGRU (z, h~)
+    or minLSTM (f, i, h~), each [..., H]."""
+    if cell == "mingru":
+        a_z, a_h = gi.chunk(2, dim=-1)
+        z = torch.sigmoid(a_z)
+        return 1 - z, z * candidate(a_h)
+    a_f, a_i, a_h = gi.chunk(3, dim=-1)
+    f, i = torch.sigmoid(a_f), torch.sigmoid(a_i)
+    total = f + i
+    return f / total, i / total * candidate(a_h)
+
+
+def layer_parameters(module, spec, layer: int, suffix: str):
+    """(W_ih, W_hh, b_ih, b_hh) of one layer and direction; W_hh, b_hh None for minGRU/minLSTM."""
+    found = {n.split("_l")[0]: getattr(module, n) for n in spec.layer_weight_names(layer, suffix)}
+    return tuple(found.get(p) for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
 
 def cell_step(cell: str, gi_t, h, c, w_hh, b_hh):
     """One timestep from the precomputed input projection gi_t [B, G*H]; returns (h, c)."""
+    if w_hh is None:  # minGRU / minLSTM: the gates read x_t alone
+        a, b = linear_coefficients(cell, gi_t)
+        return a * h + b, None
     gh = torch.addmm(b_hh, h, w_hh.t())  # [B, G*H]
     if cell == "rnn_tanh":
         return torch.tanh(gi_t + gh), None
@@ -56,7 +85,7 @@ class EagerRNN(torch.nn.Module):
         for k in range(spec.num_layers):
             outs = []
             for d, suffix in enumerate(spec.suffixes()):
-                w_ih, w_hh, b_ih, b_hh = (getattr(self, n) for n in spec.layer_weight_names(k, suffix))
+                w_ih, w_hh, b_ih, b_hh = layer_parameters(self, spec, k, suffix)
                 # [T, B, G*H] split into T views by one unbind: its backward stacks the T step gradients once,
                 # where indexing gi[t] would add a zero-filled [T, B, G*H] gradient per step (O(T^2) traffic:
                 # 6.6 s instead of 0.37 s for an LSTM train step at B=64 T=256 H=256 on a 2-core CPU)
@@ -90,4 +119,4 @@ class EagerRunner(TorchRunner):
 
 
 def make_backend(name: str) -> TorchBackend:
-    return TorchBackend(name, EagerRunner, features=FEATURES)
+    return TorchBackend(name, EagerRunner, features=FEATURES, cells=CELLS)

@@ -39,14 +39,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ITEMSIZE = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
-GATES = {"rnn_tanh": 1, "lstm": 4, "gru": 3}
-STATES = {"rnn_tanh": 1, "lstm": 2, "gru": 1}  # h (and c) per layer
+GATES = {"rnn_tanh": 1, "lstm": 4, "gru": 3, "mingru": 2, "minlstm": 3}
+STATES = {"rnn_tanh": 1, "lstm": 2, "gru": 1, "mingru": 1, "minlstm": 1}  # h (and c) per layer
+# Cells whose gates read x_t only: no W_hh, so no recurrent matmul (h_t = a_t h_{t-1} + b_t)
+PARALLEL = ("mingru", "minlstm")
 
 # Gate math FLOPs per hidden unit, per batch row, per step.
 FORWARD_GATE_OPS = {
     "rnn_tanh": 3 + 1,  # + b_ih, + b_hh, gi + gh; tanh
     "lstm": 3 * 4 + 4 + 3 + 1 + 1,  # bias adds and gate sums on 4 gates; 3 sigmoids + tanh(g); f*c + i*g; tanh(c); o*tanh(c)
     "gru": 2 * 3 + 2 * 2 + 3 + 3,  # b_ih, b_hh on 3 gates; r, z: sum + sigmoid; n: r*hn, + in, tanh; n + z*(h - n)
+    "mingru": 2 + 1 + 2 + 1 + 1 + 2,  # b_ih on 2 gates; sigmoid(z); g (compare, add or sigmoid); 1 - z; z*g; a*h + b
+    "minlstm": 3 + 2 + 2 + 1 + 2 + 1 + 2,  # b_ih on 3 gates; sigmoid f, i; g; f + i; f/s, i/s; i'*g; a*h + b
 }
 BACKWARD_GATE_OPS = {
     "rnn_tanh": 1 + 3 + 2,  # dh = dy + dh_next; da = dh*(1 - h^2); db_ih, db_hh
@@ -54,11 +58,21 @@ BACKWARD_GATE_OPS = {
     "lstm": 1 + 2 + 4 + 4 + 4 * 3 + 2 * 4,
     # dh; dn = dh*(1 - z), dz = dh*(h - n), dh*z; da_n = dn*(1 - n^2); dhn, dr; da_r, da_z (3 each); dh_prev sum; db
     "gru": 1 + 5 + 3 + 2 + 2 * 3 + 1 + 2 * 3,
+    # dh; da = dh*h, dh_prev = dh*a; dz = db*g - da; da_z (3); da_g = db*z*g' (2); db_ih on 2 gates
+    "mingru": 1 + 2 + 2 + 3 + 2 + 2,
+    # dh; da, dh_prev; q = db*g; df, di (7, s^2 shared); da_f, da_i (3 each); da_g (3); db_ih on 3 gates
+    "minlstm": 1 + 2 + 1 + 7 + 2 * 3 + 3 + 3,
 }
 # Activations per hidden unit per step that a training forward stores for its backward
 # (besides the layer's output, which is stored anyway): LSTM gates i, f, g, o and c;
 # GRU r, z, n and W_hn h + b_hn; tanh RNN none (tanh' comes from h itself).
-SAVED_PER_UNIT = {"rnn_tanh": 0, "lstm": 5, "gru": 4}
+# minGRU / minLSTM: their G pre-activations (every gate is recomputed from them).
+SAVED_PER_UNIT = {"rnn_tanh": 0, "lstm": 5, "gru": 4, "mingru": 2, "minlstm": 3}
+
+
+def _layer_weights(cell: str, G: int, I: int, H: int) -> int:
+    """Parameters of one layer and direction: W_ih, W_hh, b_ih, b_hh (W_ih, b_ih for a parallel cell)."""
+    return G * H * (I + 1) if cell in PARALLEL else G * H * (I + H) + 2 * G * H
 
 
 @dataclass(frozen=True)
@@ -96,16 +110,17 @@ def rnn_cost(cell: str, layers: int, batch: int, seq_len: int, input_size: int, 
     elements = 0
     for k in range(layers):
         I = input_size if k == 0 else D * H
-        weights = G * H * (I + H) + 2 * G * H
+        weights = _layer_weights(cell, G, I, H)
         state = n_state * B * H
+        recurrent = 0 if cell in PARALLEL else 2 * N * H * G * H
         for _ in range(D):  # each direction is a pass of its own over the layer's input
             terms["input_projection"] += 2 * N * I * G * H
-            terms["recurrent"] += 2 * N * H * G * H
+            terms["recurrent"] += recurrent
             terms["gate_math"] += FORWARD_GATE_OPS[cell] * N * H
             elements += weights + N * I + state + N * H + state  # read W, x, h0; write y, h_n
             if train:
                 terms["input_projection_backward"] += 2 * (2 * N * I * G * H)  # d(input), dW_ih
-                terms["recurrent_backward"] += 2 * (2 * N * H * G * H)  # dh_prev, dW_hh
+                terms["recurrent_backward"] += 2 * recurrent  # dh_prev, dW_hh
                 terms["gate_math_backward"] += BACKWARD_GATE_OPS[cell] * N * H
                 elements += 2 * S * N * H  # saved activations: written forward, read backward
                 # backward reads W, input, output, dy, initial state; writes dW, d(input), d(state)
@@ -277,7 +292,7 @@ def footprint_bytes(cell: str, layers: int, batch: int, seq_len: int, input_size
     elements = 0
     for k in range(layers):
         I = input_size if k == 0 else H
-        weights = G * H * (I + H) + 2 * G * H
+        weights = _layer_weights(cell, G, I, H)
         elements += weights + steps * B * (I + G * H + H) + 4 * STATES[cell] * B * H
         if mode == "train":
             elements += SAVED_PER_UNIT[cell] * T * B * H + weights + T * B * (I + G * H + H)

@@ -142,7 +142,16 @@ class Prepared:
             "backend_kind": self.kind, "framework": self.backend.framework, "impl_label": self.runner.impl_label(),
             "threads": self.hook("threads")(), "matmul_precision": self.hook("matmul_precision")(),
             "ranked": self.hook("ranked")()[0],  # False: never in a ranking (report, recommend)
+            "param_count": self.param_count(),
+            # minGRU/minLSTM: whether the backend runs the recurrence as a parallel scan over T or step by step
+            **({"scan_form": getattr(self.backend, "scan_form", "sequential")} if self.cfg.cell in cost.PARALLEL
+               else {}),
         }
+
+    def param_count(self) -> int:
+        """The model's parameters: the RNN's canonical weights, or the baseline's (matched to within 10%)."""
+        dims = getattr(self.runner, "dims", None)
+        return int(dims.param_count()) if dims is not None else self.spec.param_count()
 
     def timer(self):
         return self.hook("timer")()
@@ -360,7 +369,7 @@ def ceiling_plan(configs) -> dict:
         p = plan.setdefault(cfg.device, {"dtypes": set(), "shapes": set(), "tf32": False})
         p["dtypes"].add(cfg.dtype)
         p["tf32"] |= cfg.tf32
-        if impls.kind_of(cfg.backend) == "rnn":
+        if impls.kind_of(cfg.backend) == "rnn" and cfg.cell not in cost.PARALLEL:  # no recurrent matmul
             p["shapes"].add((cfg.batch, cfg.hidden, cost.GATES[cfg.cell], cfg.dtype))
     for device, p in plan.items():
         if device.startswith("cuda"):

@@ -177,6 +177,27 @@ register(Suite(
                                        "transformer_jax"], "seq_len": [16, 64, 256, 1024, 4096, 16384],
                           "hidden": [64, 256, 1024, 2048]}},
     timing={"min_time_s": 0.1, "max_time_s": 0.4, "min_repeats": 3, "max_point_s": 120.0}))
+PARALLEL_T = [16, 64, 256, 1024, 4096]
+DECODE_T = [16, 256, 4096]
+register(Suite(
+    # issue 31: minGRU and minLSTM (gates from x_t only), their sequential loop (torch_eager, jax_minscan)
+    # against their parallel scan over T (torch_scan: log space; jax_minscan_assoc: associative_scan), beside
+    # the LSTM on torch.nn (oneDNN) at the same H and the SDPA transformer matched in parameters to the LSTM
+    # and to the minGRU (its cell field names what it is matched to).  B 16, I = H = 256, float32, one round.
+    # Decode: the sequential step (a parallel form has nothing to spread at T=1), the LSTM and the KV cache.
+    # 125 configurations; estimate in the README ("Parallel-in-time cells").  torch_scan_compile (a compile
+    # per configuration) and triton_minscan (interpreted here) are left to --backends.
+    "parallel", "minGRU/minLSTM sequential vs parallel scan, beside LSTM (oneDNN) and the parameter-matched "
+                "transformer: B 16, H 256, T 16-4096, forward, train and decode (about 15 minutes on a 2-core CPU)",
+    axes={"backends": ["torch_eager", "torch_scan", "jax_minscan", "jax_minscan_assoc"],
+          "cells": ["mingru", "minlstm"], "batch": [16], "seq_len": PARALLEL_T, "input_size": None, "hidden": [256],
+          "layers": [1], "dtype": ["float32"], "mode": ["forward", "train"], "device": ["cpu"]},
+    grids=({}, {"backends": ["torch_cudnn"], "cells": ["lstm"]},
+           {"backends": ["transformer_sdpa"], "cells": ["lstm", "mingru"]},
+           {"mode": ["decode"], "seq_len": DECODE_T, "backends": ["torch_eager"], "cells": ["mingru", "minlstm"]},
+           {"mode": ["decode"], "seq_len": DECODE_T, "backends": ["torch_cudnn"], "cells": ["lstm"]},
+           {"mode": ["decode"], "seq_len": DECODE_T, "backends": ["transformer_sdpa"], "cells": ["lstm", "mingru"]}),
+    timing={"min_time_s": 0.1, "max_time_s": 0.4, "min_repeats": 3}))
 register(Suite(
     "tasks", "short training runs of every task for every RNN backend and the transformer baseline",
     kind="training"))

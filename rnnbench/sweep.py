@@ -51,6 +51,15 @@ def default_backends(device: str) -> list[str]:
     return [n for n in impls.names() if impls.available(n, device)[0]]
 
 
+def runs_cell(backend: str, cell: str) -> bool:
+    """Whether ``backend`` declares ``cell``: a suite that names no backends pairs each cell only with
+    those (a backend named outright still gets its ``unsupported`` record, with the reason)."""
+    import impls
+    from impls.spec import cell_support
+
+    return cell_support(impls.get(backend), cell)[0]
+
+
 def training_backends(device: str) -> list[str]:
     """The tasks suite's backends: per implementing module and framework, the first registered name
     (its variants, e.g. jax_scan_unroll8, train the same model), where it runs at full speed here."""
@@ -92,8 +101,9 @@ def build_configs(suite: str = "quick", overrides: dict | None = None) -> list[T
         backends = ax.get("backends") or default_backends(device)
         for backend in backends:
             interpreted = _interpreted(backend, device) and "backends" not in overrides
+            cells = ax["cells"] if ax.get("backends") else [c for c in ax["cells"] if runs_cell(backend, c)]
             for cell, b, t, i, h, layers, dtype, mode, bidirectional, lengths in itertools.product(
-                ax["cells"], ax["batch"], ax["seq_len"], ax["input_size"] or [None], ax["hidden"],
+                cells, ax["batch"], ax["seq_len"], ax["input_size"] or [None], ax["hidden"],
                 ax["layers"], ax["dtype"], ax["mode"], ax.get("bidirectional") or [False],
                 ax.get("lengths") or [ragged.FULL]):
                 shape = dict(batch=b, seq_len=t, input_size=i or h, hidden=h)
@@ -102,7 +112,7 @@ def build_configs(suite: str = "quick", overrides: dict | None = None) -> list[T
                     shape, settings = dict(INTERPRETED_SHAPE), {**timing, **INTERPRETED_TIMING}
                 configs.append(TimingJob(backend, cell, layers, dtype=dtype, mode=mode, device=device, **shape,
                                          bidirectional=bidirectional, lengths=lengths, **settings))
-            for e in extra:
+            for e in (e for e in extra if ax.get("backends") or runs_cell(backend, e["cell"])):
                 configs.append(TimingJob(backend, layers=1, device=device, input_size=e["hidden"], **e, **timing))
     seen, unique = set(), []
     for cfg in configs:  # interpreted backends collapse to one shape: keep each configuration once
@@ -201,6 +211,8 @@ def training_jobs(axes: dict) -> list[TrainJob]:
             variable = tasks.TASKS[name].variable_length
             for backend in axes.get("backends") or training_backends(device):
                 for cell in axes.get("cells") or ["lstm"]:
+                    if not axes.get("backends") and not runs_cell(backend, cell):
+                        continue
                     for hidden in axes.get("hidden") or [None]:
                         for seq_len in (axes.get("seq_len") if variable else None) or [None]:
                             for dtype in axes.get("dtype") or ["float32"]:

@@ -13,6 +13,9 @@
 #                    the stage is sized for (20 s from TOTAL's slack; it runs last, so a cut costs its verdict only)
 #   4 triton  100 s  the Triton rows of the gpu-check suite, each configuration in a child process capped
 #                    at the suite's timeout_s (40 s), so one hang costs one configuration
+#   minscan  <=60 s  only while more than 40 s remain (40 s parity, 20 s timing): triton_minscan (minGRU/minLSTM's chunked scan) CUDA
+#                    parity (conformance float32, the several-chunk test), then one timing if it passed:
+#                    mingru train B 16 T 4096 H 256 beside torch_scan (seconds not yet measured on a GPU)
 #   5 more    rest   only while more than 30 s of the 390 remain: the kernels suite's Triton rows, then
 #                    FlashRNN if it is registered and available
 # A backend is timed only if its parity stage printed a PASSED case and no FAILED/ERROR one: a failure of
@@ -41,6 +44,8 @@ if [ "$DRY" = 1 ]; then
     BASE_TESTS="backend_matches_oracle and cpu and float32 and rnn_tanh-L1-state"
     PARITY_TESTS=(tests/test_conformance.py tests/test_triton.py
                   -k "(backend_matches_oracle and cpu and float32 and rnn_tanh-L1-state and triton) or (ragged_bidirectional_matches_oracle and lstm)")
+    MINSCAN_TESTS="backend_matches_oracle and cpu and float32 and mingru-L1-state and triton_minscan"
+    MINSCAN_SHAPE=(--batch 4 --seq-len 8 --hidden 16 --input-size 16)
     MORE=(--suite kernels)
 else
     PY="${PYTHON:-python3}"
@@ -50,6 +55,8 @@ else
     TINY=()
     BASE_TESTS="(backend_matches_oracle or half_precision_on_cuda) and cuda and (float32 or bfloat16) and L1"
     PARITY_TESTS=(tests/test_triton.py -k "timed_shapes_on_cuda or (ragged_bidirectional_on_cuda and not stepwise)")
+    MINSCAN_TESTS="(backend_matches_oracle and cuda and float32 and triton_minscan) or several_chunks"
+    MINSCAN_SHAPE=(--batch 16 --seq-len 4096 --hidden 256 --input-size 256)
     MORE=(--suite kernels)
 fi
 LOG="$OUT_ROOT/gpu_check.log"
@@ -119,6 +126,20 @@ log "-- Triton backends to time: ${tritons:-none}"
 # 4: the Triton rows, one child process per configuration
 if [ -n "$tritons" ]; then
     stage triton 100 "${RUN[@]}" --suite gpu-check --backends "$tritons" --executor process "${TINY[@]}"
+fi
+
+# minGRU/minLSTM's Triton scan: parity, then one timing beside torch_scan, within what is left (60 s at most)
+left=$((TOTAL - (SECONDS - T0)))
+if [ "$left" -gt 40 ]; then
+    from=$(line)
+    stage minscan "$(( left - 10 < 40 ? left - 10 : 40 ))" "${PYTEST[@]}" tests/test_conformance.py \
+        tests/test_triton_minscan.py -k "$MINSCAN_TESTS"
+    minscan=$(passed "$from" triton_minscan)
+    left=$((TOTAL - (SECONDS - T0)))
+    if [ "$STAGE_RC" = 0 ] && [ -n "$minscan" ] && [ "$left" -gt 30 ]; then
+        stage minscan-t "$(( left - 10 < 20 ? left - 10 : 20 ))" "${RUN[@]}" --suite parallel \
+            --backends triton_minscan,torch_scan --cells mingru --mode train "${MINSCAN_SHAPE[@]}" --executor process
+    fi
 fi
 
 # 5: only while time remains

@@ -74,7 +74,7 @@ def test_bidirectional_and_ragged_count_each_direction_over_valid_tokens_only():
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru", "mingru", "minlstm"])
 def test_matmul_flops_match_torch_flop_counter_over_torch_eager(cell, layers):
     T, B, I, H = 5, 3, 7, 6
     spec = RNNSpec(cell, I, H, layers)

@@ -21,10 +21,10 @@ CURVE_RTOL = 1e-4
 STEPS = 20
 
 
-def loss_curve(backend, task_name, seq_len, hidden, batch, steps=STEPS, seed=0, lr=1e-2):
+def loss_curve(backend, task_name, seq_len, hidden, batch, steps=STEPS, seed=0, lr=1e-2, cell="lstm"):
     """Losses of ``steps`` Adam steps from seeded weights on seeded batches (what run_training does)."""
     task = tasks.get(task_name, seq_len=seq_len, seed=seed)
-    trainer = build_trainer(backend, RNNSpec("lstm", hidden, hidden), ModelIO(**task.io()), lr=lr, seed=seed,
+    trainer = build_trainer(backend, RNNSpec(cell, hidden, hidden), ModelIO(**task.io()), lr=lr, seed=seed,
                             forget_bias=2.0)
     batches = np.random.default_rng([seed, 2])
     return np.array([trainer.step(*task.train_batch(batches, batch))["loss"] for _ in range(steps)])
@@ -50,6 +50,18 @@ def test_loss_curves_agree_with_torch_cudnn(backend, task_name, seq_len):
     got = loss_curve(backend, task_name, seq_len, hidden, batch)
     assert ref[-1] < ref[0]  # it trains
     np.testing.assert_allclose(got, ref, rtol=CURVE_RTOL)
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_parallel_cells_train_alike_sequential_and_parallel(cell):
+    """minGRU/minLSTM: the parallel scans (torch log space, JAX associative) follow the sequential loop's
+    loss curve from the same weights and batches, and it falls."""
+    ref = loss_curve("torch_eager", "copy", 5, 16, 8, cell=cell)
+    assert ref[-1] < ref[0]
+    for backend in ("torch_scan", "jax_minscan_assoc"):
+        usable(backend)
+        np.testing.assert_allclose(loss_curve(backend, "copy", 5, 16, 8, cell=cell), ref, rtol=CURVE_RTOL,
+                                   err_msg=backend)
 
 
 @pytest.mark.slow  # JAX compiles a whole transformer training step; test_transformer checks the model itself

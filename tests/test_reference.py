@@ -26,7 +26,7 @@ GRADIENT_CASES = [  # (bidirectional, lengths, with a final-state cotangent)
 ]
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru", "mingru", "minlstm"])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("case", GRADIENT_CASES, ids=lambda c: f"{'bi' if c[0] else 'uni'}-{'ragged' if c[1] is not None else 'full'}")
 def test_gradients_match_finite_differences(cell, layers, case):
@@ -144,3 +144,41 @@ def test_bad_shapes_are_named():
         reference.forward(spec, w, np.zeros((2, 2, 5)))
     with pytest.raises(ValueError, match="h0 must have shape"):
         reference.forward(spec, w, np.zeros((2, 2, 3)), np.zeros((1, 3, 4)))
+
+
+def _sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_parallel_cells_are_the_closed_form_of_the_paper(cell):
+    """The oracle's minGRU/minLSTM against h_t = A_t h0 + sum_k (prod_{j>k} a_j) b_k written out
+    from Feng et al.'s gates (g(v) = v + 1/2 for v >= 0, sigmoid below), h0 of both signs."""
+    spec = RNNSpec(cell, 3, 4)
+    w = init_weights(spec, seed=6)
+    w["bias_ih_l0"] = w["bias_ih_l0"] + 0.6  # pre-activations on both sides of g's joint at 0
+    x, h0, _ = make_inputs(spec, 6, 2, with_state=True)
+    assert (h0 < 0).any() and (h0 > 0).any()
+    pre = x @ w["weight_ih_l0"].T + w["bias_ih_l0"]  # [T, B, G*H]
+    H = 4
+    cand = np.where(pre[..., -H:] >= 0, pre[..., -H:] + 0.5, _sigmoid(pre[..., -H:]))
+    assert (pre[..., -H:] >= 0).any() and (pre[..., -H:] < 0).any()
+    if cell == "mingru":
+        z = _sigmoid(pre[..., :H])
+        a, b = 1 - z, z * cand
+    else:
+        f, i = _sigmoid(pre[..., :H]), _sigmoid(pre[..., H:2 * H])
+        a, b = f / (f + i), i / (f + i) * cand
+    y_ref, h_n = reference.forward(spec, w, x, h0)
+    for t in range(6):
+        expected = np.prod(a[:t + 1], axis=0) * h0[0] + sum(np.prod(a[k + 1:t + 1], axis=0) * b[k] for k in range(t + 1))
+        np.testing.assert_allclose(y_ref[t], expected, rtol=1e-13, atol=0)
+    np.testing.assert_array_equal(h_n[0], y_ref[-1])
+
+
+def test_parallel_cells_have_no_recurrent_weights():
+    spec = RNNSpec("minlstm", 3, 4, 2, bidirectional=True)
+    assert spec.weight_shapes() == {"weight_ih_l0": (12, 3), "bias_ih_l0": (12,), "weight_ih_l0_reverse": (12, 3),
+                                    "bias_ih_l0_reverse": (12,), "weight_ih_l1": (12, 8), "bias_ih_l1": (12,),
+                                    "weight_ih_l1_reverse": (12, 8), "bias_ih_l1_reverse": (12,)}
+    assert RNNSpec("mingru", 5, 7).param_count() == 2 * 7 * (5 + 1)  # minGRU: 2H(I + 1)

@@ -29,6 +29,7 @@ from .integrity import MANIFEST
 from .render import render_html, render_markdown
 from .figures import Figures
 from .crossover import crossover_section
+from .parallel import parallel_section
 from .ragged import ragged_section
 from .sections import (comparison_section, efficiency_section, failures_section, gradient_section, header_section,
                        memory_section, regime_section, speedup_section, throughput_section, training_section)
@@ -42,7 +43,9 @@ def build_report(df, out_dir) -> dict:
     figs = Figures(out_dir, df["backend"].dropna().unique())
     label_run = df["run_id"].nunique() > 1
     comparison = comparison_section(df)
+    parallel = parallel_section(df, figs, label_run)
     sections = [header_section(df), *([comparison] if comparison else []), regime_section(df), crossover_section(df, figs, label_run),
+                *([parallel] if parallel else []),
                 throughput_section(df, figs, label_run), memory_section(df, figs, label_run),
                 speedup_section(df, figs, label_run), ragged_section(df, figs, label_run), gradient_section(df, figs, label_run),
                 training_section(df, figs, label_run), efficiency_section(df, figs, label_run),
