@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 MODES = ("forward", "train", "step", "decode")
+# what a run measures: wall time (the primary figure), or instructions per call under callgrind
+METRICS = ("time", "instructions")
 
 
 class ConfigError(ValueError):
