@@ -117,7 +117,7 @@ def execute(jobs):
             yield job, [job.failure("error", f"not counted: an earlier configuration ended the process ({why})")]
 
 
-STARTUP_S = 600  # valgrind's start-up and the frameworks' imports under emulation (1-2 min on 2 quiet cores)
+STARTUP_S = 900  # valgrind's start-up and the frameworks' imports under emulation (1-2 min on 2 quiet cores)
 
 
 def _drain(stream, tail: list):

@@ -215,7 +215,8 @@ def instruction_jobs(jobs, suite: str) -> list[InstructionJob]:
     if not all(isinstance(j, TimingJob) for j in jobs):
         raise ConfigError(f"--metric instructions counts timed calls; the {suite} suite trains (valid: a timing suite, "
                           f"{', '.join(s for s in suites.suite_names() if suites.get(s).kind != 'training')})")
-    counted = [InstructionJob(**{f.name: getattr(j, f.name) for f in dataclasses.fields(j)}) for j in jobs]
+    counted = [InstructionJob(**{**{f.name: getattr(j, f.name) for f in dataclasses.fields(j)},
+                                 "timeout_s": suites.SETTINGS.instructions_timeout_s}) for j in jobs]
     for job in counted:
         job.validate()
     problem = callgrind.setup_problem()
