@@ -225,17 +225,18 @@ def _check_run_flags(args) -> None:
 
 
 def _executor(args, resumed_executor: str | None) -> str:
-    if args.metric == "instructions" and (args.executor or args.isolate):
+    counting = args.metric == "instructions" or resumed_executor == "callgrind"
+    if counting and (args.executor or args.isolate):
         raise ConfigError("--metric instructions counts every configuration in one process under valgrind; it takes "
                           "no --executor or --isolate")
-    if args.metric == "instructions":  # sweep.plan checks that valgrind can run here
-        return "callgrind"
-    if resumed_executor == "callgrind":
-        from .callgrind import setup_problem
+    if counting:
+        if resumed_executor:  # a new run's plan checks valgrind; the machine that resumes may be another
+            from .callgrind import setup_problem
 
-        problem = setup_problem()
-        if problem:  # the machine that resumes may not be the one that started the run
-            raise ConfigError(f"--metric instructions: {problem}")
+            problem = setup_problem()
+            if problem:
+                raise ConfigError(f"--metric instructions: {problem}")
+        return "callgrind"
     executor = ("process" if args.isolate else args.executor) or resumed_executor or "inline"
     if args.ray_address and executor != "ray":
         raise ConfigError(f"--ray-address goes with --executor ray; this run's executor is {executor}")

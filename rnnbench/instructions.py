@@ -28,9 +28,8 @@ DONE_PREFIX = "RNNBENCH_JOB_DONE "  # the worker's line after each job's records
 
 def count(cfg, collector: callgrind.Collector | None = None) -> list[dict]:
     """The instructions record of one configuration, counted in this process (which runs under callgrind)."""
-    from impls.runner import interpreted
-
     import impls
+    from impls.runner import interpreted
 
     try:
         ok, reason = _available(cfg)

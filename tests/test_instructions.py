@@ -113,6 +113,17 @@ def test_metric_instructions_bad_input(tmp_path, capsys, argv, expected):
     assert not out.exists()
 
 
+def test_a_counting_run_resumes_only_under_valgrind(tmp_path, capsys):
+    job = InstructionJob("torch_eager", "lstm", batch=4, seq_len=8, input_size=8, hidden=8, mode="forward")
+    run = store.Run.create(tmp_path, "m", {"executor": "callgrind", "jobs": [job.to_dict()]})
+    run.release()
+    before = sorted(p.name for p in run.path.iterdir())
+    assert cli.main(["run", "--resume", str(run.path), "--executor", "process"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "takes no --executor" in err, err
+    assert sorted(p.name for p in run.path.iterdir()) == before and run.records() == []
+
+
 # -- real counts under callgrind ----------------------------------------------------------------
 
 COUNTING_SCRIPT = textwrap.dedent("""
