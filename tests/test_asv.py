@@ -139,11 +139,11 @@ def test_instructions_track_the_gate_points_counted_once_per_commit(monkeypatch)
     assert gate.Instructions.params == gate.Gate.params
     assert gate.Instructions.track_instructions.unit == "instructions"
     assert sorted(b for backends, _ in gate.PROCESSES for b in backends) == sorted(gate.BACKENDS)
-    counts = {"torch_eager forward": 4.8e7, "jax_scan train": "not counted within its budget of 600 s"}
+    counts = {"torch_eager forward": 4.8e7, "jax_scan train": "not counted within its budget of 600 CPU seconds"}
     bench = gate.Instructions()
     bench.setup(counts, "torch_eager", "forward")
     assert bench.track_instructions(counts, "torch_eager", "forward") == 4.8e7
-    with pytest.raises(NotImplementedError, match="budget of 600 s"):
+    with pytest.raises(NotImplementedError, match="budget of 600 CPU seconds"):
         bench.setup(counts, "jax_scan", "train")
     callgrind = gate._callgrind()
     monkeypatch.setattr(callgrind.shutil, "which", lambda name: None)
