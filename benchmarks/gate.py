@@ -9,7 +9,20 @@ not register, or that this machine cannot run, is skipped (n/a) at that commit.
 
 Enough samples to gate on (``asv continuous --factor 1.25 --split``): 10 per round, 2 rounds in
 processes of their own, each sample averaging calls until it lasts 50 ms.
+
+``Instructions`` counts the same calls under valgrind's callgrind (deterministic, so it gates at a
+factor of 1.02): all of a commit's points in one ``setup_cache``, torch's in one process under
+valgrind and JAX's in one of its own, through ``rnnbench/callgrind.py`` of this checkout, loaded by
+path (standard library only), so every old commit is counted by today's code.
 """
+import json
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
 import impls
 from impls.spec import RNNSpec, Unsupported, init_weights, make_inputs
 
@@ -73,3 +86,93 @@ class Gate:
         self.call()
         self.runner.sync()
 
+
+
+def _callgrind():
+    """``rnnbench/callgrind.py`` of this checkout (the one whose benchmarks asv runs), not the commit's."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "rnnbench" / "callgrind.py"
+    spec = importlib.util.spec_from_file_location("rnnbench_gate_callgrind", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+COUNTS_PREFIX = "RNNBENCH_GATE_COUNTS "
+# The processes under valgrind and the CPU seconds each may use (torch's about 4 min, start-up included;
+# JAX compiles under emulation).  CPU time, not wall time: on this 2-core machine at load 20, a wall-time
+# budget of 30 min killed torch's process after 1.6 min of CPU.  A process past its budget leaves its
+# points n/a, saying so.
+PROCESSES = [(["torch_eager", "torch_cudnn"], 600), (["jax_scan"], 600)]
+
+
+def count_here(backends) -> dict:
+    """In the process under callgrind: 'backend mode' -> instructions per call, or why it did not run."""
+    collector = _callgrind().Collector(tempfile.mkdtemp(prefix="rnnbench-gate-helper-"))
+    counts = {}
+    for backend in backends:
+        for mode in MODES:
+            gate = Gate()
+            try:
+                gate.setup(backend, mode)  # the timed gate's own set-up and warm-up calls
+            except NotImplementedError as exc:
+                counts[f"{backend} {mode}"] = str(exc)
+                continue
+            counts[f"{backend} {mode}"] = collector.count(lambda: gate.time_iteration(backend, mode))[0]
+    return counts
+
+
+def count_under_valgrind(backends, budget_s: float) -> dict:
+    """The backends' points counted in one fresh process under valgrind (its start-up paid once), which
+    may use ``budget_s`` seconds of CPU (asv's timeout of setup_cache bounds the wall time)."""
+    callgrind = _callgrind()
+    problem = callgrind.setup_problem()
+    if problem:
+        return {f"{b} {m}": problem for b in backends for m in MODES}
+    with tempfile.TemporaryDirectory(prefix="rnnbench-gate-") as out_dir:
+        cmd = callgrind.command(out_dir, [sys.executable, str(Path(__file__).resolve()), *backends])
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=callgrind.environment(out_dir),
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CPU, (budget_s, budget_s + 10)))
+    if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        why = f"not counted within its budget of {budget_s:.0f} CPU seconds under valgrind"
+        return {f"{b} {m}": why for b in backends for m in MODES}
+    for line in proc.stdout.splitlines():
+        if line.startswith(COUNTS_PREFIX):
+            return json.loads(line[len(COUNTS_PREFIX):])
+    why = f"the process under valgrind exited with status {proc.returncode}: {proc.stderr.strip()[-300:]}"
+    return {f"{b} {m}": why for b in backends for m in MODES}
+
+
+class Instructions:
+    """The gate's calls counted: instructions per call under callgrind, by difference of 1 and 3 calls.
+
+    Deterministic to about 0.01% on a loaded machine (wall time moves 15%), so ``asv continuous
+    --factor 1.02`` gates on it; it measures the code path on valgrind's emulated CPU (no AVX-512:
+    oneDNN and XLA take their AVX2 paths), not this CPU's speed (docs/instructions.md).
+    """
+
+    params = (BACKENDS, MODES)
+    param_names = ["backend", "mode"]
+    timeout = 3600  # setup_cache's wall time: both processes under valgrind on a loaded runner
+
+    def setup_cache(self):
+        counts = {}
+        for backends, budget_s in PROCESSES:
+            counts.update(count_under_valgrind(backends, budget_s))
+        return counts
+
+    setup_cache.timeout = 3600
+
+    def setup(self, counts, backend, mode):
+        if not isinstance(counts.get(f"{backend} {mode}"), float):
+            raise NotImplementedError(counts.get(f"{backend} {mode}", f"{backend} {mode} was not counted"))
+
+    def track_instructions(self, counts, backend, mode):
+        return counts[f"{backend} {mode}"]
+
+    track_instructions.unit = "instructions"
+
+
+if __name__ == "__main__":  # the process under valgrind that count_under_valgrind starts
+    print(COUNTS_PREFIX + json.dumps(count_here(sys.argv[1:])), flush=True)

@@ -12,8 +12,8 @@ import re
 import sys
 
 from . import ragged
-from .config import (MODES, ConfigError, bounds, check_devices, check_fits, check_machine_name, check_path_length,
-                     check_writable_dir, parse_bool)
+from .config import (METRICS, MODES, ConfigError, bounds, check_devices, check_fits, check_machine_name,
+                     check_path_length, check_writable_dir, parse_bool)
 
 EXIT_BAD_INPUT = 2
 EXIT_FAULT = 1
@@ -123,6 +123,10 @@ def _run_parser(sub, c) -> None:
                         f"process (a fresh process each: a crash or hang becomes a record), ray (Ray tasks); "
                         f"{_one_of(c['executors'])} (default inline; --resume keeps the run's own)")
     r.add_argument("--isolate", action="store_true", help="same as --executor process")
+    r.add_argument("--metric", choices=METRICS, default=None, metavar="METRIC", help=f"what is measured: time "
+                   f"(wall time, the primary figure) or instructions (instructions per call under valgrind's "
+                   f"callgrind, every configuration in one single-threaded process: deterministic, for CI; CPU only; "
+                   f"needs the valgrind package; see docs/instructions.md); {_one_of(METRICS)} (default time)")
     r.add_argument("--ray-address", default=None, help="with --executor ray: a running Ray cluster, HOST:PORT, "
                    "ray://HOST:PORT or auto (default: start one here)")
     r.add_argument("--machine", default=None, metavar="NAME", help="folder name for this machine: letters, "
@@ -270,12 +274,25 @@ def _check_run_flags(args) -> None:
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in (*SWEEP_AXES, "rounds", "suite", "config", "machine", "out")
                  if getattr(args, k, None) is not None]
+        given += ["--metric"] if args.metric else []
         if given:
             raise ConfigError(f"--resume RUN_DIR completes the run as it was planned; it takes no {', '.join(given)} "
                               "(start a new run for another grid)")
 
 
 def _executor(args, resumed_executor: str | None) -> str:
+    counting = args.metric == "instructions" or resumed_executor == "callgrind"
+    if counting and (args.executor or args.isolate):
+        raise ConfigError("--metric instructions counts every configuration in one process under valgrind; it takes "
+                          "no --executor or --isolate")
+    if counting:
+        if resumed_executor:  # a new run's plan checks valgrind; the machine that resumes may be another
+            from .callgrind import setup_problem
+
+            problem = setup_problem()
+            if problem:
+                raise ConfigError(f"--metric instructions: {problem}")
+        return "callgrind"
     executor = ("process" if args.isolate else args.executor) or resumed_executor or "inline"
     if args.ray_address and executor != "ray":
         raise ConfigError(f"--ray-address goes with --executor ray; this run's executor is {executor}")
@@ -324,7 +341,8 @@ def cmd_run(args) -> int:
         executor = _executor(args, None)
         axes = {**{k: getattr(args, k) for k in SWEEP_AXES}, "rounds": args.rounds}
         # validated, devices present, a single configuration fits here
-        jobs, devices = sweep.plan(args.suite, axes, args.config, check_memory=executor != "ray")
+        jobs, devices = sweep.plan(args.suite, axes, args.config, check_memory=executor != "ray",
+                                   metric=args.metric or "time")
         out = args.out or DEFAULT_OUT
         check_writable_dir(out)
         run = sweep.create_run(jobs, devices, executor, out, args.machine)
@@ -346,7 +364,7 @@ def _sweep_and_report(args, run, jobs, executor) -> int:
         print(f"nothing to do: every configuration of {run.path} has a record"
               + ("" if args.retry_failed else " (--retry-failed re-runs the failed ones)"), file=sys.stderr)
         return 0
-    report_dir, write = run.path / "report", not args.no_report
+    report_dir, write = run.path / "report", not args.no_report and executor != "callgrind"  # reports are of time
     if write:
         try:
             integrity.files_we_wrote(report_dir)

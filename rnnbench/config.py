@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 MODES = ("forward", "train", "step", "decode")
+# what a run measures: wall time (the primary figure), or instructions per call under callgrind
+METRICS = ("time", "instructions")
 
 
 class ConfigError(ValueError):
@@ -56,11 +58,6 @@ def bounds(field: str) -> tuple:
     from impls.spec import MAX_LAYERS, MAX_SIZE
 
     return {"hidden": (1, MAX_SIZE), "input_size": (1, MAX_SIZE), "layers": (1, MAX_LAYERS), **BOUNDS}[field]
-
-
-def size_limits() -> dict:
-    """The largest value of each bounded integer field."""
-    return {field: bounds(field)[1] for field in ("hidden", "input_size", "layers", *BOUNDS)}
 
 
 def check_fits(job) -> str | None:

@@ -155,6 +155,52 @@ def _figure(bench: str, unit: str, data: pd.DataFrame, order: list[str], labels:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def time_beside_instructions(units: dict) -> list[tuple[str, str]]:
+    """(time benchmark, instructions benchmark) pairs of one module (``gate.Gate.time_iteration`` and
+    ``gate.Instructions.track_instructions``): the same calls timed and counted, drawn on one figure."""
+    return [(t, i) for i, unit in sorted(units.items()) if unit == "instructions"
+            for t, other in sorted(units.items()) if other == "seconds" and t.split(".")[0] == i.split(".")[0]]
+
+
+def _paired_figure(time_bench: str, count_bench: str, data: pd.DataFrame, order: list[str], labels: dict) -> str:
+    """Per parameter set both series against commit, each over its own median (1 = the series' median):
+    wall time moves with the machine, the count with the code.  Base64 PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    both = data.dropna(subset=["value"])
+    sets = sorted(set(both.loc[both["benchmark"] == time_bench, "params"])
+                  & set(both.loc[both["benchmark"] == count_bench, "params"]))
+    if not sets:
+        return ""
+    cols = min(3, len(sets))
+    rows = math.ceil(len(sets) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
+    position = {c: i for i, c in enumerate(order)}
+    for ax, params in zip(axes.flat, sets):
+        for bench, label, color in ((time_bench, "wall time", "C0"), (count_bench, "instructions", "C1")):
+            s = both[(both["benchmark"] == bench) & (both["params"] == params)]
+            s = s.assign(x=s["commit"].map(position)).sort_values("x")
+            ax.plot(s["x"], s["value"] / s["value"].median(), marker="o", color=color, label=label)
+        ax.axhline(1.0, color="0.6", linewidth=0.8)
+        ax.set_title(params, fontsize=9)
+        ax.set_xticks(range(len(order)), [labels[c] for c in order], fontsize=6, rotation=30, ha="right")
+        ax.set_xlim(-0.5, len(order) - 0.5)
+        ax.set_xlabel("commit (oldest left)")
+        ax.set_ylabel("value / the series' median")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(sets):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{time_bench} beside {count_bench}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 def _units(results_dir: Path) -> dict:
     path = results_dir / "benchmarks.json"
     if not path.is_file():
@@ -216,6 +262,16 @@ def build_history(results_dir, out_dir, repo=".", top: int = 15) -> dict:
                        for p, cs in missing if cs]
             if missing:  # a backend this commit does not register, or this machine cannot run
                 body.append(f'<p class="note">Did not run: {html.escape("; ".join(missing))}.</p>')
+        for time_bench, count_bench in time_beside_instructions(units):
+            png = _paired_figure(time_bench, count_bench, group, order, labels)
+            if png:
+                body.append(f"<h3>Wall time beside instructions: {html.escape(time_bench)}, "
+                            f"{html.escape(count_bench)}</h3>")
+                body.append('<p class="note">Each series over its own median: the count (callgrind, valgrind\'s '
+                            "emulated CPU) moves only with the code; wall time moves with the machine too "
+                            "(docs/instructions.md).</p>")
+                body.append(f'<img alt="{html.escape(time_bench)} beside {html.escape(count_bench)}" '
+                            f'src="data:image/png;base64,{png}">')
     steps_df = pd.DataFrame(all_steps, columns=["machine", "benchmark", "params", "commit", "date", "before",
                                                 "after", "ratio"])
     largest = steps_df.assign(size=lambda d: d["ratio"].map(lambda r: abs(math.log(r)) if r > 0 else math.inf))

@@ -126,6 +126,32 @@ class TimingJob(JobBase):
 
 
 @dataclass(frozen=True)
+class InstructionJob(TimingJob):
+    """One configuration's instructions per call, counted under callgrind (``rnnbench.instructions``):
+    an ``instructions`` record.  CPU only: valgrind emulates a CPU, not a GPU."""
+
+    RECORD_KIND: ClassVar[str] = "instructions"
+    JOB: ClassVar[str] = "instructions"
+    OTHER_RECORDS: ClassVar[dict] = {}
+
+    def validate(self) -> None:
+        super().validate()
+        if self.device != "cpu":
+            raise ConfigError(f"--metric instructions counts on the CPU (valgrind emulates a CPU), not on "
+                              f"{self.device}; valid device: cpu")
+
+    def run(self, fresh_process: bool) -> list[dict]:
+        from .instructions import count
+
+        return count(self)  # this process runs under callgrind (rnnbench.instructions.execute starts it)
+
+    def failure(self, status: str, message: str) -> dict:
+        from .measure import failure_record
+
+        return failure_record(self, status, message, kind=self.RECORD_KIND)
+
+
+@dataclass(frozen=True)
 class TrainJob(JobBase):
     """One training run (``rnnbench.train``).  Sizes left as None take the task's default short setting."""
 
@@ -193,7 +219,7 @@ class TrainJob(JobBase):
         return failure_record(self, status, message)
 
 
-JOB_TYPES = {cls.JOB: cls for cls in (TimingJob, TrainJob)}
+JOB_TYPES = {cls.JOB: cls for cls in (TimingJob, InstructionJob, TrainJob)}
 _BY_RECORD_KIND = {kind: (cls, implied) for cls in JOB_TYPES.values()
                    for kind, implied in {cls.RECORD_KIND: {}, **cls.OTHER_RECORDS}.items()}
 

@@ -166,8 +166,10 @@ class Prepared:
 
 def base_record(cfg, kind: str = "timing") -> dict:
     rec = {"kind": kind, **cfg.record_fields, "status": "ok", "message": ""}
-    if kind == "timing":
+    if kind in ("timing", "instructions"):
         rec["mode"] = cfg.mode
+    if kind == "instructions":  # the figure it holds (rnnbench.instructions); a timing record's is time
+        rec["metric"] = "instructions"
     return rec
 
 

@@ -54,6 +54,9 @@ STABILITY_FIELDS = ("grad_profile", "grad_decay_per_step", "nan_count", "inf_cou
 # in), and a bidirectional model's second gradient profile
 RAGGED_FIELDS = ("bidirectional", "lengths", "length_mean", "length_min", "padded_tokens_per_s")
 REVERSE_PROFILE_FIELDS = ("grad_profile_reverse", "grad_decay_per_step_reverse")
+# an instructions record (``rnnbench run --metric instructions``): the figure it holds, instructions per call
+# by difference of two windows, and those windows as [calls, instructions collected] pairs
+INSTRUCTION_FIELDS = ("metric", "instructions", "instruction_windows")
 TRAINING_FIELDS = (
     "task", "step", "loss", "grad_norm", "metric", "baseline_metric", "data_sha256", "step_s", "nan_count",
     "metric_name", "param_count", "beats_baseline", "elapsed_s", "steps", "seed",
@@ -76,7 +79,11 @@ FIELD_TYPES = {
     "samples_s": _LIST, "grad_profile": _LIST, "beats_baseline": _FLAG, "contended": _FLAG, "ranked": _FLAG,
     "bidirectional": _FLAG, "lengths": _TEXT, "length_mean": _REAL, "length_min": _INT, "padded_tokens_per_s": _REAL,
     "grad_profile_reverse": _LIST, "grad_decay_per_step_reverse": _REAL,
+    "instructions": _REAL, "instruction_windows": _LIST,
 }
+# a field whose type depends on the kind: a training record's ``metric`` is the task's figure (a number),
+# an instructions record's names what it counts
+FIELD_TYPES_BY_KIND = {"instructions": {"metric": _TEXT}}
 # every record, finished or not (a failure record names its configuration, its status and why)
 REQUIRED = ("run_id", "kind", "backend", "device", "dtype", "cell", "layers", "batch", "seq_len", "input_size",
             "hidden", "status", "message")
@@ -87,6 +94,7 @@ REQUIRED_OK = {
                                "fraction_of_peak", "fraction_of_recurrent_roofline", "round", "repeats",
                                "contention", "contended"),
     "stability": COMMON_FIELDS + STABILITY_FIELDS,
+    "instructions": COMMON_FIELDS + ("mode", "round") + INSTRUCTION_FIELDS,
     "training": COMMON_FIELDS + ("task", "step", "loss", "grad_norm", "metric", "baseline_metric", "data_sha256",
                                  "step_s", "nan_count", "steps", "seed"),
 }
@@ -120,7 +128,7 @@ def check_record(record: dict) -> None:
     if missing:
         problems.append(f"missing {', '.join(missing)}")
     for name, value in record.items():
-        types = FIELD_TYPES.get(name)
+        types = FIELD_TYPES_BY_KIND.get(kind, {}).get(name) or FIELD_TYPES.get(name)
         if types is None or (value is None and name not in NOT_NULL):
             continue
         wrong_bool = isinstance(value, bool) and types is not _FLAG

@@ -34,6 +34,9 @@ class Settings:
     contention_retries: int = 3
     timing_timeout_s: float = 300.0  # process/ray executors: a configuration running longer is a timeout
     memory_probe_timeout_s: float = 300.0
+    # --metric instructions: one configuration under callgrind (set-up and warm-up run emulated, the
+    # counted calls instrumented: tens of times slower than native, more on a loaded machine)
+    instructions_timeout_s: float = 1800.0
     # training (rnnbench.train)
     train_timeout_s: float = 600.0
     clip_norm: float = 1.0

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 from . import ragged, suites
-from .config import MODES, ConfigError, check_devices, check_fits, parse_bool
-from .jobs import TimingJob, TrainJob, job_from_dict, record_key
+from .config import METRICS, MODES, ConfigError, check_devices, check_fits, parse_bool
+from .jobs import InstructionJob, TimingJob, TrainJob, job_from_dict, record_key
 from .suites import INTERPRETED_SHAPE, INTERPRETED_TIMING, SWEEP_AXES
 
 
@@ -238,13 +238,17 @@ def check_axes(axes: dict) -> None:
 
 
 def plan(suite: str | None, axes: dict, config_file: str | None = None,
-         check_memory: bool = True) -> tuple[list, list[str]]:
+         check_memory: bool = True, metric: str = "time") -> tuple[list, list[str]]:
     """The validated jobs of ``rnnbench run`` and the devices they use; raises ConfigError.
 
     ``axes``: the CLI's (None where not given), over those of ``config_file``.  A single
     configuration that cannot fit the machine's free memory is refused (``check_memory``:
     where it runs here); in a larger sweep such a member becomes an ``unsupported`` record.
+    ``metric``: ``time`` (timing jobs), or ``instructions`` (the same configurations counted under
+    callgrind: CPU only, and refused here, before any work, where valgrind cannot run).
     """
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
     merged = load_config_file(config_file) if config_file else {}
     suite = suite or merged.pop("suite", None) or "quick"
     merged.pop("suite", None)
@@ -257,11 +261,32 @@ def plan(suite: str | None, axes: dict, config_file: str | None = None,
     devices = merged.get("device") or [suites.get(suite).device]
     check_devices(devices)
     jobs = build_jobs(suite, merged)
+    if metric == "instructions":
+        jobs = instruction_jobs(jobs, suite)
     configurations = {tuple(v for f, v in zip(j.IDENTITY, j.key()[1:]) if f != "round") for j in jobs}
     too_big = check_fits(jobs[0]) if check_memory and len(configurations) == 1 else None
     if too_big:
         raise ConfigError(f"{too_big}; refused before anything is written")
     return jobs, devices
+
+
+def instruction_jobs(jobs, suite: str) -> list[InstructionJob]:
+    """The timing jobs as jobs that count instructions; ConfigError where they cannot be counted here."""
+    import dataclasses
+
+    from . import callgrind
+
+    if not all(isinstance(j, TimingJob) for j in jobs):
+        raise ConfigError(f"--metric instructions counts timed calls; the {suite} suite trains (valid: a timing suite, "
+                          f"{', '.join(s for s in suites.suite_names() if suites.get(s).kind != 'training')})")
+    counted = [InstructionJob(**{**{f.name: getattr(j, f.name) for f in dataclasses.fields(j)},
+                                 "timeout_s": suites.SETTINGS.instructions_timeout_s}) for j in jobs]
+    for job in counted:
+        job.validate()
+    problem = callgrind.setup_problem()
+    if problem:
+        raise ConfigError(f"--metric instructions: {problem}")
+    return counted
 
 
 def load_config_file(path: str) -> dict:
@@ -385,7 +410,14 @@ def execute_ray(jobs, address: str | None = None):
     yield from execute(jobs, address)
 
 
-EXECUTORS = {"inline": execute_inline, "process": execute_process, "ray": execute_ray}
+def execute_callgrind(jobs):
+    from .instructions import execute
+
+    yield from execute(jobs)
+
+
+# callgrind: every job in one process under valgrind (--metric instructions; never chosen by --executor)
+EXECUTORS = {"inline": execute_inline, "process": execute_process, "ray": execute_ray, "callgrind": execute_callgrind}
 
 
 FAILED = ("error", "timeout", "oom")

@@ -2,6 +2,8 @@
 
 ``python -m rnnbench.worker [--memory-only | --ceilings] JSON`` prints each record on
 a line starting with ``RNNBENCH_RECORD``; anything else on stdout is ignored.
+``python -m rnnbench.worker --instructions JOBS_FILE`` (under callgrind: ``rnnbench.instructions``)
+counts every job of the file in this one process.
 """
 from __future__ import annotations
 
@@ -13,9 +15,17 @@ from impls.runtime import prepare_process
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    mode = argv.pop(0) if argv and argv[0] in ("--memory-only", "--ceilings") else None
+    mode = argv.pop(0) if argv and argv[0] in ("--memory-only", "--ceilings", "--instructions") else None
     prepare_process()
     from .measure import RECORD_PREFIX
+
+    if mode == "--instructions":  # every job in this one process under valgrind, each job's records as it ends
+        from .instructions import count_here
+        from .jobs import job_from_dict
+
+        with open(argv[0]) as f:
+            count_here([job_from_dict(d) for d in json.load(f)])
+        return 0
 
     if mode == "--ceilings":  # the machine's ceilings, measured here so no timing process runs them
         from .measure import measure_ceilings_here

@@ -89,8 +89,11 @@ def test_gate_reaches_the_project_only_through_the_foundation_api():
     import ast
 
     tree = ast.parse((ROOT / "benchmarks" / "gate.py").read_text())
-    imported = {(node.module, a.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for a in node.names}
-    modules = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    stdlib = sys.stdlib_module_names
+    imported = {(node.module, a.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for a in node.names if node.module.split(".")[0] not in stdlib}
+    modules = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names
+               if a.name.split(".")[0] not in stdlib}
     assert modules == {"impls"} and {m for m, _ in imported} == {"impls.spec"}, (modules, imported)
     foundation = subprocess.run(["git", "show", "c85d419:impls/spec.py"], cwd=ROOT, capture_output=True, text=True)
     if foundation.returncode != 0:
@@ -130,6 +133,40 @@ def test_gate_times_the_mode_and_skips_what_it_cannot_run(monkeypatch):
             gate._skip_unless_runnable("triton", "cpu")
 
 
+def test_instructions_track_the_gate_points_counted_once_per_commit(monkeypatch):
+    """gate.Instructions: the gate's grid, each point read from one setup_cache (valgrind once per
+    commit); a point that was not counted is skipped with the reason, never a number."""
+    assert gate.Instructions.params == gate.Gate.params
+    assert gate.Instructions.track_instructions.unit == "instructions"
+    assert sorted(b for backends, _ in gate.PROCESSES for b in backends) == sorted(gate.BACKENDS)
+    counts = {"torch_eager forward": 4.8e7, "jax_scan train": "not counted within its budget of 600 CPU seconds"}
+    bench = gate.Instructions()
+    bench.setup(counts, "torch_eager", "forward")
+    assert bench.track_instructions(counts, "torch_eager", "forward") == 4.8e7
+    with pytest.raises(NotImplementedError, match="budget of 600 CPU seconds"):
+        bench.setup(counts, "jax_scan", "train")
+    callgrind = gate._callgrind()
+    monkeypatch.setattr(callgrind.shutil, "which", lambda name: None)
+    monkeypatch.setattr(gate, "_callgrind", lambda: callgrind)
+    missing = gate.count_under_valgrind(["torch_eager"], 10)
+    assert set(missing) == {"torch_eager forward", "torch_eager train"}
+    assert all("apt-get install valgrind" in why for why in missing.values())
+
+
+def test_the_quick_asv_runs_never_start_valgrind():
+    """.ci/run's and the check job's quick runs select gate.Gate, never gate.Instructions (whose
+    setup_cache runs valgrind for minutes); the gate job counts instructions in a step of its own."""
+    workflow = (ROOT / ".github" / "workflows" / "asv-cpu.yml").read_text()
+    quick = [(ROOT / ".ci" / "run").read_text(), workflow.split("  gate:")[0]]
+    for text in quick:
+        for bench in re.findall(r"--bench '([^']+)'", text) + re.findall(r'--bench "([^"]+)"', text):
+            assert not re.search(bench, "gate.Instructions.track_instructions"), bench
+            assert not re.search(bench, "gate.Instructions.setup_cache"), bench
+    gate_job = workflow.split("  gate:")[1]
+    assert re.search(r"--factor \"\$ASV_INSTRUCTIONS_FACTOR\".*\n.*--bench '\^gate\\.Instructions\\.'", gate_job)
+    assert re.search(r'ASV_INSTRUCTIONS_FACTOR: "1\.0[1-3]"', gate_job)
+
+
 def test_asv_environments_take_the_cpu_torch_pin():
     from asv.util import load_json
 
@@ -164,7 +201,7 @@ def test_quick_asv_run_of_a_subset(tmp_path):
     out = subprocess.run(
         ASV + ["run", "--python=same", "--quick", "--dry-run", "--show-stderr", "--config", config,
                "--bench", r"backends\.(Speed\.time|Measured\.track_tokens)[a-z_]+\('torch_cudnn', 'lstm', 64, ",
-               "--bench", r"^gate\."],
+               "--bench", r"^gate\.Gate\."],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "failed" not in out.stdout, out.stdout

@@ -139,3 +139,34 @@ def test_the_cli_writes_the_page_and_rewrites_its_own(page, synthetic, tmp_path,
     assert "1 steps, 1 commits that could not run" in capsys.readouterr().out
     assert (tmp_path / "index.html").read_text() != page[0]["html"].read_text()  # unknown to this git: by date
     assert cli.main(["history", str(tmp_path / "absent"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_instructions_are_drawn_beside_time(tmp_path):
+    """A count benchmark (unit instructions) of the gate's module gets a figure beside the time
+    benchmark of the same module: each series over its own median, one panel per parameter set."""
+    from asv import runner
+    from asv.results import Results
+
+    count_bench = "gate.Instructions.track_instructions"
+    results = tmp_path / "results"
+    (results / "synth").mkdir(parents=True)
+    (results / "synth" / "machine.json").write_text(json.dumps({"machine": "synth", "version": 1}))
+    (results / "benchmarks.json").write_text(json.dumps({
+        BENCH: {"name": BENCH, "unit": "seconds", "type": "time", "params": PARAMS, "version": "1"},
+        count_bench: {"name": count_bench, "unit": "instructions", "type": "track", "params": PARAMS, "version": "1"},
+        "version": 2}))
+    assert history.time_beside_instructions(history._units(results)) == [(BENCH, count_bench)]
+    base = datetime.datetime(2026, 11, 30, tzinfo=datetime.timezone.utc)
+    for i in range(3):
+        commit = f"{i:x}" * 40
+        res = Results({"machine": "synth", "python": "3.11"}, {}, commit,
+                      int((base + datetime.timedelta(hours=i)).timestamp() * 1000), "3.11", "virtualenv-py3.11", {})
+        for bench, scale in ((BENCH, 0.01), (count_bench, 1e8)):
+            values = [scale * (1 + 0.01 * i)] * 4
+            res.add_result({"name": bench, "version": "1", "params": PARAMS},
+                           runner.BenchmarkResult(result=values, samples=[[v] for v in values], number=[1] * 4, errcode=0,
+                                                  stderr="", profile=None))
+        res.save(str(results))
+    text = history.build_history(results, tmp_path / "page", repo=tmp_path)["html"].read_text()
+    assert f"Wall time beside instructions: {BENCH}, {count_bench}" in text
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', text)) == 3  # each benchmark, and the pair

@@ -10,9 +10,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rnnbench"
 RANKS = {
     "cli": 5, "__main__": 5,
     "sweep": 4, "report": 4, "recommend": 4, "interleaved": 4, "ray_executor": 4, "worker": 4, "history": 4,
-    "jobs": 3, "train": 3, "measure": 3, "tasks": 3,
+    "jobs": 3, "train": 3, "measure": 3, "tasks": 3, "instructions": 3,
     "store": 2, "results": 2, "stability": 2, "crossover": 2, "contention": 2,
-    "cost": 1, "suites": 1, "config": 1, "__init__": 1, "ragged": 1,
+    "cost": 1, "suites": 1, "config": 1, "__init__": 1, "ragged": 1, "callgrind": 1,
 }
 
 

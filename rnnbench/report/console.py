@@ -75,10 +75,13 @@ def print_end_of_run(records, table: str = "summary") -> None:
     """The end of ``rnnbench run``: ``summary`` (compact) or ``full`` (every timing row)."""
     timing = [r for r in records if r.get("kind") == "timing"]
     training = [r for r in records if r.get("kind") == "training"]
+    counted = [r for r in records if r.get("kind") == "instructions"]
     if training:
         print_training(training)
+    if counted:
+        print_instructions(counted)
     if not timing:
-        if not training:
+        if not training and not counted:
             print("no timing records")
         return
     interpreted = [r for r in timing if r.get("impl_label") == "interpreted"]
@@ -109,6 +112,18 @@ def print_end_of_run(records, table: str = "summary") -> None:
         for r in results.failure_reasons(bad).itertuples():  # one line per reason, not per shape and round
             shapes = f"x{r.records}, T {r.T}" if r.records > 1 else f"T={r.T}"
             print(f"  {r.backend} {r.cell} {r.mode}: {r.status}: {r.message[:200]} ({shapes})")
+
+
+def print_instructions(records) -> None:
+    """One row per configuration: instructions per call under callgrind (--metric instructions), or why not."""
+    import pandas as pd
+
+    rows = [{"backend": r["backend"], "cell": r["cell"], "mode": r.get("mode"), "B": r["batch"], "T": r["seq_len"],
+             "H": r["hidden"], "dtype": r["dtype"], "round": r.get("round"),
+             "instructions/call": f"{r['instructions']:,.0f}" if r.get("status") == "ok" else r["status"],
+             "message": r.get("message", "")[:80]} for r in records]
+    print("instructions per call under callgrind (valgrind's emulated CPU: the code path, not this CPU's speed):")
+    _print_frame(pd.DataFrame(rows))
 
 
 def print_training(records) -> None:
