@@ -71,7 +71,7 @@ def training_records(task, backend, baseline_metric, rng) -> list[dict]:
                     "status": "ok", "message": "", "step": step, "loss": loss, "grad_norm": 1.0,
                     "metric": loss * 1.1 if step % 10 == 0 else None, "baseline_metric": baseline_metric,
                     "metric_name": "mse", "data_sha256": "0" * 64, "step_s": 0.01, "nan_count": 0, "steps": 60,
-                    "seed": 0, "threads": 2, "matmul_precision": "ieee"})
+                    "seed": 0, "threads": 2, "matmul_precision": "ieee", "target_metric": 0.1 * baseline_metric})
     return out
 
 
