@@ -127,7 +127,8 @@ class TrainJob(JobBase):
     """One training run (``rnnbench.train``).  Sizes left as None take the task's default short setting."""
 
     IDENTITY: ClassVar[tuple[str, ...]] = ("task", "backend", "cell", "hidden", "seq_len", "layers", "input_size",
-                                           "batch", "dtype", "device", "steps", "seed", "budget_s", "stop_at_target")
+                                           "batch", "dtype", "device", "steps", "seed", "budget_s", "stop_at_target",
+                                           "depth_walk")
     RECORD_KIND: ClassVar[str] = "training"
     JOB: ClassVar[str] = "train"
 
@@ -150,6 +151,7 @@ class TrainJob(JobBase):
     forget_bias: float = SETTINGS.forget_bias  # added to an LSTM's forget-gate bias at initialisation
     budget_s: float = 0.0  # seconds of training the run may spend beyond ``steps`` while short of the target
     stop_at_target: bool = False  # end at the first evaluation that meets the task's target (time to quality)
+    depth_walk: bool = False  # a run of a DepthJob's walk (the same run on its own is another job, another record)
 
     def __post_init__(self):
         from . import tasks
@@ -166,7 +168,7 @@ class TrainJob(JobBase):
     @property
     def record_fields(self) -> dict:
         return {**super().record_fields, "task": self.task, "steps": self.steps, "seed": self.seed,
-                "budget_s": float(self.budget_s), "stop_at_target": self.stop_at_target}
+                "budget_s": float(self.budget_s), "stop_at_target": self.stop_at_target, "depth_walk": self.depth_walk}
 
     def validate(self) -> None:
         """Raise ConfigError naming the valid choices (the task was checked on construction)."""
@@ -180,8 +182,9 @@ class TrainJob(JobBase):
             raise ConfigError(str(exc)) from None
         if not isinstance(self.budget_s, (int, float)) or isinstance(self.budget_s, bool) or not self.budget_s >= 0:
             raise ConfigError(f"budget_s must be a number of seconds >= 0, got {self.budget_s!r}")
-        if not isinstance(self.stop_at_target, bool):
-            raise ConfigError(f"stop_at_target must be true or false, got {self.stop_at_target!r}")
+        for flag in ("stop_at_target", "depth_walk"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
 
     def describe(self) -> str:
         budget = f" or {self.budget_s:.0f} s" if self.budget_s else ""
@@ -254,7 +257,7 @@ class DepthJob(JobBase):
         return TrainJob(self.task, self.backend, self.cell, hidden=self.hidden, seq_len=seq_len, steps=self.steps,
                         seed=seed, batch=self.batch, lr=self.lr, device=self.device, dtype=self.dtype,
                         layers=self.layers, input_size=self.input_size, eval_every=self.eval_every,
-                        budget_s=self.budget_s, stop_at_target=True)
+                        budget_s=self.budget_s, stop_at_target=True, depth_walk=True)
 
     @property
     def record_fields(self) -> dict:

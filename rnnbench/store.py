@@ -57,7 +57,7 @@ REVERSE_PROFILE_FIELDS = ("grad_profile_reverse", "grad_decay_per_step_reverse")
 TRAINING_FIELDS = (
     "task", "step", "loss", "grad_norm", "metric", "baseline_metric", "data_sha256", "step_s", "nan_count",
     "metric_name", "param_count", "beats_baseline", "elapsed_s", "steps", "seed", "target_metric", "budget_s",
-    "stop_at_target",
+    "stop_at_target", "depth_walk",
 )
 # a training run's verdict (rnnbench.train.time_to_quality), on its last record only
 QUALITY_FIELDS = ("target_reached", "steps_to_target", "time_to_target_s", "compile_s", "train_s")
@@ -80,7 +80,7 @@ FIELD_TYPES = {
     "samples_s": _LIST, "grad_profile": _LIST, "beats_baseline": _FLAG, "contended": _FLAG, "ranked": _FLAG,
     "bidirectional": _FLAG, "lengths": _TEXT, "length_mean": _REAL, "length_min": _INT, "padded_tokens_per_s": _REAL,
     "grad_profile_reverse": _LIST, "grad_decay_per_step_reverse": _REAL,
-    "target_reached": _FLAG, "stop_at_target": _FLAG,
+    "target_reached": _FLAG, "stop_at_target": _FLAG, "depth_walk": _FLAG,
     "seq_lens": _TEXT, "seeds": _INT, "tried_seq_lens": _LIST, "reached_seq_lens": _LIST, "boundary_seq_len": _INT,
     "boundary_reached": _INT, "boundary_runs": _INT,
 }

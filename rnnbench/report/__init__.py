@@ -28,6 +28,7 @@ from .render import render_html, render_markdown
 from .figures import Figures
 from .crossover import crossover_section
 from .ragged import ragged_section
+from .quality import depth_section, quality_section
 from .sections import (comparison_section, efficiency_section, failures_section, gradient_section, header_section,
                        memory_section, regime_section, speedup_section, throughput_section, training_section)
 
@@ -43,7 +44,8 @@ def build_report(df, out_dir) -> dict:
     sections = [header_section(df), *([comparison] if comparison else []), regime_section(df), crossover_section(df, figs, label_run),
                 throughput_section(df, figs, label_run), memory_section(df, figs, label_run),
                 speedup_section(df, figs, label_run), ragged_section(df, figs, label_run), gradient_section(df, figs, label_run),
-                training_section(df, figs, label_run), efficiency_section(df, figs, label_run),
+                training_section(df, figs, label_run), quality_section(df, figs, label_run),
+                depth_section(df, figs, label_run), efficiency_section(df, figs, label_run),
                 integrity.duplicates_section(df), failures_section(df)]
     title = "rnnbench report"
     md, page = out_dir / "report.md", out_dir / "report.html"
