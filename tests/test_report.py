@@ -22,7 +22,8 @@ from rnnbench.suites import SETTINGS
 from .synthetic_results import make_run, timing_record
 
 SMALL = dict(cells=("lstm",), modes=("forward", "train"), batch=(16, 64), seq_len=(16, 64), hidden=(64,))
-FIGURE_KINDS = ("throughput", "memory", "speedup", "gradient", "training", "efficiency")
+FIGURE_KINDS = ("throughput", "memory", "speedup", "gradient", "training", "efficiency", "quality_first_steps",
+                "depth")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,8 @@ def test_report_writes_every_file_and_figure(written):
         height, width, _ = png_decodes(p.read_bytes())
         assert height > 100 and width > 100
     for title in ("Runs", "Fastest backend per regime", "Throughput vs sequence length", "Peak memory vs sequence",
-                  "Speedup over torch_cudnn", "Gradient flow", "Training curves", "Efficiency", "Failures"):
+                  "Speedup over torch_cudnn", "Gradient flow", "Training curves", "Time to quality", "Memory depth", "Efficiency",
+                  "Failures"):
         assert f"## {title}" in md
     assert "No data" not in md and "Not recorded" not in md
     assert "out of memory" in md  # the failed record is listed, not plotted
@@ -148,7 +150,8 @@ def test_absent_data_is_said_not_dropped(tmp_path):
                  "No data: no finished timings at two or more sequence lengths",
                  "No data: no peak-memory measurements at two or more",
                  "No data: no timing of torch_cudnn beside another backend",
-                 "No data: no gradient-profile", "No data: no training records", "Not recorded"):
+                 "No data: no gradient-profile", "No data: no training records", "Not recorded",
+                 "No data: no training run with a quality target", "No data: no memory-depth walk"):
         assert said in md, said
 
 
