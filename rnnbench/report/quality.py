@@ -126,25 +126,25 @@ def _depth_figure(s: Section, df, depth, figs: Figures, label_run: bool) -> None
     """Per task: the fraction of runs that reached the target against T, beside the gradient profiles."""
     import matplotlib.pyplot as plt
     import numpy as np
+    import seaborn as sns
 
     stab = df[(df["kind"] == "stability") & (df["status"] == "ok")]
     for title, slug, sub in groups(depth, ("device", "task"), label_run):
         fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
-        for _, r in sub.iterrows():
+        colours = sns.color_palette("tab10", len(sub))  # one per model (a cell on a backend)
+        for colour, (_, r) in zip(colours, sub.iterrows()):
             label = f"{r['cell']} · {r['backend']}"
             lengths = [int(t) for t in str(r["seq_lens"]).split(",")]
             tried = [T for T in lengths if T in r["tried_seq_lens"]]
             share = [r["boundary_reached"] / r["boundary_runs"] if T == r["boundary_seq_len"]
                      else float(T in r["reached_seq_lens"]) for T in tried]
-            colour = figs.palette.get(r["backend"])
-            style = dict(marker="o", label=label, color=colour if r["cell"] == "lstm" else None)
-            left.plot(tried, share, **style)
+            left.plot(tried, share, marker="o", label=label, color=colour)
             prof = stab[(stab["backend"] == r["backend"]) & (stab["cell"] == r["cell"])
                         & (stab["seq_len"] == max(tried)) & (stab["run_id"] == r["run_id"])]
             if len(prof):
                 g = np.asarray(prof.iloc[0]["grad_profile"], dtype=float)
                 t = np.linspace(0, max(tried) - 1, len(g))
-                right.plot(t[g > 0], g[g > 0], label=label, color=style["color"])
+                right.plot(t[g > 0], g[g > 0], label=label, color=colour)
         left.set(xscale="log", xlabel="T", ylabel="runs that reached the target", ylim=(-0.05, 1.05))
         right.set(yscale="log", xlabel="timestep t (at the longest T tried)", ylabel="||dL/dx_t||, untrained")
         left.legend(fontsize=7)
