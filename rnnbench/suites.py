@@ -169,9 +169,14 @@ register(Suite(
 register(Suite(
     # issue 29: time to quality (MLPerf's rule: training seconds to a stated target on held-out data) and
     # memory depth (the longest T each model learns the copy and adding problems at, as Hochreiter and
-    # Schmidhuber swept them).  The grid, and each run's budget, is QUALITY below; the estimate is in it.
+    # Schmidhuber swept them).  The grid, and each run's budget, is QUALITY below.  Estimate (from per-step
+    # times taken on the 2-core CPU while other jobs ran, scaled down, so to be confirmed by the first quiet
+    # run): time to quality 8-10 minutes (24 runs, most stop at their target; a run that misses costs its
+    # budget, >= 60 s), memory depth 20-25 minutes (a walk costs its reached lengths, one missed run at its
+    # budget, and two more seeds at the boundary).  T 400 and 800 (--seq-len 10,25,50,100,200,400,800) add
+    # two longer runs to every walk that reaches T=200: not in the 60-minute default.
     "quality", "time to quality of every task per training backend, and memory depth (copy, adding) per cell "
-               "and the transformer (at most 60 minutes on a quiet 2-core CPU)",
+               "and the transformer (estimated 30-35 minutes on a quiet 2-core CPU)",
     kind="quality"))
 
 
