@@ -64,7 +64,19 @@ def io_weights(io: ModelIO, input_size: int, core_output: int, seed: int = 0) ->
 
 def build_trainer(backend_name: str, spec: RNNSpec, io: ModelIO, device: str = "cpu", dtype: str = "float32",
                   seed: int = 0, lr: float = 1e-3, clip: float = 1.0, forget_bias: float = 0.0):
-    """A trainer of input layer -> ``backend_name`` -> head, from seeded weights.
+    """A trainer of input layer -> ``backend_name`` -> head, from seeded weights (the core: ``build_core``)."""
+    import impls
+
+    runner = build_core(backend_name, spec, device, dtype, seed, forget_bias)
+    core_output = hook(runner, "output_size")()
+    head = io_weights(io, spec.input_size, core_output, seed)
+    trainer_cls = {"torch": TorchTrainer, "jax": JaxTrainer}[impls.get(backend_name).framework]
+    return trainer_cls(runner, io, head, lr, clip)
+
+
+def build_core(backend_name: str, spec: RNNSpec, device: str = "cpu", dtype: str = "float32", seed: int = 0,
+               forget_bias: float = 0.0):
+    """The runner of a trainer's core as it starts training.
 
     An RNN core starts from ``init_weights(spec, seed)``, an LSTM's forget-gate
     bias raised by ``forget_bias`` (Gers et al. 2000; Jozefowicz et al. 2015: a
@@ -75,19 +87,14 @@ def build_trainer(backend_name: str, spec: RNNSpec, io: ModelIO, device: str = "
     import impls
 
     backend = impls.get(backend_name)
-    if impls.kind_of(backend_name) == "rnn":
-        weights = init_weights(spec, seed)
-        if spec.cell == "lstm":
-            H = spec.hidden_size
-            for k in range(spec.num_layers):
-                weights[f"bias_ih_l{k}"][H:2 * H] += forget_bias  # the f block of (i, f, g, o)
-        runner = backend.build(spec, weights, device, dtype)
-    else:
-        runner = backend.build(spec, None, device, dtype, seed=seed)
-    core_output = hook(runner, "output_size")()
-    head = io_weights(io, spec.input_size, core_output, seed)
-    trainer_cls = {"torch": TorchTrainer, "jax": JaxTrainer}[backend.framework]
-    return trainer_cls(runner, io, head, lr, clip)
+    if impls.kind_of(backend_name) != "rnn":
+        return backend.build(spec, None, device, dtype, seed=seed)
+    weights = init_weights(spec, seed)
+    if spec.cell == "lstm":
+        H = spec.hidden_size
+        for k in range(spec.num_layers):
+            weights[f"bias_ih_l{k}"][H:2 * H] += forget_bias  # the f block of (i, f, g, o)
+    return backend.build(spec, weights, device, dtype)
 
 
 class TorchTrainer:

@@ -156,7 +156,8 @@ class TrainJob(JobBase):
     """One training run (``rnnbench.train``).  Sizes left as None take the task's default short setting."""
 
     IDENTITY: ClassVar[tuple[str, ...]] = ("task", "backend", "cell", "hidden", "seq_len", "layers", "input_size",
-                                           "batch", "dtype", "device", "steps", "seed")
+                                           "batch", "dtype", "device", "steps", "seed", "budget_s", "stop_at_target",
+                                           "depth_walk")
     RECORD_KIND: ClassVar[str] = "training"
     JOB: ClassVar[str] = "train"
 
@@ -177,6 +178,9 @@ class TrainJob(JobBase):
     eval_every: int | None = None
     clip: float = SETTINGS.clip_norm
     forget_bias: float = SETTINGS.forget_bias  # added to an LSTM's forget-gate bias at initialisation
+    budget_s: float = 0.0  # seconds of training the run may spend beyond ``steps`` while short of the target
+    stop_at_target: bool = False  # end at the first evaluation that meets the task's target (time to quality)
+    depth_walk: bool = False  # a run of a DepthJob's walk (the same run on its own is another job, another record)
 
     def __post_init__(self):
         from . import tasks
@@ -192,7 +196,8 @@ class TrainJob(JobBase):
 
     @property
     def record_fields(self) -> dict:
-        return {**super().record_fields, "task": self.task, "steps": self.steps, "seed": self.seed}
+        return {**super().record_fields, "task": self.task, "steps": self.steps, "seed": self.seed,
+                "budget_s": float(self.budget_s), "stop_at_target": self.stop_at_target, "depth_walk": self.depth_walk}
 
     def validate(self) -> None:
         """Raise ConfigError naming the valid choices (the task was checked on construction)."""
@@ -204,9 +209,17 @@ class TrainJob(JobBase):
             tasks.TASKS[self.task].check_seq_len(self.seq_len)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if not isinstance(self.budget_s, (int, float)) or isinstance(self.budget_s, bool) or not self.budget_s >= 0:
+            raise ConfigError(f"budget_s must be a number of seconds >= 0, got {self.budget_s!r}")
+        for flag in ("stop_at_target", "depth_walk"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
 
     def describe(self) -> str:
-        return f"{self.backend} {self.task} {self.cell} T={self.seq_len} H={self.hidden} steps={self.steps}"
+        budget = f" or {self.budget_s:.0f} s" if self.budget_s else ""
+        until = " until its target" if self.stop_at_target else ""
+        return (f"{self.backend} {self.task} {self.cell} T={self.seq_len} H={self.hidden} seed={self.seed} "
+                f"steps={self.steps}{budget}{until}")
 
     def run(self, fresh_process: bool) -> list[dict]:
         from .train import run_training
@@ -219,7 +232,90 @@ class TrainJob(JobBase):
         return failure_record(self, status, message)
 
 
-JOB_TYPES = {cls.JOB: cls for cls in (TimingJob, InstructionJob, TrainJob)}
+@dataclass(frozen=True)
+class DepthJob(JobBase):
+    """How far back one model learns a task (``rnnbench.train.run_depth``): seed 0 trains at each of
+    ``seq_lens`` in turn, each run until the task's target or its budget, and stops at the first length
+    it misses; seeds 1.. then train at the longest length it reached (the boundary).  Its records: every
+    run's training records, the model's gradient profile at the longest length tried (a stability
+    record), and one depth record, the verdict."""
+
+    IDENTITY: ClassVar[tuple[str, ...]] = ("task", "backend", "cell", "hidden", "seq_lens", "seeds", "steps",
+                                           "budget_s", "layers", "input_size", "batch", "dtype", "device")
+    RECORD_KIND: ClassVar[str] = "depth"
+    JOB: ClassVar[str] = "depth"
+
+    task: str
+    backend: str
+    cell: str = "lstm"
+    seq_lens: str = "10,25,50,100,200"  # ascending, comma-separated (a string: the identity is hashable)
+    seeds: int = 3  # runs at the boundary length, seed 0's included
+    steps: int | None = None  # each run's step budget (with budget_s: the larger binds)
+    budget_s: float = 0.0
+    hidden: int | None = None
+    batch: int | None = None
+    lr: float | None = None
+    eval_every: int | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    layers: int = 1
+    input_size: int | None = None
+    timeout_s: float = 8 * SETTINGS.train_timeout_s  # the whole walk in the process executor
+
+    def __post_init__(self):
+        first = self.training(self.lengths()[0] if self._lengths_ok() else None, 0)  # fills the task's defaults
+        for name in ("hidden", "steps", "batch", "lr", "eval_every", "input_size"):
+            object.__setattr__(self, name, getattr(first, name))
+
+    def _lengths_ok(self) -> bool:
+        try:
+            return bool(self.lengths())
+        except (TypeError, ValueError, AttributeError):
+            return False
+
+    def lengths(self) -> list[int]:
+        return [int(t) for t in str(self.seq_lens).split(",")]
+
+    @property
+    def seq_len(self) -> int:
+        """The longest length of the walk (what the depth record's seq_len holds)."""
+        return self.lengths()[-1]
+
+    def training(self, seq_len: int | None, seed: int) -> TrainJob:
+        """The training run at one length and seed: to the target, within the budget."""
+        return TrainJob(self.task, self.backend, self.cell, hidden=self.hidden, seq_len=seq_len, steps=self.steps,
+                        seed=seed, batch=self.batch, lr=self.lr, device=self.device, dtype=self.dtype,
+                        layers=self.layers, input_size=self.input_size, eval_every=self.eval_every,
+                        budget_s=self.budget_s, stop_at_target=True, depth_walk=True)
+
+    @property
+    def record_fields(self) -> dict:
+        return {**super().record_fields, "task": self.task, "seq_lens": self.seq_lens,
+                "seeds": self.seeds, "steps": self.steps, "budget_s": float(self.budget_s)}
+
+    def validate(self) -> None:
+        if not self._lengths_ok() or self.lengths() != sorted(set(self.lengths())):
+            raise ConfigError(f"seq_lens must be ascending lengths separated by commas, got {self.seq_lens!r}")
+        if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
+            raise ConfigError(f"seeds must be a whole number >= 1, got {self.seeds!r}")
+        for T in self.lengths():
+            self.training(T, 0).validate()
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.task} {self.cell} depth over T={self.seq_lens}"
+
+    def run(self, fresh_process: bool) -> list[dict]:
+        from .train import run_depth
+
+        return run_depth(self)
+
+    def failure(self, status: str, message: str) -> dict:
+        from .train import failure_record
+
+        return {**failure_record(self, status, message), "kind": "depth"}
+
+
+JOB_TYPES = {cls.JOB: cls for cls in (TimingJob, InstructionJob, TrainJob, DepthJob)}
 _BY_RECORD_KIND = {kind: (cls, implied) for cls in JOB_TYPES.values()
                    for kind, implied in {cls.RECORD_KIND: {}, **cls.OTHER_RECORDS}.items()}
 

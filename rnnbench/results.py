@@ -268,14 +268,15 @@ def failure_reasons(records):
 
 
 def training_summary(records):
-    """One row per run: task, setting, backend, steps, final metric, baseline, seconds, verdict."""
+    """One row per run: task, setting, backend, steps, final metric, baseline, seconds, verdict, and the
+    steps to the task's target where the run has a time-to-quality verdict."""
     import pandas as pd
 
     rows = []
     frame = pd.DataFrame([r for r in records if r.get("kind") == "training"])
     if frame.empty:
         return frame
-    for _, run in frame.groupby(["task", "backend", "cell", "seq_len", "hidden"], sort=False, dropna=False):
+    for _, run in frame.groupby(["task", "backend", "cell", "seq_len", "hidden", "seed"], sort=False, dropna=False):
         last = run.iloc[-1]
         evaluated = run[run["metric"].notna()] if "metric" in run else run.iloc[:0]
         final = evaluated.iloc[-1] if len(evaluated) else last
@@ -284,6 +285,9 @@ def training_summary(records):
             "backend": last["backend"], "steps": last.get("step"), "metric": last.get("metric_name"),
             "final": final.get("metric"), "baseline": last.get("baseline_metric"),
             "beats": final.get("beats_baseline"), "seconds": run["step_s"].sum() if "step_s" in run else None,
+            # time to quality, where the run has a verdict: the step the target was met, or not reached
+            "to target": (None if pd.isna(last.get("target_reached")) else last["steps_to_target"]
+                          if last["target_reached"] else "not reached"),
             "status": last["status"],
         })
     return pd.DataFrame(rows)

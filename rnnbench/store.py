@@ -59,8 +59,11 @@ REVERSE_PROFILE_FIELDS = ("grad_profile_reverse", "grad_decay_per_step_reverse")
 INSTRUCTION_FIELDS = ("metric", "instructions", "instruction_windows")
 TRAINING_FIELDS = (
     "task", "step", "loss", "grad_norm", "metric", "baseline_metric", "data_sha256", "step_s", "nan_count",
-    "metric_name", "param_count", "beats_baseline", "elapsed_s", "steps", "seed",
+    "metric_name", "param_count", "beats_baseline", "elapsed_s", "steps", "seed", "target_metric", "budget_s",
+    "stop_at_target", "depth_walk",
 )
+# a training run's verdict (rnnbench.train.time_to_quality), on its last record only
+QUALITY_FIELDS = ("target_reached", "steps_to_target", "time_to_target_s", "compile_s", "train_s")
 
 # -- the record schema: what every record holds, what a finished one adds, and each field's type --
 _TEXT, _INT, _REAL, _LIST, _FLAG = (str,), (numbers.Integral,), (numbers.Real,), (list, tuple), (bool,)
@@ -70,16 +73,20 @@ FIELD_TYPES = {
                      "data_sha256", "metric_name"), _TEXT),
     **dict.fromkeys(("layers", "batch", "seq_len", "input_size", "hidden", "threads", "peak_bytes", "nan_count",
                      "inf_count", "step", "steps", "seed", "param_count", "round", "repeats", "remeasured",
-                     "state_bytes"), _INT),
+                     "state_bytes", "steps_to_target"), _INT),
     **dict.fromkeys(("flops", "bytes",  # counts, but large: a float is as good
                      "median_s", "iqr_s", "compile_s", "tokens_per_s", "max_rel_err", "achieved_flops_per_s",
                      "fraction_of_peak", "fraction_of_recurrent_roofline", "contention", "grad_decay_per_step",
                      "loss", "grad_norm",
-                     "metric", "baseline_metric", "step_s", "elapsed_s"), _REAL),
+                     "metric", "baseline_metric", "step_s", "elapsed_s", "target_metric", "budget_s",
+                     "time_to_target_s", "train_s"), _REAL),
     "samples_s": _LIST, "grad_profile": _LIST, "beats_baseline": _FLAG, "contended": _FLAG, "ranked": _FLAG,
     "bidirectional": _FLAG, "lengths": _TEXT, "length_mean": _REAL, "length_min": _INT, "padded_tokens_per_s": _REAL,
     "grad_profile_reverse": _LIST, "grad_decay_per_step_reverse": _REAL,
     "instructions": _REAL, "instruction_windows": _LIST,
+    "target_reached": _FLAG, "stop_at_target": _FLAG, "depth_walk": _FLAG,
+    "seq_lens": _TEXT, "seeds": _INT, "tried_seq_lens": _LIST, "reached_seq_lens": _LIST, "boundary_seq_len": _INT,
+    "boundary_reached": _INT, "boundary_runs": _INT,
 }
 # a field whose type depends on the kind: a training record's ``metric`` is the task's figure (a number),
 # an instructions record's names what it counts
@@ -96,10 +103,16 @@ REQUIRED_OK = {
     "stability": COMMON_FIELDS + STABILITY_FIELDS,
     "instructions": COMMON_FIELDS + ("mode", "round") + INSTRUCTION_FIELDS,
     "training": COMMON_FIELDS + ("task", "step", "loss", "grad_norm", "metric", "baseline_metric", "data_sha256",
-                                 "step_s", "nan_count", "steps", "seed"),
+                                 "step_s", "nan_count", "steps", "seed", "target_metric"),
+    # a memory-depth walk's verdict (rnnbench.jobs.DepthJob); boundary_seq_len is None where no length was reached
+    "depth": COMMON_FIELDS + ("task", "seq_lens", "seeds", "steps", "budget_s", "tried_seq_lens", "reached_seq_lens",
+                              "boundary_seq_len", "boundary_reached", "boundary_runs", "grad_decay_per_step"),
 }
 REQUIRED_BY_BACKEND_KIND = {("timing", "rnn"): ("max_rel_err",), ("timing", "baseline"): ("sdpa_kernel",)}
 REQUIRED_BY_MODE = {("timing", "decode"): ("state_bytes",)}  # the state a decode step reads (h/c, or a KV cache)
+# a field that brings others with it: a training run's verdict is whole (steps_to_target and
+# time_to_target_s are None when the target was not reached)
+REQUIRED_WITH = {("training", "target_reached"): QUALITY_FIELDS}
 NOT_NULL = ("run_id", "kind", "backend", "status", "message")
 KINDS = tuple(REQUIRED_OK)
 
@@ -123,7 +136,8 @@ def check_record(record: dict) -> None:
     required = list(REQUIRED)
     if status == "ok" and kind in REQUIRED_OK:
         required += REQUIRED_OK[kind] + REQUIRED_BY_BACKEND_KIND.get((kind, record.get("backend_kind")), ()) \
-            + REQUIRED_BY_MODE.get((kind, record.get("mode")), ())
+            + REQUIRED_BY_MODE.get((kind, record.get("mode")), ()) \
+            + sum((fields for (k, present), fields in REQUIRED_WITH.items() if k == kind and present in record), ())
     missing = [f for f in dict.fromkeys(required) if f not in record]
     if missing:
         problems.append(f"missing {', '.join(missing)}")

@@ -82,7 +82,7 @@ class Suite:
     # times the sweep visits the grid, each visit shuffled: a comparison tests per-round medians, and
     # needs 5 rounds a side (two runs, rank test) or 8 paired rounds (two backends, signed-rank test)
     rounds: int = 1
-    kind: str = "timing"  # timing | training
+    kind: str = "timing"  # timing | training | quality
 
 
 SUITES: dict[str, Suite] = {}
@@ -204,6 +204,40 @@ register(Suite(
 register(Suite(
     "tasks", "short training runs of every task for every RNN backend and the transformer baseline",
     kind="training"))
+register(Suite(
+    # issue 29: time to quality (MLPerf's rule: training seconds to a stated target on held-out data) and
+    # memory depth (the longest T each model learns the copy and adding problems at, as Hochreiter and
+    # Schmidhuber swept them).  The grid, and each run's budget, is QUALITY below.  Estimate (from per-step
+    # times taken on the 2-core CPU while other jobs ran, scaled down, so to be confirmed by the first quiet
+    # run): time to quality 8-10 minutes (24 runs, most stop at their target; a run that misses costs its
+    # budget, >= 60 s), memory depth 20-25 minutes (a walk costs its reached lengths, one missed run at its
+    # budget, and two more seeds at the boundary).  T 400 and 800 (--seq-len 10,25,50,100,200,400,800) add
+    # two longer runs to every walk that reaches T=200: not in the 60-minute default.
+    "quality", "time to quality of every task per training backend, and memory depth (copy, adding) per cell "
+               "and the transformer (estimated 30-35 minutes on a quiet 2-core CPU)",
+    kind="quality"))
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The quality suite's grid.  A model is a (cell, backend) pair: a new cell (e.g. a parallel-in-time
+    one) joins the memory-depth sweep as one more entry of ``depth_models``."""
+
+    # time to quality: each task at its default setting, LSTM on one backend per family that trains at full
+    # speed on a CPU, and the transformer baseline
+    backends: tuple = ("torch_cudnn", "torch_eager", "jax_scan", "transformer_sdpa")
+    depth_tasks: tuple = ("copy", "adding")
+    depth_models: tuple = (("rnn_tanh", "torch_cudnn"), ("lstm", "torch_cudnn"), ("gru", "torch_cudnn"),
+                           ("lstm", "transformer_sdpa"))  # the transformer is parameter-matched to the LSTM
+    depth_seq_lens: str = "10,25,50,100,200"
+    depth_seeds: int = 3  # at the boundary length
+    # a run's budget: max(step_factor x the steps an LSTM needed at the task's shortest length, budget_s)
+    step_factor: int = 3
+    budget_s: float = 60.0
+    eval_every: int = 10  # the resolution of steps_to_target
+
+
+QUALITY = Quality()
 
 
 def suite_names() -> list[str]:

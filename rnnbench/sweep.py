@@ -30,7 +30,7 @@ from pathlib import Path
 
 from . import ragged, suites
 from .config import METRICS, MODES, ConfigError, check_devices, check_fits, parse_bool
-from .jobs import InstructionJob, TimingJob, TrainJob, job_from_dict, record_key
+from .jobs import DepthJob, InstructionJob, TimingJob, TrainJob, job_from_dict, record_key
 from .suites import INTERPRETED_SHAPE, INTERPRETED_TIMING, SWEEP_AXES
 
 
@@ -82,6 +82,8 @@ def build_jobs(suite: str = "quick", overrides: dict | None = None) -> list:
         raise ConfigError(exc.args[0]) from None
     if preset.kind == "training":
         return training_jobs(overrides or {})
+    if preset.kind == "quality":
+        return quality_jobs(overrides or {})
     return build_configs(suite, overrides)
 
 
@@ -218,6 +220,38 @@ def training_jobs(axes: dict) -> list[TrainJob]:
                             for dtype in axes.get("dtype") or ["float32"]:
                                 jobs.append(TrainJob(name, backend, cell, hidden=hidden, seq_len=seq_len,
                                                      device=device, dtype=dtype))
+    for job in jobs:
+        job.validate()
+    return jobs
+
+
+def quality_jobs(axes: dict, grid=suites.QUALITY) -> list:
+    """The ``quality`` suite: each task to its target at its default setting per backend (LSTM), then a
+    memory-depth walk (``DepthJob``) of each model over the depth tasks' lengths.
+
+    Each run's budget is ``grid.step_factor`` times the steps an LSTM needed at the task's shortest
+    length (``Task.lstm_steps_to_target``), or ``grid.budget_s`` seconds of training if that is longer.
+    Axes that apply: backends (time to quality), cells (memory depth's RNN cells), seq_len (memory
+    depth's lengths), device, dtype.
+    """
+    from . import tasks
+
+    jobs = []
+    for device in axes.get("device") or [suites.get("quality").device]:
+        for dtype in axes.get("dtype") or ["float32"]:
+            common = dict(device=device, dtype=dtype, budget_s=grid.budget_s, eval_every=grid.eval_every)
+            for name in tasks.names():
+                steps = grid.step_factor * tasks.TASKS[name].lstm_steps_to_target
+                for backend in axes.get("backends") or grid.backends:
+                    jobs.append(TrainJob(name, backend, "lstm", steps=steps, stop_at_target=True, **common))
+            cells = axes.get("cells")
+            models = [(c, b) for c, b in grid.depth_models if cells is None or c in cells or b.startswith("transformer")]
+            lengths = ",".join(map(str, axes["seq_len"])) if axes.get("seq_len") else grid.depth_seq_lens
+            for name in grid.depth_tasks:
+                steps = grid.step_factor * tasks.TASKS[name].lstm_steps_to_target
+                for cell, backend in models:
+                    jobs.append(DepthJob(name, backend, cell, seq_lens=lengths, seeds=grid.depth_seeds, steps=steps,
+                                         **common))
     for job in jobs:
         job.validate()
     return jobs

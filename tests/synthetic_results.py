@@ -71,8 +71,23 @@ def training_records(task, backend, baseline_metric, rng) -> list[dict]:
                     "status": "ok", "message": "", "step": step, "loss": loss, "grad_norm": 1.0,
                     "metric": loss * 1.1 if step % 10 == 0 else None, "baseline_metric": baseline_metric,
                     "metric_name": "mse", "data_sha256": "0" * 64, "step_s": 0.01, "nan_count": 0, "steps": 60,
-                    "seed": 0, "threads": 2, "matmul_precision": "ieee"})
+                    "seed": 0, "threads": 2, "matmul_precision": "ieee", "target_metric": 0.3 * baseline_metric,
+                    "budget_s": 0.0, "stop_at_target": True, "depth_walk": False})
+    # the run's time-to-quality verdict, on its last record
+    out[-1].update(target_reached=True, steps_to_target=50, time_to_target_s=0.5, compile_s=0.0, train_s=0.6)
     return out
+
+
+def depth_record(task, backend, cell, boundary) -> dict:
+    """A memory-depth walk's verdict: reached every length up to ``boundary``, missed the next."""
+    lengths = [10, 25, 50, 100]
+    reached = [T for T in lengths if T <= boundary]
+    return {"kind": "depth", "task": task, "backend": backend, "backend_kind": COST[backend][0],
+            "framework": "torch", "impl_label": backend, "device": "cpu", "dtype": "float32", "cell": cell,
+            "layers": 1, "batch": 64, "seq_len": 100, "input_size": 64, "hidden": 64, "status": "ok", "message": "",
+            "threads": 2, "matmul_precision": "ieee", "seq_lens": "10,25,50,100", "seeds": 3, "steps": 300,
+            "budget_s": 60.0, "tried_seq_lens": lengths[:len(reached) + 1], "reached_seq_lens": reached,
+            "boundary_seq_len": boundary, "boundary_reached": 3, "boundary_runs": 3, "grad_decay_per_step": -0.01}
 
 
 def make_run(root, *, machine="synthbox", seed=0, backends=tuple(COST), slower=None, efficiency=False,
@@ -105,6 +120,7 @@ def make_run(root, *, machine="synthbox", seed=0, backends=tuple(COST), slower=N
             for backend in ("torch_cudnn", "transformer_sdpa"):
                 for rec in training_records(task, backend, base, rng):
                     run.append(rec)
+                run.append(depth_record(task, backend, "lstm", 50 if backend == "torch_cudnn" else 25))
         run.append(timing_record("triton_fused", "lstm", "train", 4, 8, 16, 0.5, rng, impl_label="interpreted"))
         run.append({**timing_record("torch_eager", "lstm", "train", 64, 256, 128, 1.0, rng), "dtype": "float64",
                     "status": "oom", "message": "out of memory", "median_s": None, "samples_s": None})

@@ -22,7 +22,8 @@ from rnnbench.suites import SETTINGS
 from .synthetic_results import make_run, timing_record
 
 SMALL = dict(cells=("lstm",), modes=("forward", "train"), batch=(16, 64), seq_len=(16, 64), hidden=(64,))
-FIGURE_KINDS = ("throughput", "memory", "speedup", "gradient", "training", "efficiency")
+FIGURE_KINDS = ("throughput", "memory", "speedup", "gradient", "training", "efficiency", "quality_first_steps",
+                "depth")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,8 @@ def test_report_writes_every_file_and_figure(written):
         height, width, _ = png_decodes(p.read_bytes())
         assert height > 100 and width > 100
     for title in ("Runs", "Fastest backend per regime", "Throughput vs sequence length", "Peak memory vs sequence",
-                  "Speedup over torch_cudnn", "Gradient flow", "Training curves", "Efficiency", "Failures"):
+                  "Speedup over torch_cudnn", "Gradient flow", "Training curves", "Time to quality", "Memory depth", "Efficiency",
+                  "Failures"):
         assert f"## {title}" in md
     assert "No data" not in md and "Not recorded" not in md
     assert "out of memory" in md  # the failed record is listed, not plotted
@@ -150,7 +152,9 @@ def test_absent_data_is_said_not_dropped(tmp_path):
                  "**Speedup over torch_cudnn**: not measured: no timing of torch_cudnn beside another backend",
                  "**Gradient flow through time**: not measured: these runs hold no stability records",
                  "**Training curves**: not measured: these runs hold no training records",
-                 "**Efficiency**: not measured: these runs' records carry no cost fields"):
+                 "**Efficiency**: not measured: these runs' records carry no cost fields",
+                 "**Time to quality**: not measured: no training run with a quality target",
+                 "**Memory depth**: not measured: no memory-depth walk"):
         line = next(line for line in md.splitlines() if line.startswith(said.split(":")[0]))
         assert line.startswith(said), line  # one line saying why, in place of a heading
         assert f"## {said.split('**')[1]}" not in md

@@ -31,6 +31,7 @@ from .figures import Figures
 from .crossover import crossover_section
 from .parallel import parallel_section
 from .ragged import ragged_section
+from .quality import depth_section, quality_section
 from .sections import (comparison_section, efficiency_section, failures_section, gradient_section, header_section,
                        memory_section, regime_section, speedup_section, throughput_section, training_section)
 
@@ -48,7 +49,8 @@ def build_report(df, out_dir) -> dict:
                 *([parallel] if parallel else []),
                 throughput_section(df, figs, label_run), memory_section(df, figs, label_run),
                 speedup_section(df, figs, label_run), ragged_section(df, figs, label_run), gradient_section(df, figs, label_run),
-                training_section(df, figs, label_run), efficiency_section(df, figs, label_run),
+                training_section(df, figs, label_run), quality_section(df, figs, label_run),
+                depth_section(df, figs, label_run), efficiency_section(df, figs, label_run),
                 integrity.duplicates_section(df), failures_section(df)]
     title = "rnnbench report"
     md, page = out_dir / "report.md", out_dir / "report.html"

@@ -23,6 +23,12 @@ class Adding(Task):
     default = Setting(seq_len=50, hidden=64, batch=64, steps=250, lr=1e-2, eval_every=50)
     margin = 1 / 6 - 0.05  # learned: MSE at most 0.05
     margin_text = "MSE at most 0.05 (baseline 0.167)"
+    # Hochreiter & Schmidhuber's criterion for a solved run is an absolute error below 0.04 on (nearly)
+    # every sequence; an MSE of 0.01 (6% of the baseline's) is its mean-square cousin.  Measured: an LSTM
+    # (torch_cudnn, H=64 B=64 lr 1e-2, seed 0) at T=10 is at 0.0078 after 50 steps, 1.6e-3 after 75.
+    target = 0.01
+    lstm_steps_to_target = 50
+    target_text = "MSE at most 0.01 (baseline 0.167)"
     validation_size = 1024
     min_seq_len = 2  # one marker in each half
 

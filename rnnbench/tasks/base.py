@@ -40,6 +40,14 @@ class Task:
     default: Setting
     margin: float  # the final metric must beat the baseline by this much to count as learned
     margin_text: str
+    # time to quality (MLPerf Training's rule): the metric value on the validation set that counts as
+    # reached, set from measurement so that an LSTM reaches it at the task's shortest length (each task
+    # says how); a property where it depends on the length or the data
+    target: float
+    target_text: str
+    # the first evaluation (every 25 steps) at which that LSTM met the target, at the shortest length the
+    # quality suite trains the task at: 3x this is a run's step budget there (rnnbench.sweep.quality_jobs)
+    lstm_steps_to_target: int
     variable_length = True  # False where the data fixes T (seqdigits: 64 pixels)
     min_seq_len, max_seq_len = 1, 1 << 20
 
@@ -83,6 +91,10 @@ class Task:
         """The fields ``impls.models.ModelIO`` takes: how inputs are read and outputs scored."""
         return {"input_kind": self.input_kind, "input_dim": self.input_dim, "output_size": self.output_size,
                 "loss": self.loss, "targets": self.targets}
+
+    def reached(self, value: float) -> bool:
+        """Whether ``value`` meets the task's quality target."""
+        return value >= self.target if self.higher_is_better else value <= self.target
 
     def beats_baseline(self, value: float) -> bool:
         """Whether ``value`` beats the baseline by the stated margin."""

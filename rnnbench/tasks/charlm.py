@@ -34,6 +34,15 @@ class CharLM(Task):
     default = Setting(seq_len=64, hidden=64, batch=32, steps=300, lr=1e-2, eval_every=50)
     margin = 1.0  # learned: at least one bit per character below the unigram model
     margin_text = "at least 1 bit/char below the unigram model"
+    # measured: an LSTM (torch_cudnn, T=64 H=64 B=32 lr 1e-2, seed 0) at 2.76 bits/char after 200 steps,
+    # 2.46 after 600, from the unigram model's 4.80 (Python 3.11's topics): two bits below it is a model
+    # that uses its context, reached within a short budget
+    target_text = "at least 2 bits/char below the unigram model"
+    lstm_steps_to_target = 200
+
+    @property
+    def target(self) -> float:
+        return self.baseline() - 2.0
 
     def __init__(self, seq_len=None, seed=0):
         super().__init__(seq_len, seed)

@@ -1,17 +1,17 @@
 """Copy memory (Hochreiter & Schmidhuber 1997; Arjovsky et al. 2016).
 
 Input: 10 symbols from an alphabet of 8, T-1 blanks, a marker, 10 blanks (T+20
-steps).  Target: T+10 blanks, then the 10 symbols.  A memoryless model can only
-predict blanks where they are certain and a uniform guess over the 8 symbols
-for the last 10 steps: cross-entropy 10 ln 8 / (T + 20) per step.
+steps).  Target: T+10 blanks, then the 10 symbols; the loss is the cross-entropy
+of every step.  Metric: per-symbol accuracy over the 10 copied steps (Arjovsky et
+al. score the cross-entropy, which the blanks dilute as T grows; the accuracy of
+what had to be remembered reads the same at every T).  A memoryless model can
+only guess among the 8 symbols: accuracy 1/8.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from .base import Setting, Task, mean_cross_entropy
+from .base import Setting, Task
 
 BLANK, MARKER, SYMBOLS, COPIED = 0, 9, 8, 10  # ids 1..8 are the symbols
 
@@ -23,14 +23,21 @@ class Copy(Task):
     output_size = 9  # blank and the 8 symbols (the marker is never a target)
     loss = "xent"
     targets = "all"
-    metric_name = "xent_nats"
+    metric_name = "copied_accuracy"
+    higher_is_better = True
     default = Setting(seq_len=10, hidden=64, batch=64, steps=800, lr=5e-3, eval_every=100)
-    margin_text = "cross-entropy at most 0.7 of the baseline"
+    margin = 0.125  # learned: twice chance
+    margin_text = "accuracy on the copied symbols at least 0.25 (chance 0.125)"
+    # Measured (torch_cudnn LSTM, H=64 B=64, seed 0, T=10): the accuracy climbs slowly and steadily,
+    # 0.30 after 200 steps, 0.50 after 700, 0.61 after 1200, 0.73 after 2500 (lr 1e-2 and 2e-2 are
+    # slower: 0.46 and 0.34 after 800; H=128 is faster per step, 0.69 after 800, at 3x the step time
+    # on a CPU).  Nothing is off in the setting: ten symbols of three bits are a lot for H=64 to hold.
+    # The target, half the symbols right (four times chance), is what an LSTM reaches at T=10 within
+    # a budget that a sweep over T can afford.
+    target = 0.5
+    lstm_steps_to_target = 700
+    target_text = "accuracy on the copied symbols at least 0.5 (chance 0.125)"
     validation_size = 512
-
-    @property
-    def margin(self) -> float:
-        return 0.3 * self.baseline()
 
     def generate(self, rng: np.random.Generator, batch: int):
         """x [T+20, B] ids, y [T+20, B] ids."""
@@ -50,7 +57,8 @@ class Copy(Task):
         return self.generate(np.random.default_rng([self.seed, 1]), self.validation_size)
 
     def metric(self, outputs, y):
-        return mean_cross_entropy(outputs, y)
+        """Accuracy of the argmax over the last COPIED steps; outputs [T+20, B, 9], y [T+20, B]."""
+        return float(np.mean(np.argmax(outputs[-COPIED:], axis=-1) == y[-COPIED:]))
 
     def baseline(self) -> float:
-        return COPIED * math.log(SYMBOLS) / (self.seq_len + 2 * COPIED)
+        return 1.0 / SYMBOLS

@@ -53,6 +53,14 @@ class Forecast(Task):
     metric_name = "mse"
     default = Setting(seq_len=24, hidden=64, batch=64, steps=200, lr=5e-3, eval_every=50)
     margin_text = "MSE at most 0.8 of the persistence forecast's"
+    # measured: an LSTM (torch_cudnn, T=24 H=64 B=64 lr 5e-3, seed 0) at 0.13 after 125 steps and
+    # 0.10-0.12 from 200 to 400 (noisy: 400 training windows), from the persistence forecast's 0.306
+    target_text = "MSE at most 0.45 of the persistence forecast's"
+    lstm_steps_to_target = 125
+
+    @property
+    def target(self) -> float:
+        return 0.45 * self.baseline()
     max_seq_len = int(SHORTEST_SERIES * (1 - VALIDATION_FRACTION)) - 1  # leaves one training window
 
     @property

@@ -36,6 +36,11 @@ class SeqDigits(Task):
     default = Setting(seq_len=PIXELS, hidden=64, batch=64, steps=400, lr=1e-2, eval_every=50)
     margin = 0.4  # learned: accuracy of at least 50%, five times chance
     margin_text = "accuracy at least 0.5 (chance 0.1)"
+    # measured: an LSTM (torch_cudnn, H=64 B=64 lr 1e-2, seed 0) passes 0.70 after 275 steps, then climbs
+    # slowly (0.79 at 500, 0.85 at 800): 0.7 is reached within a short budget, well clear of chance
+    target = 0.7
+    lstm_steps_to_target = 275
+    target_text = "accuracy at least 0.7 (chance 0.1)"
     permuted = False
     variable_length = False
 
@@ -74,4 +79,5 @@ class SeqDigits(Task):
 
 class SeqDigitsPermuted(SeqDigits):
     name = "seqdigits_permuted"
+    lstm_steps_to_target = 400  # measured as SeqDigits's: 0.72 after 400 steps (0.68 at 375), 0.77 at 800
     permuted = True
