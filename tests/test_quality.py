@@ -41,7 +41,9 @@ def test_a_run_that_misses_says_not_reached_and_spends_the_larger_budget():
                                          budget_s=1.0, stop_at_target=True)))
     last = recs[-1]
     assert last["target_reached"] is False and last["steps_to_target"] is None and last["time_to_target_s"] is None
-    assert last["step"] > 2 and sum(r["step_s"] for r in recs) >= 1.0  # seconds bound, past the step budget
+    spent = sum(r["step_s"] for r in recs)
+    assert last["step"] >= 2 and spent >= 1.0  # both budgets spent: the larger binds (on a loaded machine two
+    assert last["step"] == 2 or spent - last["step_s"] < 1.0  # steps may take the second), and no step past it
     assert last["metric"] is not None
 
 
