@@ -105,11 +105,16 @@ def _run_parser(sub, c) -> None:
                    f"suite's, else full); {_one_of(ragged.FORMS)}: full (every row T steps), uniform:MIN (uniform in "
                    "[MIN, T]), zipf:A (Zipf exponent A > 1, clipped to [1, T]); drawn from the configuration's seed, "
                    "the same for every backend")
+    r.add_argument("--threads", type=comma_list(positive_int), help="intra-op threads of every framework (torch, "
+                   "XLA, ONNX Runtime, NumPy's BLAS), a sweep axis: e.g. 1,2; each value runs in processes of its own, "
+                   "since XLA fixes its thread count when it starts (XLA takes 1 or every core). Default: each "
+                   "framework's own (every core); on a machine others use, --threads 1")
     r.add_argument("--config", help="JSON or TOML file with the same axes as the flags (and 'suite'); flags win")
     r.add_argument("--suite", default=None, help=f"named preset (default quick); {_one_of(c['suites'])}. "
                    f"{c['suite_help']}")
     r.add_argument("--executor", choices=c["executors"], default=None, metavar="EXECUTOR",
-                   help=f"where each configuration runs: inline (this process; memory probes in a fresh child), "
+                   help=f"where each configuration runs: inline (this process; memory probes in a fresh child; "
+                        f"with --rounds above 1 or --threads, each round of each backend in one fresh process), "
                         f"process (a fresh process each: a crash or hang becomes a record), ray (Ray tasks); "
                         f"{_one_of(c['executors'])} (default inline; --resume keeps the run's own)")
     r.add_argument("--isolate", action="store_true", help="same as --executor process")
@@ -120,7 +125,8 @@ def _run_parser(sub, c) -> None:
     r.add_argument("--out", default=None, help=f"results root, a writable folder; the run goes to "
                    f"ROOT/MACHINE/RUN_ID (default {DEFAULT_OUT})")
     r.add_argument("--rounds", type=positive_int, default=None, help="times the grid is visited, each visit "
-                   "shuffled (default: the suite's); comparisons need 5 (two runs) or 8 (two backends)")
+                   "shuffled, each round of each backend in a fresh process of its own when above 1 (default: the "
+                   "suite's); comparisons need 5 (two runs) or 8 (two backends)")
     r.add_argument("--resume", default=None, metavar="RUN_DIR", help="complete this run as planned: measure only "
                    "the jobs it has no record of (takes no sweep flags)")
     r.add_argument("--retry-failed", action="store_true", help="with --resume: also re-run the configurations "
@@ -307,8 +313,10 @@ def _sweep_and_report(args, run, jobs, executor) -> int:
         print(f"interrupted; every finished record is kept: rnnbench run --resume {run.path} completes this run",
               file=sys.stderr)
         return 130
-    print_end_of_run(run.records(), args.table)
-    _warn_contended(run.records())
+    records = run.records()
+    _warn_contended(records)  # first: it says why rows below are missing
+    print_end_of_run(records, args.table)
+    _advise_threads(records)
     print(f"\nrecords: {run.path / 'records.jsonl'}")
     if write:
         print(f"report: {write_report([run.path], report_dir)}")
@@ -317,15 +325,26 @@ def _sweep_and_report(args, run, jobs, executor) -> int:
 
 def _warn_contended(records) -> None:
     """One line when others used the CPU while we timed: how many records, and that rankings skip them."""
+    import pandas as pd
+
+    from .results import contention_note
+
+    note = contention_note(pd.DataFrame(records)) if records else None
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+
+
+def _advise_threads(records) -> None:
+    """The advice to time with one thread, when others used the cores and a run used more than one."""
     from .suites import SETTINGS
 
     timing = [r for r in records if r.get("kind") == "timing" and r.get("status") == "ok"]
-    contended = sum(bool(r.get("contended")) for r in timing)
-    if contended:
-        print(f"warning: {contended} of {len(timing)} timing records are contended (others used more than "
-              f"{SETTINGS.contention_threshold:g} of a core while they were timed, after "
-              f"{SETTINGS.contention_retries} re-measures); reports and recommend leave them out; "
-              "measure again on a quieter machine", file=sys.stderr)
+    loads = sorted(r["contention"] for r in timing if r.get("contention") is not None)
+    many = [r for r in timing if (r.get("threads") or 1) > 1]
+    if loads and many and loads[len(loads) // 2] > SETTINGS.contention_threshold:
+        print(f"advice: others used {loads[len(loads) // 2]:.2g} cores (median over the timed windows) while "
+              f"{len(many)} timing records ran on more than one thread; on a shared machine time with --threads 1 "
+              "(one intra-op thread for torch, XLA and ONNX Runtime), or compare --threads 1,2", file=sys.stderr)
 
 
 def cmd_train(args) -> int:

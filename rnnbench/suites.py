@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 # The axes a sweep takes (CLI flags, config files), in the order they are listed.
 SWEEP_AXES = ("backends", "cells", "batch", "seq_len", "input_size", "hidden", "layers", "dtype", "mode", "device",
-              "bidirectional", "lengths")
+              "bidirectional", "lengths", "threads")
 # Shapes for a backend that runs under an interpreter (Triton on a CPU): exactness, not speed.
 INTERPRETED_SHAPE = {"batch": 4, "seq_len": 8, "input_size": 8, "hidden": 16}
 # ... timed once: the row checks exactness (max_rel_err), its time says nothing about the kernel's speed

@@ -1,6 +1,8 @@
 """Numbers that hold from one run to the next: rounds, enough samples, contention around the window."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from rnnbench import cli, contention, measure, store, suites, sweep
@@ -85,19 +87,21 @@ def test_a_contended_window_is_measured_again_then_flagged(monkeypatch):
     assert timing["contention"] == 1.5
 
 
-def test_cli_prints_one_warning_line_with_the_count(tmp_path, capsys, monkeypatch):
+def test_cli_prints_one_warning_line_with_the_count_first(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RNNBENCH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(contention, "Window", _Busy)
     argv = ["run", "--backends", "torch_eager", "--cells", "lstm", "--batch", "4", "--seq-len", "8", "--hidden",
-            "16", "--input-size", "8", "--mode", "forward,train", "--rounds", "2", "--out", str(tmp_path), "--quiet",
+            "16", "--input-size", "8", "--mode", "forward,train", "--out", str(tmp_path), "--quiet",
             "--no-report", "--machine", "box"]
-    assert cli.main(argv) == 0
-    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and warnings[0].startswith("warning: 4 of 4 timing records are contended")
+    assert cli.main(argv) == 0  # one round: in this process, so the busy window is the one measure() sees
+    out = capsys.readouterr()
+    warnings = [line for line in out.err.splitlines() if line.startswith("warning:")]
     (run_dir,) = (tmp_path / "box").iterdir()
-    rounds = sorted((r["mode"], r["round"]) for r in store.read_records(run_dir / store.RECORDS)
-                    if r["kind"] == "timing")
-    assert rounds == [("forward", 0), ("forward", 1), ("train", 0), ("train", 1)]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: contention removed 2 of 2 timing records")
+    assert f"run {run_dir.name} (2 of 2)" in warnings[0] and "--threads 1" in warnings[0]
+    advice = [line for line in out.err.splitlines() if line.startswith("advice:")]
+    threads = {r["threads"] for r in store.read_records(run_dir / store.RECORDS) if r["kind"] == "timing"}
+    assert (len(advice) == 1) == (max(threads) > 1)  # more than one thread under load: advise --threads 1
 
 
 @pytest.mark.parametrize("rounds", [0, -1])
@@ -141,3 +145,53 @@ def test_a_capped_visit_goes_up_in_t_shuffled_within_each_t():
     for visit in (jobs[:9], jobs[9:]):
         assert [j.seq_len for j in visit] == sorted(j.seq_len for j in visit)
     assert [j.hidden for j in jobs[:9]] != [j.hidden for j in jobs[9:]]  # still shuffled within a T
+
+
+FAST = dict(TINY, mode="forward", round=1)  # a later round: no memory probe, oracle check or gradient profile
+
+
+class _CrashingJob(TimingJob):
+    """A job its worker cannot even read: the worker process exits with a traceback."""
+
+    def to_dict(self) -> dict:
+        return {"job": "no such job type"}
+
+
+def test_a_batch_runs_in_one_process_and_a_crash_costs_one_record_not_the_rest():
+    first, crashing, last = TimingJob(**FAST), _CrashingJob(**{**FAST, "hidden": 8}), TimingJob(**{**FAST, "hidden": 12})
+    out = list(sweep.run_batch_in_child([first, crashing, last]))
+    calibrations = [recs[0] for job, recs in out if job is None]
+    finished = [(job, recs) for job, recs in out if job is not None]
+    assert [job for job, _ in finished] == [first, crashing, last]  # each job once, in order
+    assert [r["status"] for r in finished[0][1]] == ["ok"] and [r["status"] for r in finished[2][1]] == ["ok"]
+    (failure,) = finished[1][1]
+    assert failure["status"] == "error" and "exited with status 1" in failure["message"]
+    assert record_key(failure) == crashing.key()
+    # the crash ended the first process: the rest of the list ran, calibrated again, in a second one
+    assert len(calibrations) == 2 and calibrations[0]["pid"] != calibrations[1]["pid"]
+    assert {(c["backend"], c["round"]) for c in calibrations} == {("torch_eager", 1)}
+    for c in calibrations:
+        store.check_record({**c, "run_id": "r"})
+        assert 0 < c["calibration_matmul_s"] < 1 and 0 < c["calibration_loop_s"] < 1
+
+
+def test_rounds_run_each_backend_round_in_a_process_of_its_own(tmp_path):
+    grid = {"backends": ["torch_eager", "onnxruntime"], "cells": ["gru"], "batch": [2], "seq_len": [4],
+            "input_size": [4], "hidden": [8], "mode": ["forward"], "rounds": 3}
+    planned, _ = sweep.plan(None, grid, check_memory=False)
+    # a round of a backend is one batch, the backends interleaved within each round
+    assert [len(b) for b in sweep.batches(planned)] == [1] * 6
+    assert [{j.backend for j in planned[2 * r:2 * r + 2]} for r in range(3)] == [set(grid["backends"])] * 3
+    jobs, _ = sweep.plan(None, {**grid, "backends": ["torch_eager"], "rounds": 2}, check_memory=False)
+    assert sweep.in_processes(jobs) and not sweep.in_processes([dataclasses.replace(j, round=0) for j in jobs])
+    # rounds 1 and 2: the test times no memory probe, oracle check or gradient profile (round 0's)
+    jobs = [dataclasses.replace(j, round=j.round + 1, min_time_s=0.0, max_time_s=0.0, min_repeats=2) for j in jobs]
+    run = store.Run.create(tmp_path, "box", {"cpu_model": "x", "gpu": {}, "versions": {}})
+    sweep.run_sweep(run, jobs, "inline", progress=False)
+    records = run.records()
+    calibrations = [r for r in records if r["kind"] == "calibration"]
+    timing = [r for r in records if r["kind"] == "timing"]
+    assert len(timing) == 2 and all(r["status"] == "ok" for r in timing)
+    assert len({c["pid"] for c in calibrations}) == 2  # two processes
+    assert sorted((c["backend"], c["round"]) for c in calibrations) == [("torch_eager", 1), ("torch_eager", 2)]
+    assert sweep.pending_jobs(run, jobs) == []  # calibration records are no job's

@@ -61,7 +61,7 @@ def duplicates(df):
     if df.empty:
         return df
     key = [k for k in MEASUREMENT_KEY if k in df]
-    done = df[df["status"] == "ok"]
+    done = df[(df["status"] == "ok") & (df["kind"] != "calibration")]  # a restarted process calibrates again
     counts = done.groupby(key, dropna=False, sort=False).size().rename("records").reset_index()
     return counts[counts["records"] > 1]
 
