@@ -177,7 +177,8 @@ class Drift:
     measuring process timed (``measure.calibration_record``): a change of a configuration no larger than
     this is not told apart from the machine's."""
 
-    factor: float  # >= 1: the largest shift of a workload the test found (1.0: the calibrations agree)
+    factor: float  # >= 1: the largest shift of a workload the test found (1.0: the calibrations agree); a
+    # comparison flags a change only beyond its change factor times this
     parts: list  # (workload, A's median s, B's median s, p or None) per workload
     processes: tuple  # calibrations used (A, B)
 
@@ -189,7 +190,7 @@ class Drift:
             return (f"machine drift: none (the calibrations of {self.processes[0]} and {self.processes[1]} processes "
                     f"agree: {parts})")
         return (f"machine drift: x{self.factor:.3f} ({parts}, over {self.processes[0]} and {self.processes[1]} "
-                f"processes); no change within it is flagged")
+                f"processes); a change is flagged only beyond the change factor times it")
 
 
 def machine_drift(calibration_a, calibration_b) -> Drift | None:

@@ -327,10 +327,10 @@ def comparison_section(df) -> Section | None:
     calibration = results.calibration_rows(df)
     drift = results.machine_drift(calibration[calibration["run_id"] == runs[0]],
                                   calibration[calibration["run_id"] == runs[1]])
-    factor = max(SETTINGS.change_factor, drift.factor if drift else 1.0)
+    factor = SETTINGS.change_factor * (drift.factor if drift else 1.0)  # beyond the factor, past the drift
     s.text(f"A = {runs[0]}, B = {runs[1]}. Ratio = B's median time / A's (medians over rounds). A change is flagged "
-           f"only when the ratio is beyond {factor:.3g}x either way (the larger of the change factor "
-           f"{SETTINGS.change_factor} and the machine's drift between the runs) and a two-sided Mann-Whitney U test "
+           f"only when the ratio is beyond {factor:.3g}x either way (the change factor {SETTINGS.change_factor} "
+           f"times the machine's drift between the runs) and a two-sided Mann-Whitney U test "
            f"on the per-round medians (one value per round, each round of a backend a process of its own: the spread "
            f"between processes, which the samples of one round do not show) gives p < {SETTINGS.p_threshold}; "
            "unflagged rows are within noise. 'too few rounds': the test cannot reach that p with fewer than 5 rounds "
@@ -354,10 +354,12 @@ def comparison_section(df) -> Section | None:
                      "change": change.verdict, "_flag": change.significant})
     table = pd.DataFrame(rows).sort_values(["_flag", "ratio B/A"], ascending=[False, False])
     flagged = table[table["_flag"]]
-    s.summary = (f"{len(table)} configurations in both runs: {int((flagged['ratio B/A'] > 1).sum())} significantly "
-                 f"slower in B, {int((flagged['ratio B/A'] < 1).sum())} significantly faster (beyond x{factor:.3g}; "
-                 + (drift.describe() if drift else "machine drift not known") + ").")
-    s.text(s.summary)
+    counts = (f"{len(table)} configurations in both runs: {int((flagged['ratio B/A'] > 1).sum())} significantly "
+              f"slower in B, {int((flagged['ratio B/A'] < 1).sum())} significantly faster.")
+    s.text(counts)
+    # the terminal's lines: the drift used (flagged beyond which factor), then the counts
+    s.summary = (f"flagged beyond x{factor:.3g}; " + (drift.describe() if drift else "machine drift not known (no "
+                 "calibration records)") + "\n" + counts)
     constant = [c for c in results.CONFIG_KEY if table[c].nunique(dropna=False) == 1]
     named = [c for c in constant if results.AXIS_DEFAULTS.get(c, object()) != table[c].iloc[0]]  # not the usual
     if named:
