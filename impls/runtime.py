@@ -79,6 +79,20 @@ def xla_threads() -> int:
     return 1 if one else cores_available()
 
 
+def limit_threads(threads: int) -> str:
+    """Give every framework of this process ``threads`` intra-op threads from now on (``recommend --measure``,
+    ``recommend_for``: they time in the caller's process); "" or what could not follow: XLA fixed its
+    count when it started, so where jax was imported before, its count stays."""
+    xla_before = xla_threads()
+    os.environ.update(thread_env(threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if "jax" in sys.modules and xla_before != min(threads, cores_available()):
+        return (f"XLA started with {xla_before} thread(s) before the limit was set and keeps them: for "
+                f"{threads}, start a new process with {THREADS_ENV}={threads} set")
+    return ""
+
+
 def prepare_process() -> None:
     """Process-wide settings that must precede framework imports.
 

@@ -16,6 +16,7 @@ from .config import (MODES, ConfigError, check_devices, check_fits, check_machin
 
 EXIT_BAD_INPUT = 2
 EXIT_FAULT = 1
+EXIT_NO_ANSWER_UNDER_LOAD = 3  # recommend --measure: too few quiet rounds to decide (the first line says why)
 DEFAULT_OUT = "results/runs"
 EXECUTORS = ("inline", "process", "ray")
 
@@ -164,7 +165,11 @@ def _report_parser(sub, c) -> None:
 def _recommend_parser(sub, c) -> None:
     rec = sub.add_parser("recommend", help="the backend to use, from recorded results",
                          description="The fastest RNN backend near your shape, from recorded timings, or "
-                                     "'not enough data' with the reason.")
+                                     "'not enough data' with the reason.",
+                         epilog=f"exit status: 0 an answer (or 'not enough data', 'not separable'); "
+                                f"{EXIT_BAD_INPUT} bad input; {EXIT_NO_ANSWER_UNDER_LOAD} --measure gave no answer "
+                                "because others used the cores: too few quiet rounds for the test (its first line "
+                                "says 'no answer:' with the load measured and what to do)")
     rec.add_argument("--cell", required=True, help=f"recurrent cell; {_one_of(c['cells'])}")
     rec.add_argument("--batch", type=positive_int, required=True, help="batch size B")
     rec.add_argument("--seq-len", type=positive_int, required=True, help="sequence length T")
@@ -189,6 +194,9 @@ def _recommend_parser(sub, c) -> None:
                      "compiles included (default 60); when it runs out the answer says what it could not separate")
     rec.add_argument("--from-state-dict", default=None, metavar="FILE", help="a torch.nn.LSTM/GRU/RNN state_dict "
                      "saved with torch.save: sizes, layers, directions and weights are read from it (implies --measure)")
+    rec.add_argument("--threads", type=positive_int, default=None, help="intra-op threads of every framework (torch, "
+                     "XLA, ONNX Runtime): with --measure, what it times with; else, the recorded runs measured with "
+                     "--threads N (default: each framework's own; on a machine others use, 1)")
     rec.add_argument("--backends", type=comma_list(), default=None, help=f"--measure: the candidates (default: every "
                      f"RNN backend available); {_one_of(c['backends'])}")
     rec.add_argument("--out", default="results/runs", help="--measure: results root for the run folder of its "
@@ -394,15 +402,17 @@ def cmd_recommend(args) -> int:
         check_machine_name(args.machine)
         check_writable_dir(args.out)
 
-        print(recommend_measured(args.cell, args.batch, args.seq_len, args.mode, args.device,
-                                 input_size=args.input_size, hidden=args.hidden, layers=args.layers, dtype=args.dtype,
-                                 budget_s=args.budget_s, state_dict_file=args.from_state_dict,
-                                 backends=args.backends, out=args.out, machine=args.machine,
-                                 results=[*args.results, args.out]))
-        return 0
+        answer = recommend_measured(args.cell, args.batch, args.seq_len, args.mode, args.device,
+                                    input_size=args.input_size, hidden=args.hidden, layers=args.layers,
+                                    dtype=args.dtype, budget_s=args.budget_s, state_dict_file=args.from_state_dict,
+                                    backends=args.backends, out=args.out, machine=args.machine,
+                                    results=[*args.results, args.out], threads=args.threads or 0)
+        print(answer)
+        return EXIT_NO_ANSWER_UNDER_LOAD if answer.under_load else 0
     print(recommend(args.cell, args.batch, args.seq_len, args.mode, args.device, input_size=args.input_size,
                     hidden=args.hidden, layers=args.layers, dtype=args.dtype, bidirectional=args.bidirectional,
-                    lengths=args.lengths, results=args.results, against_transformer=args.against_transformer))
+                    lengths=args.lengths, results=args.results, against_transformer=args.against_transformer,
+                    threads=args.threads or 0))
     return 0
 
 

@@ -18,9 +18,10 @@ from .suites import SETTINGS
 
 # what identifies a configuration across runs (with run_id within one) and the columns added on load
 CONFIG_KEY = ("device", "dtype", "cell", "layers", "batch", "seq_len", "input_size", "hidden", "mode", "bidirectional",
-              "lengths")
-# what a record written before an axis existed measured: a unidirectional model on full-length batches
-AXIS_DEFAULTS = {"bidirectional": False, "lengths": "full"}
+              "lengths", "thread_limit")
+# what a record written before an axis existed measured: a unidirectional model on full-length batches, each
+# framework at its default thread count
+AXIS_DEFAULTS = {"bidirectional": False, "lengths": "full", "thread_limit": 0}
 DIRECTIONS = {False: "unidirectional", True: "bidirectional"}  # how tables and figures name the model
 EFFICIENCY_FIELDS = ("flops", "achieved_flops_per_s", "fraction_of_peak", "fraction_of_recurrent_roofline")
 SHAPE_NAMES = {"batch": "B", "seq_len": "T", "input_size": "I", "hidden": "H"}  # short column names
