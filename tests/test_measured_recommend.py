@@ -143,7 +143,10 @@ def test_recommend_for_takes_the_users_module(synthetic, tmp_path):
         rnnbench.recommend_for(torch.nn.LSTM(4, 8, proj_size=2), batch=4, seq_len=16)
 
 
-def test_from_state_dict_and_its_bad_input(synthetic, tmp_path, capsys):
+def test_from_state_dict_and_its_bad_input(synthetic, tmp_path, capsys, monkeypatch):
+    from rnnbench import contention
+
+    monkeypatch.setattr(contention, "Window", _Quiet)  # this machine's load is not under test
     synthetic("synth_fast", seconds=0.01, seed=1)
     synthetic("synth_slow", seconds=0.02, seed=2)
     path = tmp_path / "weights.pt"
