@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 
 from rnnbench import cli, contention, measure, store, suites, sweep
+from rnnbench.config import ConfigError
 from rnnbench.jobs import TimingJob, record_key
 from rnnbench.suites import SETTINGS
 
@@ -147,7 +148,8 @@ def test_a_capped_visit_goes_up_in_t_shuffled_within_each_t():
     assert [j.hidden for j in jobs[:9]] != [j.hidden for j in jobs[9:]]  # still shuffled within a T
 
 
-FAST = dict(TINY, mode="forward", round=1)  # a later round: no memory probe, oracle check or gradient profile
+# a later round (no memory probe, oracle check or gradient profile), at one thread
+FAST = dict(TINY, mode="forward", round=1, thread_limit=1)
 
 
 class _CrashingJob(TimingJob):
@@ -164,12 +166,13 @@ def test_a_batch_runs_in_one_process_and_a_crash_costs_one_record_not_the_rest()
     finished = [(job, recs) for job, recs in out if job is not None]
     assert [job for job, _ in finished] == [first, crashing, last]  # each job once, in order
     assert [r["status"] for r in finished[0][1]] == ["ok"] and [r["status"] for r in finished[2][1]] == ["ok"]
+    assert finished[0][1][0]["threads"] == 1 and finished[0][1][0]["thread_limit"] == 1  # torch took the limit
     (failure,) = finished[1][1]
     assert failure["status"] == "error" and "exited with status 1" in failure["message"]
     assert record_key(failure) == crashing.key()
     # the crash ended the first process: the rest of the list ran, calibrated again, in a second one
     assert len(calibrations) == 2 and calibrations[0]["pid"] != calibrations[1]["pid"]
-    assert {(c["backend"], c["round"]) for c in calibrations} == {("torch_eager", 1)}
+    assert {(c["backend"], c["round"], c["thread_limit"]) for c in calibrations} == {("torch_eager", 1, 1)}
     for c in calibrations:
         store.check_record({**c, "run_id": "r"})
         assert 0 < c["calibration_matmul_s"] < 1 and 0 < c["calibration_loop_s"] < 1
@@ -195,3 +198,35 @@ def test_rounds_run_each_backend_round_in_a_process_of_its_own(tmp_path):
     assert len({c["pid"] for c in calibrations}) == 2  # two processes
     assert sorted((c["backend"], c["round"]) for c in calibrations) == [("torch_eager", 1), ("torch_eager", 2)]
     assert sweep.pending_jobs(run, jobs) == []  # calibration records are no job's
+
+
+def test_one_thread_is_set_alike_for_every_framework_and_keeps_other_xla_flags(monkeypatch):
+    from impls import runtime
+
+    env = runtime.thread_env(1, environ={"XLA_FLAGS": "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=true"})
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env[runtime.THREADS_ENV] == "1"
+    assert env["XLA_FLAGS"].split() == ["--xla_dump_to=/tmp/x", *runtime.XLA_ONE_THREAD]  # one thread flag, not two
+    two = runtime.thread_env(2, environ=env)
+    assert two["XLA_FLAGS"] == "--xla_dump_to=/tmp/x" and two["OMP_NUM_THREADS"] == "2"  # XLA: its default
+    assert "XLA_FLAGS" not in runtime.thread_env(2, environ={})
+    # what the JAX runners' threads() hook and ONNX Runtime's session read back in such a process
+    monkeypatch.setattr(runtime.os, "environ", env)
+    assert runtime.xla_threads() == 1 and runtime.thread_limit() == runtime.intra_op_threads() == 1
+    monkeypatch.setattr(runtime.os, "environ", {})
+    assert runtime.xla_threads() == runtime.intra_op_threads() == runtime.cores_available()
+
+
+def test_threads_is_an_axis_of_its_own_processes_and_part_of_the_identity():
+    jobs, _ = sweep.plan(None, {"backends": ["torch_eager", "jax_scan"], "cells": ["lstm"], "batch": [2],
+                                "seq_len": [4], "hidden": [8], "mode": ["forward"], "threads": [1, 2]},
+                         check_memory=False)
+    assert sorted(j.thread_limit for j in jobs) == [1, 1, 2, 2] and len({j.key() for j in jobs}) == 4
+    assert sweep.in_processes(jobs)  # one round, but XLA fixes its threads at start: a process per value
+    assert sorted((b[0].backend, b[0].thread_limit) for b in sweep.batches(jobs)) == [
+        ("jax_scan", 1), ("jax_scan", 2), ("torch_eager", 1), ("torch_eager", 2)]
+    rec = {"kind": "timing", **jobs[0].record_fields, "mode": "forward"}
+    assert record_key(rec) == jobs[0].key() and record_key({**rec, "thread_limit": 0}) != jobs[0].key()
+    assert record_key({k: v for k, v in rec.items() if k != "thread_limit"}) == dataclasses.replace(
+        jobs[0], thread_limit=0).key()  # a record from before the axis: each framework's default
+    with pytest.raises(ConfigError, match="threads 0 is not a positive integer"):
+        sweep.plan(None, {"threads": [0]}, check_memory=False)
