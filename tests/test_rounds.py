@@ -159,19 +159,24 @@ class _CrashingJob(TimingJob):
         return {"job": "no such job type"}
 
 
-def test_a_batch_runs_in_one_process_and_a_crash_costs_one_record_not_the_rest():
+def test_a_batch_runs_in_one_process_and_a_crash_or_hang_costs_one_record_not_the_rest():
     first, crashing, last = TimingJob(**FAST), _CrashingJob(**{**FAST, "hidden": 8}), TimingJob(**{**FAST, "hidden": 12})
-    out = list(sweep.run_batch_in_child([first, crashing, last]))
+    middle = TimingJob(**{**FAST, "hidden": 14})
+    # sampling for a minute, 2 s after the job before it finished: killed as hung
+    hanging = TimingJob(**{**FAST, "hidden": 10, "min_time_s": 60.0, "max_time_s": 60.0, "timeout_s": 2.0})
+    out = list(sweep.run_batch_in_child([first, crashing, middle, hanging, last]))
     calibrations = [recs[0] for job, recs in out if job is None]
     finished = [(job, recs) for job, recs in out if job is not None]
-    assert [job for job, _ in finished] == [first, crashing, last]  # each job once, in order
-    assert [r["status"] for r in finished[0][1]] == ["ok"] and [r["status"] for r in finished[2][1]] == ["ok"]
+    assert [job for job, _ in finished] == [first, crashing, middle, hanging, last]  # each job once, in order
+    assert all([r["status"] for r in finished[i][1]] == ["ok"] for i in (0, 2, 4))
+    (timeout,) = finished[3][1]
+    assert timeout["status"] == "timeout" and "rest of its batch ran in a new one" in timeout["message"]
     assert finished[0][1][0]["threads"] == 1 and finished[0][1][0]["thread_limit"] == 1  # torch took the limit
     (failure,) = finished[1][1]
     assert failure["status"] == "error" and "exited with status 1" in failure["message"]
     assert record_key(failure) == crashing.key()
-    # the crash ended the first process: the rest of the list ran, calibrated again, in a second one
-    assert len(calibrations) == 2 and calibrations[0]["pid"] != calibrations[1]["pid"]
+    # the crash ended the first process, the hang the second: the rest of the list ran, calibrated again, in a third
+    assert len(calibrations) == 3 and len({c["pid"] for c in calibrations}) == 3
     assert {(c["backend"], c["round"], c["thread_limit"]) for c in calibrations} == {("torch_eager", 1, 1)}
     for c in calibrations:
         store.check_record({**c, "run_id": "r"})

@@ -16,7 +16,7 @@ from .sections import Section
 MANIFEST = "manifest.json"
 # what identifies one measurement within a run; ``round`` (where recorded) tells rounds apart
 MEASUREMENT_KEY = ("run_id", "kind", "backend", "device", "dtype", "cell", "layers", "batch", "seq_len",
-                   "input_size", "hidden", "mode", "bidirectional", "lengths", "task", "step", "round")
+                   "input_size", "hidden", "mode", "bidirectional", "lengths", "task", "step", "round", "thread_limit")
 
 
 def files_we_wrote(out_dir: Path) -> set[str]:
