@@ -283,6 +283,9 @@ def cmd_run(args) -> int:
     else:
         check_machine_name(args.machine)
         executor = _executor(args, None)
+        if executor == "ray" and args.threads:
+            raise ConfigError("--threads sets each value in processes of its own (XLA fixes its count when it starts); "
+                              "Ray's workers are started without it: use --executor inline or process")
         axes = {**{k: getattr(args, k) for k in SWEEP_AXES}, "rounds": args.rounds}
         # validated, devices present, a single configuration fits here
         jobs, devices = sweep.plan(args.suite, axes, args.config, check_memory=executor != "ray")

@@ -596,7 +596,8 @@ def recommend_for(model, batch: int, seq_len: int, mode: str = "train", device: 
 
     Sizes, layers, bidirectional and weights are read from the module (``impls.convert``); device and
     dtype default to its parameters'.  ``options`` go to ``measure_interleaved`` (``backends``, ``out``,
-    ``results``, ...).  A module the suite cannot reproduce raises ``impls.convert.Unconvertible``
+    ``results``, ``threads``: one intra-op thread count for every framework, ...).  Under load it answers
+    ``backend=None``, ``under_load=True``, and its first line says ``no answer:`` with what to do.  A module the suite cannot reproduce raises ``impls.convert.Unconvertible``
     (a ValueError) naming the attribute.
     """
     from impls.convert import from_torch_module

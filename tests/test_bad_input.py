@@ -41,6 +41,7 @@ CASES = [
     (["run", "--batch", "0"], "not positive"),
     (["run", "--threads", "0"], "not positive"),
     (["run", "--threads", "two"], "not an integer"),
+    (["run", "--threads", "1", "--executor", "ray"], "--threads"),
     (["recommend", "--cell", "lstm", "--batch", "4", "--seq-len", "8", "--mode", "train", "--device", "cpu",
       "--threads", "0"], "not positive"),
     (["run", "--batch", "-1"], "not positive"),
