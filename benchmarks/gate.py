@@ -7,8 +7,9 @@ weights, device, dtype)``, the runner's ``put`` / ``forward`` / ``forward_backwa
 (the harness moves) and nothing from ``benchmarks.common`` (which does).  A backend a commit does
 not register, or that this machine cannot run, is skipped (n/a) at that commit.
 
-Enough samples to gate on (``asv continuous --factor 1.25 --split``): 10 per round, 2 rounds in
-processes of their own, each sample averaging calls until it lasts 50 ms.
+Enough samples to gate on (``asv continuous --factor 1.25 --split``): 5 per round, 8 rounds in
+processes of their own (asv interleaves base's and head's), each sample averaging calls until it lasts
+50 ms: the spread that moves a whole process is in the samples (scripts/asv_aa.sh measures the factor).
 
 ``Instructions`` counts the same calls under valgrind's callgrind (deterministic, so it gates at a
 factor of 1.02): all of a commit's points in one ``setup_cache``, torch's in one process under
@@ -56,8 +57,8 @@ class Gate:
 
     params = (BACKENDS, MODES)
     param_names = ["backend", "mode"]
-    repeat = 10
-    rounds = 2
+    repeat = 5
+    rounds = 8
     sample_time = 0.05
     warmup_time = 0.2
     timeout = 300  # a loaded shared runner: a point that is slow, not hung

@@ -125,6 +125,12 @@ class JaxArrays(RunnerDefaults):
     def memory_probe(self) -> MemoryProbe:
         return XlaPeakProbe(self.sync, self._jax_device) if self._on_gpu() else MemoryProbe(self.sync)
 
+    def threads(self) -> int:
+        """XLA's CPU threads, fixed when its client started (``runtime.thread_env``)."""
+        from . import runtime
+
+        return runtime.xla_threads()
+
     def matmul_precision(self) -> str:
         if not self._on_gpu():
             return "ieee"

@@ -16,11 +16,11 @@ the cores of the next measurement; provider and intra-op threads are recorded.
 """
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 
+from . import runtime
 from .runner import RunnerDefaults
 from .spec import (FEATURES, RNNSpec, Unsupported, check_buildable, check_device, check_lengths, require_feature)
 
@@ -109,7 +109,7 @@ class OnnxRunner(RunnerDefaults):
         self._weights = {n: np.asarray(weights[n]) for n in spec.weight_names()}
         self._sessions = {}
         options = ort.SessionOptions()
-        options.intra_op_num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        options.intra_op_num_threads = runtime.intra_op_threads()  # the process's limit (--threads), else every core
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._options = options

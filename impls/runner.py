@@ -23,7 +23,6 @@ new framework adds its own base and leaves the harness untouched.
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Protocol
 
@@ -91,7 +90,9 @@ class RunnerDefaults:
         return MemoryProbe(self.sync)
 
     def threads(self) -> int:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        from .runtime import intra_op_threads
+
+        return intra_op_threads()
 
     def matmul_precision(self) -> str:
         return "ieee"

@@ -36,14 +36,77 @@ def fix_malloc_thresholds() -> bool:
         return False
 
 
+# This process's intra-op thread limit (DESIGN.md "threads"), as ``thread_env`` set it for the frameworks
+THREADS_ENV = "RNNBENCH_THREADS"
+# XLA takes its CPU thread count when its client starts: one thread is these flags, more is its default
+XLA_ONE_THREAD = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
+
+
+def cores_available() -> int:
+    """The cores this process may run on (its affinity mask)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def thread_env(threads: int, environ=None) -> dict:
+    """The environment of a new process whose frameworks each use ``threads`` intra-op threads: torch and
+    NumPy's BLAS through OpenMP's and MKL's variables, XLA through its flags (one thread, or its default:
+    every core the process may use, since XLA has no other count), ONNX Runtime through ``intra_op_threads``
+    at build.  ``environ``: the environment it extends (default this process's)."""
+    env = dict(os.environ if environ is None else environ)
+    kept = [f for f in env.get("XLA_FLAGS", "").split() if f.split("=")[0].lstrip("-") not in
+            {x.split("=")[0].lstrip("-") for x in XLA_ONE_THREAD}]
+    env["XLA_FLAGS"] = " ".join(kept + (list(XLA_ONE_THREAD) if threads == 1 else []))
+    if not env["XLA_FLAGS"]:
+        del env["XLA_FLAGS"]
+    env.update({THREADS_ENV: str(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    return env
+
+
+def thread_limit() -> int:
+    """This process's intra-op thread limit (``thread_env``), 0 where none was set."""
+    value = os.environ.get(THREADS_ENV, "")
+    return int(value) if value.isdigit() else 0
+
+
+def intra_op_threads() -> int:
+    """The intra-op threads a framework that takes a count (ONNX Runtime) uses here: the limit, else every core."""
+    return thread_limit() or cores_available()
+
+
+def xla_threads() -> int:
+    """XLA's CPU threads in this process: one under ``XLA_ONE_THREAD``, else every core it may use."""
+    one = XLA_ONE_THREAD[0] in os.environ.get("XLA_FLAGS", "").split()
+    return 1 if one else cores_available()
+
+
+def limit_threads(threads: int) -> str:
+    """Give every framework of this process ``threads`` intra-op threads from now on (``recommend --measure``,
+    ``recommend_for``: they time in the caller's process); "" or what could not follow: XLA fixed its
+    count when it started, so where jax was imported before, its count stays."""
+    xla_before = xla_threads()
+    os.environ.update(thread_env(threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if "jax" in sys.modules and xla_before != min(threads, cores_available()):
+        return (f"XLA started with {xla_before} thread(s) before the limit was set and keeps them: for "
+                f"{threads}, start a new process with {THREADS_ENV}={threads} set")
+    return ""
+
+
 def prepare_process() -> None:
     """Process-wide settings that must precede framework imports.
 
     Triton's interpreter must be chosen before triton is imported (only where no CUDA device is
     present); JAX must not grab the whole GPU when it shares the process with torch; the allocator's
-    thresholds are fixed so that what ran before in the process does not move a timing.
+    thresholds are fixed so that what ran before in the process does not move a timing; a thread
+    limit (``thread_env``) reaches torch's pool too where torch was imported before it was read.
     """
     fix_malloc_thresholds()
+    limit = thread_limit()
+    if limit:  # the variables a parent may not have passed (a worker started by hand), before any import
+        os.environ.update(thread_env(limit))
+    if limit and "torch" in sys.modules:  # torch read OMP_NUM_THREADS before: its pool is set directly
+        sys.modules["torch"].set_num_threads(limit)
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if "TRITON_INTERPRET" not in os.environ:
         try:

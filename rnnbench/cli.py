@@ -17,6 +17,7 @@ from .config import (METRICS, MODES, ConfigError, bounds, check_devices, check_f
 
 EXIT_BAD_INPUT = 2
 EXIT_FAULT = 1
+EXIT_NO_ANSWER_UNDER_LOAD = 3  # recommend --measure: too few quiet rounds to decide (the first line says why)
 DEFAULT_OUT = "results/runs"
 EXECUTORS = ("inline", "process", "ray")
 
@@ -114,12 +115,17 @@ def _run_parser(sub, c) -> None:
                    f"suite's, else full); {_one_of(ragged.FORMS)} (full: every row T steps; uniform:MIN: uniform in "
                    "[MIN, T]; zipf:A: Zipf exponent A > 1, clipped to [1, T]); drawn from the configuration's seed, "
                    "the same for every backend")
+    r.add_argument("--threads", type=comma_list(bounded("threads")), help="intra-op threads of every framework (torch, "
+                   "XLA, ONNX Runtime, NumPy's BLAS), a sweep axis: e.g. 1,2; each value runs in processes of its own, "
+                   "since XLA fixes its thread count when it starts (XLA takes 1 or every core). Default: each "
+                   "framework's own (every core); on a machine others use, --threads 1")
     r.add_argument("--config", metavar="FILE", help="JSON or TOML file with the same axes as the flags (and "
                    "'suite'); flags win")
     r.add_argument("--suite", default=None, help=f"named preset (default quick); {_one_of(c['suites'])}. "
                    f"{c['suite_help']}")
     r.add_argument("--executor", choices=c["executors"], default=None, metavar="EXECUTOR",
-                   help=f"where each configuration runs: inline (this process; memory probes in a fresh child), "
+                   help=f"where each configuration runs: inline (this process; memory probes in a fresh child; "
+                        f"with --rounds above 1 or --threads, each round of each backend in one fresh process), "
                         f"process (a fresh process each: a crash or hang becomes a record), ray (Ray tasks); "
                         f"{_one_of(c['executors'])} (default inline; --resume keeps the run's own)")
     r.add_argument("--isolate", action="store_true", help="same as --executor process")
@@ -134,8 +140,8 @@ def _run_parser(sub, c) -> None:
     r.add_argument("--out", default=None, metavar="DIR", help=f"results root, a writable folder; the run goes to "
                    f"ROOT/MACHINE/RUN_ID (default {DEFAULT_OUT})")
     r.add_argument("--rounds", type=bounded("rounds"), default=None, help=f"times the grid is visited, each visit "
-                   f"shuffled, in {_range('rounds')} (default: the suite's); comparisons need 5 (two runs) or 8 "
-                   "(two backends)")
+                   f"shuffled, in {_range('rounds')}, each round of each backend in a fresh process of its own when "
+                   "above 1 (default: the suite's); comparisons need 5 (two runs) or 8 (two backends)")
     r.add_argument("--resume", default=None, metavar="RUN_DIR", help="complete this run as planned: measure only "
                    "the jobs it has no record of (takes no sweep flags)")
     r.add_argument("--retry-failed", action="store_true", help="with --resume: also re-run the configurations "
@@ -180,7 +186,11 @@ def _recommend_parser(sub, c) -> None:
                          "(--measure, --from-state-dict)",
                          description="The fastest RNN backend near your shape, from recorded timings, or "
                                      "'not enough data' with the reason; with --measure (or --from-state-dict) "
-                                     "every available backend is measured at exactly your configuration now.")
+                                     "every available backend is measured at exactly your configuration now.",
+                         epilog=f"exit status: 0 an answer (or 'not enough data', 'not separable'); "
+                                f"{EXIT_BAD_INPUT} bad input; {EXIT_NO_ANSWER_UNDER_LOAD} --measure gave no answer "
+                                "because others used the cores: too few quiet rounds for the test (its first line "
+                                "says 'no answer:' with the load measured and what to do)")
     rec.add_argument("--cell", default=None, help=f"recurrent cell (required, except with --from-state-dict, "
                      f"which gives it); {_one_of(c['cells'])}")
     rec.add_argument("--batch", type=bounded("batch"), required=True, help=f"batch size B in {_range('batch')}")
@@ -214,6 +224,10 @@ def _recommend_parser(sub, c) -> None:
     rec.add_argument("--from-state-dict", default=None, metavar="FILE", help="a torch.nn.LSTM/GRU/RNN state_dict "
                      "saved with torch.save: the cell, sizes, layers, directions and weights are read from it "
                      "(implies --measure; --device defaults to cpu)")
+    rec.add_argument("--threads", type=bounded("threads"), default=None, help="intra-op threads of every framework "
+                     f"(torch, XLA, ONNX Runtime) in {_range('threads')}: with --measure, what it times with; else, the "
+                     "recorded runs measured with --threads N (default: each framework's own; on a machine others "
+                     "use, 1)")
     rec.add_argument("--backends", type=comma_list(), default=None, help=f"--measure: the candidates (default: every "
                      f"RNN backend available); {_one_of(c['rnn_backends'])}")
     rec.add_argument("--out", default="results/runs", metavar="DIR", help="--measure: results root for the run "
@@ -339,6 +353,9 @@ def cmd_run(args) -> int:
     else:
         check_machine_name(args.machine)
         executor = _executor(args, None)
+        if executor == "ray" and args.threads:
+            raise ConfigError("--threads sets each value in processes of its own (XLA fixes its count when it starts); "
+                              "Ray's workers are started without it: use --executor inline or process")
         axes = {**{k: getattr(args, k) for k in SWEEP_AXES}, "rounds": args.rounds}
         # validated, devices present, a single configuration fits here
         jobs, devices = sweep.plan(args.suite, axes, args.config, check_memory=executor != "ray",
@@ -378,8 +395,10 @@ def _sweep_and_report(args, run, jobs, executor) -> int:
         print(f"interrupted; every finished record is kept: rnnbench run --resume {run.path} completes this run",
               file=sys.stderr)
         return 130
-    print_end_of_run(run.records(), args.table)
-    _warn_contended(run.records())
+    records = run.records()
+    _warn_contended(records)  # first: it says why rows below are missing
+    print_end_of_run(records, args.table)
+    _advise_threads(records)
     print(f"\nrecords: {run.path / 'records.jsonl'}")
     if write:
         print(f"report: {write_report([run.path], report_dir)}")
@@ -388,15 +407,26 @@ def _sweep_and_report(args, run, jobs, executor) -> int:
 
 def _warn_contended(records) -> None:
     """One line when others used the CPU while we timed: how many records, and that rankings skip them."""
+    import pandas as pd
+
+    from .results import contention_note
+
+    note = contention_note(pd.DataFrame(records)) if records else None
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+
+
+def _advise_threads(records) -> None:
+    """The advice to time with one thread, when others used the cores and a run used more than one."""
     from .suites import SETTINGS
 
     timing = [r for r in records if r.get("kind") == "timing" and r.get("status") == "ok"]
-    contended = sum(bool(r.get("contended")) for r in timing)
-    if contended:
-        print(f"warning: {contended} of {len(timing)} timing records are contended (others used more than "
-              f"{SETTINGS.contention_threshold:g} of a core while they were timed, after "
-              f"{SETTINGS.contention_retries} re-measures); reports and recommend leave them out; "
-              "measure again on a quieter machine", file=sys.stderr)
+    loads = sorted(r["contention"] for r in timing if r.get("contention") is not None)
+    many = [r for r in timing if (r.get("threads") or 1) > 1]
+    if loads and many and loads[len(loads) // 2] > SETTINGS.contention_threshold:
+        print(f"advice: others used {loads[len(loads) // 2]:.2g} cores (median over the timed windows) while "
+              f"{len(many)} timing records ran on more than one thread; on a shared machine time with --threads 1 "
+              "(one intra-op thread for torch, XLA and ONNX Runtime), or compare --threads 1,2", file=sys.stderr)
 
 
 def cmd_train(args) -> int:
@@ -455,16 +485,17 @@ def cmd_recommend(args) -> int:
 
             check_run_folders(args.results)
 
-        print(recommend_measured(args.cell, args.batch, args.seq_len, args.mode, args.device or "cpu",
-                                 input_size=args.input_size, hidden=args.hidden, layers=args.layers, dtype=args.dtype,
-                                 budget_s=args.budget_s, state_dict_file=args.from_state_dict,
-                                 backends=args.backends, out=args.out, machine=args.machine,
-                                 results=[*(args.results or ["results"]), args.out]))
-        return 0
+        answer = recommend_measured(args.cell, args.batch, args.seq_len, args.mode, args.device or "cpu",
+                                    input_size=args.input_size, hidden=args.hidden, layers=args.layers,
+                                    dtype=args.dtype, budget_s=args.budget_s, state_dict_file=args.from_state_dict,
+                                    backends=args.backends, out=args.out, machine=args.machine,
+                                    results=[*(args.results or ["results"]), args.out], threads=args.threads or 0)
+        print(answer)
+        return EXIT_NO_ANSWER_UNDER_LOAD if answer.under_load else 0
     print(recommend(args.cell, args.batch, args.seq_len, args.mode, args.device, input_size=args.input_size,
                     hidden=args.hidden, layers=args.layers, dtype=args.dtype, bidirectional=args.bidirectional,
                     lengths=args.lengths, results=args.results or ["results"],
-                    against_transformer=args.against_transformer))
+                    against_transformer=args.against_transformer, threads=args.threads or 0))
     return 0
 
 

@@ -50,7 +50,7 @@ def check_common(backend: str, cell: str, dtype: str, device: str, sizes: dict) 
 # batch and sequence length far above any run a machine holds, so that a typo is refused here and
 # not by a child process running out of memory; the others far above any sensible run.
 BOUNDS = {"batch": (1, 1 << 20), "seq_len": (1, 1 << 20), "rounds": (1, 1000), "steps": (1, 1_000_000),
-          "eval_every": (1, 1_000_000), "seed": (0, 2**32 - 1), "budget_s": (1, 86_400)}
+          "eval_every": (1, 1_000_000), "seed": (0, 2**32 - 1), "budget_s": (1, 86_400), "threads": (1, 1024)}
 
 
 def bounds(field: str) -> tuple:

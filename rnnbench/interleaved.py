@@ -81,7 +81,8 @@ class MeasuredRecommendation:
     loaded_rounds: int = 0  # rounds dropped because others used the machine
     load_cores: float | None = None  # median of others' cores over every round
     contention_threshold: float = SETTINGS.contention_threshold  # a round above it is dropped
-    used_loaded: bool = False  # too few quiet rounds fit the budget: the answer rests on loaded ones too
+    under_load: bool = False  # no answer: load left fewer quiet rounds than the test needs (``no_answer_under_load``)
+    threads: int = 0  # the intra-op thread limit it measured with (0: each framework's default)
     budget_s: float = 0.0
     wall_s: float = 0.0
     setup_s: float = 0.0  # imports, parity checks, builds, compiles and warm-ups, before the first round
@@ -113,11 +114,11 @@ class MeasuredRecommendation:
         q = self.query
         lines = [f"query: {q['cell']} {q['mode']} B={q['batch']} T={q['seq_len']} I={q['input_size']} "
                  f"H={q['hidden']} layers={q['layers']}{' bidirectional' if q.get('bidirectional') else ''} "
-                 f"{q['dtype']} on {q['device']} (measured now, interleaved)"]
+                 f"{q['dtype']} on {q['device']}{f' --threads {self.threads}' if self.threads else ''} "
+                 "(measured now, interleaved)"]
         lines += [f"excluded {e.backend}: {e.stage}: {e.reason}" for e in self.excluded]
-        if self.backend is None:
-            lines.append(f"no answer: {self.verdict}")
-            return "\n".join(lines + [f"note: {n}" for n in dict.fromkeys(self.notes)])
+        if self.backend is None:  # the answer's absence comes first
+            return "\n".join([f"no answer: {self.verdict}", *lines] + [f"note: {n}" for n in dict.fromkeys(self.notes)])
         peak = f", peak {self.peak_bytes / 1e6:.3g} MB ({self.peak_method})" if self.peak_bytes is not None else \
             f"; peak memory {self.peak_method}"
         lines.append(("use: " if self.separable else "fastest (not separable): ") +
@@ -133,9 +134,8 @@ class MeasuredRecommendation:
             lines += ["  " + s for s in table.to_string(index=False, float_format=lambda v: f"{v:.4g}",
                                                         na_rep="-").splitlines()]
         load = f", others used {self.load_cores:.2g} cores (median over rounds)" if self.load_cores is not None else ""
-        dropped = (f"{self.loaded_rounds} of them under load (too few quiet ones fit)" if self.used_loaded else
-                   f"{self.loaded_rounds} more dropped under load")
-        lines.append(f"rounds: {self.rounds} used, {dropped} (threshold {self.contention_threshold:g} cores){load}")
+        lines.append(f"rounds: {self.rounds} used, {self.loaded_rounds} more dropped under load (threshold "
+                     f"{self.contention_threshold:g} cores){load}")
         lines.append(f"time: {self.wall_s:.3g} s of a {self.budget_s:g} s budget ({self.setup_s:.3g} s of it "
                      f"parity checks, builds, compiles and warm-ups)")
         lines += [f"note: {n}" for n in dict.fromkeys(self.notes)]  # each once
@@ -339,9 +339,9 @@ def _ratio_ci(log_ratios, seed: int) -> tuple[float | None, float | None]:
     return math.exp(res.confidence_interval.low), math.exp(res.confidence_interval.high)
 
 
-def _decide(cands: list[_Candidate], use_loaded: bool):
-    """(winner, the others fastest first, per-candidate times used) from the clean rounds (or all)."""
-    times = {c.name: np.asarray(c.all_times if use_loaded else c.times, dtype=float) for c in cands}  # paired by round
+def _decide(cands: list[_Candidate]):
+    """(winner, the others fastest first, per-candidate times used) from the clean rounds (loaded ones never decide)."""
+    times = {c.name: np.asarray(c.times, dtype=float) for c in cands}  # paired by round
     order = sorted(cands, key=lambda c: float(np.median(times[c.name])))
     return order[0], order[1:], times
 
@@ -361,11 +361,12 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
                         budget_s: float = 60.0, backends=None, out=None, machine: str | None = None,
                         results=("results", "results/runs"), source: str = "model", seed: int = 0,
                         contention_threshold: float = SETTINGS.contention_threshold, argv=None,
-                        log=None, batch_first: bool = False) -> MeasuredRecommendation:
+                        log=None, batch_first: bool = False, threads: int = 0) -> MeasuredRecommendation:
     """Every candidate for this exact configuration, measured interleaved within ``budget_s`` seconds.
 
     ``out``: a results root for a run folder of the records (None: nothing is written);
-    ``batch_first``: the layout the printed snippet's batch takes, as the user's model does."""
+    ``batch_first``: the layout the printed snippet's batch takes, as the user's model does;
+    ``threads``: intra-op threads of every framework (``impls.runtime.limit_threads``; 0: their defaults)."""
     import impls
     from impls.convert import usage_snippet
 
@@ -384,12 +385,16 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
     for name in impls.names(kind="rnn") if backends is None else backends:
         job = TimingJob(name, cell=spec.cell, layers=spec.num_layers, batch=batch, seq_len=seq_len,
                         input_size=spec.input_size, hidden=spec.hidden_size, dtype=dtype, mode=mode, device=device,
-                        bidirectional=bool(spec.bidirectional), seed=seed)
+                        bidirectional=bool(spec.bidirectional), seed=seed, thread_limit=threads)
         job.validate()
         job_of[name] = job
     names, excluded = candidate_names(spec, mode, device, dtype, list(job_of))
     rec = MeasuredRecommendation(query, None, False, "", budget_s=budget_s, excluded=excluded,
-                                 contention_threshold=contention_threshold)
+                                 contention_threshold=contention_threshold, threads=threads)
+    if threads:  # before any candidate is built: ONNX Runtime reads it at build, torch at once, XLA at start
+        from impls.runtime import limit_threads
+
+        rec.notes += [n for n in [limit_threads(threads)] if n]
     run = None if out is None else create_run([job_of[n] for n in names], [device], "inline", out, machine, argv)
     rec.run_dir = None if run is None else run.path  # made inside the budget
     tolerance = PARITY_TOLERANCE[dtype]
@@ -439,7 +444,7 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
             next_look = math.ceil(clean * LOOK_GROWTH)
             if len(cands) == 1:  # nothing to compare with: 8 rounds give its median
                 break
-            winner, others, t = _decide(cands, use_loaded=False)
+            winner, others, t = _decide(cands)
             p = _paired_p(t[winner.name], t[others[0].name])
             if p is not None and p < SETTINGS.p_threshold:
                 decided = True
@@ -451,15 +456,19 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
         _write_records(run, [], excluded, job_of, rec, None, [], [])
         rec.wall_s = time.perf_counter() - start
         return rec
-    use_loaded = len(cands[0].times) < 8 and rec.loaded_rounds > 0
-    if use_loaded:
-        rec.notes.append(f"only {len(cands[0].times)} rounds ran on a quiet machine before the budget ran out: "
-                         f"the answer uses all {len(cands[0].times) + rec.loaded_rounds} rounds, loaded ones included "
-                         f"(paired rounds cancel slow drift, not a burst that hits one candidate)")
-    rec.used_loaded = use_loaded
-    winner, others, t = _decide(cands, use_loaded)
-    rec.rounds = len(t[winner.name])
     rec.load_cores = float(np.median(round_cores)) if round_cores else None
+    verdict = no_answer_under_load(len(cands[0].times), rec.loaded_rounds, rec.load_cores, contention_threshold,
+                                   budget_s, threads)
+    if verdict:  # loaded rounds never decide a winner
+        rec.verdict, rec.under_load = verdict, True
+        _write_records(run, cands, excluded, job_of, rec, None, round_cores, round_loaded)
+        rec.wall_s = time.perf_counter() - start
+        return rec
+    if rec.loaded_rounds and threads != 1:
+        rec.notes.append(f"{rec.loaded_rounds} rounds were dropped under load: on a machine others use, "
+                         "--threads 1 times every framework on one intra-op thread")
+    winner, others, t = _decide(cands)
+    rec.rounds = len(t[winner.name])
     _fill_answer(rec, winner, others, t, decided, seed)
     rec.snippet = usage_snippet(winner.name, winner.prepared.runner, spec, device, dtype, source, batch=batch,
                                 seq_len=seq_len, batch_first=batch_first)
@@ -468,6 +477,25 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
     _write_records(run, cands, excluded, job_of, rec, winner, round_cores, round_loaded)
     rec.wall_s = time.perf_counter() - start
     return rec
+
+
+QUIET_ROUNDS = 8  # the fewest paired rounds a two-sided signed-rank test can reach p < 0.01 with
+
+
+def no_answer_under_load(quiet: int, loaded: int, load_cores: float | None, threshold: float, budget_s: float,
+                         threads: int) -> str | None:
+    """The verdict when others' load left fewer quiet rounds than the paired test needs (None otherwise):
+    the load measured and what to do.  Rounds timed while others used the cores never decide a winner
+    (on this 2-core VM torch's two threads with one core busy took 152 ms a call against 3.4 ms with one)."""
+    if quiet >= QUIET_ROUNDS or not loaded:
+        return None
+    todo = ["on a quieter machine"] + ([] if threads == 1 else [
+        "with --threads 1 (one intra-op thread for torch, XLA and ONNX Runtime: a busy core then stalls no "
+        "thread pool)"]) + [f"with a larger --budget-s than {budget_s:g} (quiet rounds may come later)"]
+    load = f"{load_cores:.2g} cores" if load_cores is not None else "the cores"
+    return (f"others used {load} (median over {quiet + loaded} rounds): {loaded} round(s) above the {threshold:g}-core "
+            f"threshold were dropped, leaving {quiet} quiet of the {QUIET_ROUNDS} the paired signed-rank test needs; "
+            "loaded rounds never decide a winner. Measure again " + ", or ".join(todo))
 
 
 def _fill_answer(rec, winner, others, t, decided: bool, seed: int) -> None:
@@ -575,8 +603,10 @@ def recommend_for(model, batch: int, seq_len: int, mode: str = "train", device: 
     Sizes, layers, bidirectional and weights are read from the module (``impls.convert``); device and
     dtype default to its parameters'; the printed snippet takes a batch laid out as the module's
     ``batch_first`` says.  Nothing is written unless ``out`` (a results root) is given.  ``options`` go
-    to ``measure_interleaved`` (``backends``, ``out``, ``results``, ...).  A module the suite cannot
-    reproduce raises ``impls.convert.Unconvertible`` (a ValueError) naming the attribute.
+    to ``measure_interleaved`` (``backends``, ``out``, ``results``, ``threads``: one intra-op thread count
+    for every framework, ...).  Under load it answers ``backend=None``, ``under_load=True``, and its first
+    line says ``no answer:`` with what to do.  A module the suite cannot reproduce raises
+    ``impls.convert.Unconvertible`` (a ValueError) naming the attribute.
     """
     from impls.convert import from_torch_module
     from impls.runtime import prepare_process

@@ -61,7 +61,8 @@ class TimingJob(JobBase):
     """One timed configuration (``rnnbench.measure``): a timing record, and a stability one in train mode."""
 
     IDENTITY: ClassVar[tuple[str, ...]] = ("backend", "cell", "layers", "batch", "seq_len", "input_size",
-                                           "hidden", "dtype", "mode", "device", "bidirectional", "lengths", "round")
+                                           "hidden", "dtype", "mode", "device", "bidirectional", "lengths", "round",
+                                           "thread_limit")
     RECORD_KIND: ClassVar[str] = "timing"
     JOB: ClassVar[str] = "timing"
     # the other records it writes, with the identity fields they leave out: a stability record rides
@@ -90,12 +91,16 @@ class TimingJob(JobBase):
     # a suite's cap on one point: predicted (rnnbench.cost.predicted_point_s, from the time per token at the
     # next shorter T measured) to take longer, it is recorded unsupported with the estimate instead of run
     max_point_s: float | None = None
+    # intra-op threads of every framework (``--threads``; impls.runtime.thread_env), 0: each framework's default.
+    # XLA fixes its count when it starts, so a limit runs in a process of its own (rnnbench.sweep.batches)
+    thread_limit: int = 0
 
     @property
     def record_fields(self) -> dict:
         """The configuration's fields, with the model's directions and the batch's lengths drawn."""
         return {**super().record_fields, "bidirectional": self.bidirectional, "lengths": self.lengths,
-                **ragged.summary(self.lengths, self.seq_len, self.batch, self.seed), "round": self.round}
+                **ragged.summary(self.lengths, self.seq_len, self.batch, self.seed), "round": self.round,
+                "thread_limit": self.thread_limit}
 
     def validate(self) -> None:
         check_common(self.backend, self.cell, self.dtype, self.device,
@@ -105,10 +110,14 @@ class TimingJob(JobBase):
         if not isinstance(self.bidirectional, bool):
             raise ConfigError(f"bidirectional must be true or false, got {self.bidirectional!r}")
         ragged.parse(self.lengths)
+        if not (isinstance(self.thread_limit, int) and self.thread_limit >= 0):
+            raise ConfigError(f"threads must be a positive integer (0: each framework's default), got "
+                              f"{self.thread_limit!r}")
 
     def describe(self) -> str:
         model = (" bidirectional" if self.bidirectional else "") + (
-            f" lengths={self.lengths}" if self.lengths != ragged.FULL else "")
+            f" lengths={self.lengths}" if self.lengths != ragged.FULL else "") + (
+            f" threads={self.thread_limit}" if self.thread_limit else "")
         return (f"{self.backend} {self.cell} {self.mode} B={self.batch} T={self.seq_len} H={self.hidden} "
                 f"{self.dtype}{model}")
 

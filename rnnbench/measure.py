@@ -66,6 +66,50 @@ def timed_window(time_once, cfg) -> tuple[Timing, contention.Window, int]:
     return t, window, attempt
 
 
+# -- the machine's speed, in every measuring process ----------------------------------------------
+
+CALIBRATION_SIZE = 256  # the matmul's n: [n, n] @ [n, n] float64 on one BLAS thread, twice a sample (about 3 ms)
+CALIBRATION_LOOP = 50_000  # the Python loop's iterations (about 4 ms)
+CALIBRATION_SAMPLES = 5
+
+
+def calibration_times(samples: int = CALIBRATION_SAMPLES) -> tuple[float, float]:
+    """(matmul_s, loop_s): medians of a fixed workload, a NumPy matmul on one BLAS thread (whatever the
+    process's thread limit) and a pure Python loop, tens of milliseconds in all.  What moves them between
+    two runs moved the machine (clock, neighbours, thermal state), not the code under test."""
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.default_rng(0).standard_normal((CALIBRATION_SIZE, CALIBRATION_SIZE))  # [n, n]
+
+    def matmul():
+        t0 = time.perf_counter()
+        a @ a
+        a @ a
+        return time.perf_counter() - t0
+
+    def loop():
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(CALIBRATION_LOOP):
+            total += i * i
+        return time.perf_counter() - t0
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        matmul(), loop()  # warm: BLAS buffers, the interpreter's caches
+        return (float(np.median([matmul() for _ in range(samples)])),
+                float(np.median([loop() for _ in range(samples)])))
+
+
+def calibration_record(backend: str, round_: int, thread_limit: int = 0) -> dict:
+    """The calibration of this process (``store.CALIBRATION_FIELDS``), timed under a contention window;
+    ``backend``, ``round_`` and ``thread_limit`` name the batch of configurations the process runs."""
+    with contention.Window() as window:
+        matmul_s, loop_s = calibration_times()
+    return {"kind": "calibration", "backend": backend, "round": round_, "thread_limit": thread_limit, "pid": os.getpid(),
+            "status": "ok", "message": "", "calibration_matmul_s": matmul_s, "calibration_loop_s": loop_s,
+            "contention": window.cores, "contended": window.cores > SETTINGS.contention_threshold}
+
+
 # -- one configuration ------------------------------------------------------------------------
 
 
@@ -346,11 +390,14 @@ def _probe_context():
     return _PROBE_CONTEXT
 
 
-def child_env() -> dict:
-    """The environment for a fresh measuring process: this one's, with the repo importable."""
+def child_env(threads: int = 0) -> dict:
+    """The environment for a fresh measuring process: this one's, with the repo importable, and
+    ``threads`` intra-op threads for every framework (``impls.runtime.thread_env``; 0: as this one's)."""
+    from impls.runtime import thread_env
+
     from .store import REPO_ROOT
 
-    env = dict(os.environ)
+    env = thread_env(threads) if threads else dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     return env
 

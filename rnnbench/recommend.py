@@ -136,22 +136,25 @@ def _check_query(q: dict) -> None:
 
 def recommend(cell: str, batch: int, seq_len: int, mode: str, device: str, *, input_size: int | None = None,
               hidden: int | None = None, layers: int = 1, dtype: str = "float32", bidirectional: bool = False,
-              lengths: str = "full", results=("results",), against_transformer: bool = False) -> Recommendation:
+              lengths: str = "full", results=("results",), against_transformer: bool = False,
+              threads: int = 0) -> Recommendation:
     """The fastest RNN backend for this configuration, from the run folders under ``results``; only
-    timings of the same model (``bidirectional``) and length distribution (``lengths``) count.
+    timings of the same model (``bidirectional``), length distribution (``lengths``) and thread limit
+    (``threads``, 0: each framework's default; ``rnnbench run --threads``) count.
     ``against_transformer``: also the parameter-matched baseline's time per token at the query's shape
     and its ratio to the RNN's (``against_transformer_line``)."""
     from .results import load_inputs
 
     q = dict(cell=cell, mode=mode, dtype=dtype, device=device, batch=batch, seq_len=seq_len, input_size=input_size,
-             hidden=hidden, layers=layers, bidirectional=bidirectional, lengths=lengths)
+             hidden=hidden, layers=layers, bidirectional=bidirectional, lengths=lengths, threads=threads)
     _check_query(q)
     results = [results] if isinstance(results, str) else list(results)
     df = load_inputs(results)
     family = device.split(":")[0]
     same_kind = df[(df["cell"] == cell) & (df["mode"] == mode) & (df["dtype"] == dtype)
                    & (df["device"].astype(str).str.split(":").str[0] == family)
-                   & (df["bidirectional"] == bidirectional) & (df["lengths"] == lengths)]
+                   & (df["bidirectional"] == bidirectional) & (df["lengths"] == lengths)
+                   & (df["thread_limit"] == threads)]
     rec = _choose(q, same_kind, results)
     if against_transformer:
         rec.against = against_transformer_line(same_kind, q, rec.backend)
@@ -179,7 +182,8 @@ def _choose(q: dict, same_kind, results) -> Recommendation:
     rows = rows[rows["machine"] == machines.index[0]]
     if len(contended):
         notes.append(f"{len(contended)} contended timing record(s) left out (others used more than "
-                     f"{SETTINGS.contention_threshold:g} of a core while they were timed)")
+                     f"{SETTINGS.contention_threshold:g} of a core while they were timed)"
+                     + ("" if q.get("threads") == 1 else "; on a machine others use, measure and ask with --threads 1"))
     # the latest run of each backend and shape, every round of it
     rows = rows[rows["run_id"] == rows.groupby(["backend", *AXES])["run_id"].transform("max")]
 

@@ -18,9 +18,10 @@ from .suites import SETTINGS
 
 # what identifies a configuration across runs (with run_id within one) and the columns added on load
 CONFIG_KEY = ("device", "dtype", "cell", "layers", "batch", "seq_len", "input_size", "hidden", "mode", "bidirectional",
-              "lengths")
-# what a record written before an axis existed measured: a unidirectional model on full-length batches
-AXIS_DEFAULTS = {"bidirectional": False, "lengths": "full"}
+              "lengths", "thread_limit")
+# what a record written before an axis existed measured: a unidirectional model on full-length batches, each
+# framework at its default thread count
+AXIS_DEFAULTS = {"bidirectional": False, "lengths": "full", "thread_limit": 0}
 DIRECTIONS = {False: "unidirectional", True: "bidirectional"}  # how tables and figures name the model
 EFFICIENCY_FIELDS = ("flops", "achieved_flops_per_s", "fraction_of_peak", "fraction_of_recurrent_roofline")
 SHAPE_NAMES = {"batch": "B", "seq_len": "T", "input_size": "I", "hidden": "H"}  # short column names
@@ -170,6 +171,90 @@ def round_medians(rows) -> dict:
     """{round: median time} of one configuration's records (a record without a round is round 0)."""
     rounds = rows["round"].fillna(0).astype(int) if "round" in rows else 0
     return rows.assign(round=rounds).groupby("round")["median_s"].median().to_dict()
+
+
+# -- the machine's drift between two runs ------------------------------------------------------
+
+CALIBRATIONS = {"calibration_matmul_s": "matmul", "calibration_loop_s": "Python loop"}
+
+
+@dataclass
+class Drift:
+    """How much faster or slower the machine itself ran B than A, from the calibration workload that every
+    measuring process timed (``measure.calibration_record``): a change of a configuration no larger than
+    this is not told apart from the machine's."""
+
+    factor: float  # >= 1: the largest shift of a workload the test found (1.0: the calibrations agree); a
+    # comparison flags a change only beyond its change factor times this
+    parts: list  # (workload, A's median s, B's median s, p or None) per workload
+    processes: tuple  # calibrations used (A, B)
+
+    def describe(self) -> str:
+        parts = "; ".join(f"{name} {a * 1e3:.3g} ms in A, {b * 1e3:.3g} ms in B (x{b / a:.3f}"
+                          + (f", p = {p:.2g})" if p is not None else ", too few to test: counted)")
+                          for name, a, b, p in self.parts)
+        if self.factor == 1.0:
+            return (f"machine drift: none (the calibrations of {self.processes[0]} and {self.processes[1]} processes "
+                    f"agree: {parts})")
+        return (f"machine drift: x{self.factor:.3f} ({parts}, over {self.processes[0]} and {self.processes[1]} "
+                f"processes); a change is flagged only beyond the change factor times it")
+
+
+def machine_drift(calibration_a, calibration_b) -> Drift | None:
+    """The drift between two runs from their calibration records (frames); None where either has none.
+
+    Per workload, a two-sided Mann-Whitney U test on the processes' times: a shift at p < p_threshold is
+    drift of that size (the larger of the workloads' counts); agreement is none.  Where the test cannot
+    reach the threshold (too few processes), any difference of the medians is counted, so as not to call
+    the machine's drift a change of the code.  Contended calibrations are left out while others remain."""
+    import numpy as np
+    from scipy.special import comb
+    from scipy.stats import mannwhitneyu
+
+    def usable(cal):
+        if cal is None or cal.empty:
+            return None
+        quiet = cal[cal["contended"] != True] if "contended" in cal else cal  # noqa: E712 - None is quiet
+        return quiet if len(quiet) else cal
+
+    a, b = usable(calibration_a), usable(calibration_b)
+    if a is None or b is None:
+        return None
+    factor, parts = 1.0, []
+    for column, name in CALIBRATIONS.items():
+        ta, tb = a[column].dropna().astype(float).to_numpy(), b[column].dropna().astype(float).to_numpy()
+        if not (len(ta) and len(tb)):
+            continue
+        shift = abs(float(np.log(np.median(tb) / np.median(ta))))
+        testable = 2 / comb(len(ta) + len(tb), min(len(ta), len(tb))) < SETTINGS.p_threshold
+        p = float(mannwhitneyu(ta, tb, alternative="two-sided").pvalue) if testable else None
+        if p is None or p < SETTINGS.p_threshold:
+            factor = max(factor, float(np.exp(shift)))
+        parts.append((name, float(np.median(ta)), float(np.median(tb)), p))
+    return Drift(factor, parts, (len(a), len(b))) if parts else None
+
+
+def calibration_rows(df):
+    """The calibration records of a frame (``kind`` calibration, finished)."""
+    if "kind" not in df:
+        return df.iloc[:0]
+    return df[(df["kind"] == "calibration") & (df["status"] == "ok")]
+
+
+def contention_note(df) -> str | None:
+    """One line, for the top of a report or a console, when contention removed timing records: how many,
+    in which runs, and what to do; None when none was removed."""
+    removed = contended_rows(df)
+    if removed.empty:
+        return None
+    timing = df[(df["kind"] == "timing") & (df["status"] == "ok")]
+    per_run = removed.groupby("run_id", sort=False).size() if "run_id" in removed else {}
+    runs = ", ".join(f"{run} ({n} of {int((timing['run_id'] == run).sum())})" for run, n in per_run.items()) \
+        if len(per_run) else f"{len(removed)} of {len(timing)}"
+    return (f"contention removed {len(removed)} of {len(timing)} timing records (others used more than "
+            f"{SETTINGS.contention_threshold:g} of a core while they were timed, after {SETTINGS.contention_retries} "
+            f"re-measures) from figures, comparisons and rankings: run {runs}; measure again on a quieter machine, "
+            "or with --threads 1")
 
 
 def contended_rows(df):

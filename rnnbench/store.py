@@ -46,8 +46,12 @@ TIMING_FIELDS = (
     "mode", "median_s", "iqr_s", "samples_s", "compile_s", "tokens_per_s", "peak_bytes", "peak_method",
     "max_rel_err", "sdpa_kernel", "flops", "bytes", "achieved_flops_per_s", "fraction_of_peak",
     "fraction_of_recurrent_roofline", "round", "repeats", "contention", "contended", "remeasured", "state_bytes",
-    "ranked",
+    "ranked", "thread_limit",
 )
+# a calibration record (rnnbench.measure.calibration_record): the fixed workload one measuring process timed
+# before its configurations (``backend``, ``round`` and ``thread_limit`` name that process's batch), so a
+# comparison of two runs can tell the machine's drift between them from a change of the code
+CALIBRATION_FIELDS = ("calibration_matmul_s", "calibration_loop_s", "round", "thread_limit", "contention", "pid")
 STABILITY_FIELDS = ("grad_profile", "grad_decay_per_step", "nan_count", "inf_count")
 # the model and batch axes (issue 19) that every record of a timing job carries (measure writes them; a
 # record written before they existed measured a unidirectional, full-length batch: results fills those
@@ -73,13 +77,13 @@ FIELD_TYPES = {
                      "data_sha256", "metric_name"), _TEXT),
     **dict.fromkeys(("layers", "batch", "seq_len", "input_size", "hidden", "threads", "peak_bytes", "nan_count",
                      "inf_count", "step", "steps", "seed", "param_count", "round", "repeats", "remeasured",
-                     "state_bytes", "steps_to_target"), _INT),
+                     "state_bytes", "steps_to_target", "thread_limit", "pid"), _INT),
     **dict.fromkeys(("flops", "bytes",  # counts, but large: a float is as good
                      "median_s", "iqr_s", "compile_s", "tokens_per_s", "max_rel_err", "achieved_flops_per_s",
                      "fraction_of_peak", "fraction_of_recurrent_roofline", "contention", "grad_decay_per_step",
                      "loss", "grad_norm",
                      "metric", "baseline_metric", "step_s", "elapsed_s", "target_metric", "budget_s",
-                     "time_to_target_s", "train_s"), _REAL),
+                     "time_to_target_s", "train_s", "calibration_matmul_s", "calibration_loop_s"), _REAL),
     "samples_s": _LIST, "grad_profile": _LIST, "beats_baseline": _FLAG, "contended": _FLAG, "ranked": _FLAG,
     "bidirectional": _FLAG, "lengths": _TEXT, "length_mean": _REAL, "length_min": _INT, "padded_tokens_per_s": _REAL,
     "grad_profile_reverse": _LIST, "grad_decay_per_step_reverse": _REAL,
@@ -94,6 +98,8 @@ FIELD_TYPES_BY_KIND = {"instructions": {"metric": _TEXT}}
 # every record, finished or not (a failure record names its configuration, its status and why)
 REQUIRED = ("run_id", "kind", "backend", "device", "dtype", "cell", "layers", "batch", "seq_len", "input_size",
             "hidden", "status", "message")
+# kinds whose records measure no configuration: what every one of them holds instead of REQUIRED
+REQUIRED_BY_KIND = {"calibration": ("run_id", "kind", "backend", "status", "message")}
 # what a finished (status ok) record adds, per kind; None is allowed where a value can be unknown
 REQUIRED_OK = {
     "timing": COMMON_FIELDS + ("mode", "median_s", "iqr_s", "samples_s", "compile_s", "tokens_per_s",
@@ -107,6 +113,7 @@ REQUIRED_OK = {
     # a memory-depth walk's verdict (rnnbench.jobs.DepthJob); boundary_seq_len is None where no length was reached
     "depth": COMMON_FIELDS + ("task", "seq_lens", "seeds", "steps", "budget_s", "tried_seq_lens", "reached_seq_lens",
                               "boundary_seq_len", "boundary_reached", "boundary_runs", "grad_decay_per_step"),
+    "calibration": CALIBRATION_FIELDS,
 }
 REQUIRED_BY_BACKEND_KIND = {("timing", "rnn"): ("max_rel_err",), ("timing", "baseline"): ("sdpa_kernel",)}
 REQUIRED_BY_MODE = {("timing", "decode"): ("state_bytes",)}  # the state a decode step reads (h/c, or a KV cache)
@@ -133,7 +140,7 @@ def check_record(record: dict) -> None:
         problems.append(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     if status not in STATUSES:
         problems.append(f"status {status!r} is not one of {', '.join(STATUSES)}")
-    required = list(REQUIRED)
+    required = list(REQUIRED_BY_KIND.get(kind, REQUIRED))
     if status == "ok" and kind in REQUIRED_OK:
         required += REQUIRED_OK[kind] + REQUIRED_BY_BACKEND_KIND.get((kind, record.get("backend_kind")), ()) \
             + REQUIRED_BY_MODE.get((kind, record.get("mode")), ()) \

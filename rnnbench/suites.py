@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 # The axes a sweep takes (CLI flags, config files), in the order they are listed.
 SWEEP_AXES = ("backends", "cells", "batch", "seq_len", "input_size", "hidden", "layers", "dtype", "mode", "device",
-              "bidirectional", "lengths")
+              "bidirectional", "lengths", "threads")
 # Shapes for a backend that runs under an interpreter (Triton on a CPU): exactness, not speed.
 INTERPRETED_SHAPE = {"batch": 4, "seq_len": 8, "input_size": 8, "hidden": 16}
 # ... timed once: the row checks exactness (max_rel_err), its time says nothing about the kernel's speed
@@ -80,7 +80,8 @@ class Suite:
     grids: tuple = ()  # several products: each dict replaces some of ``axes`` (e.g. a mode with its own batches)
     device_axes: dict = field(default_factory=dict)  # per kind of device (cpu, cuda): axes that replace ``axes``
     # times the sweep visits the grid, each visit shuffled: a comparison tests per-round medians, and
-    # needs 5 rounds a side (two runs, rank test) or 8 paired rounds (two backends, signed-rank test)
+    # needs 5 rounds a side (two runs, rank test) or 8 paired rounds (two backends, signed-rank test); above
+    # 1, each round of each backend runs in a fresh process of its own (rnnbench.sweep.batches), in-process at 1
     rounds: int = 1
     kind: str = "timing"  # timing | training | quality
 
@@ -114,7 +115,11 @@ register(Suite(
     # one round of LSTM and GRU, 116 configurations): a later round repeats build, compile, warm-up
     # and samples but no memory probe, oracle check or gradient profile, about 330 s for both cells;
     # LSTM alone: 370 s + 4 x 165 s = about 17 minutes, the rest of the 20 for re-measures under load.
-    "cpu", "the committed CPU result set (LSTM training, 5 rounds: about 17 minutes)",
+    # Rounds in processes (issue 27): each round of each backend is a fresh process (imports, a calibration,
+    # and in round 0 a forkserver for the memory probes), about 5 s each on a quiet 2-core CPU, 15 backends x 5
+    # rounds: about 6 minutes more, so about 23 minutes (estimated; to be measured on a quiet machine).
+    "cpu", "the committed CPU result set (LSTM training, 5 rounds, each round of each backend a fresh process: "
+           "about 23 minutes)",
     axes={"cells": ["lstm"], "batch": [16, 64], "seq_len": [32, 256], "input_size": [64],
           "hidden": [64, 256], "layers": [1], "dtype": ["float32"], "mode": ["train"], "device": ["cpu"]},
     timing={"min_time_s": 0.1, "max_time_s": 0.5}, rounds=5))
@@ -145,9 +150,12 @@ register(Suite(
     # 8 rounds: the packed-vs-padded verdict is a paired signed-rank test over round medians, which needs 8
     # for p < 0.01.  One round took 2.5 minutes here (memory probes, oracle checks and JAX compiles are round
     # 0's); the later rounds time only.  On CUDA our Triton kernels join (issue 30: lengths and the reverse
-    # direction as kernel arguments; LSTM and GRU at H=128 fp32 run the persistent path).
+    # direction as kernel arguments; LSTM and GRU at H=128 fp32 run the persistent path).  Each round of each
+    # backend a fresh process (issue 27): 5 backends x 8 rounds x about 5 s of start-up and calibration,
+    # about 3.5 minutes more (estimated).
     "ragged", "bidirectional and variable-length batches: LSTM and GRU, B=32 T=128 H=128, lengths full / "
-    "uniform:16 / zipf:1.2, uni- and bidirectional, forward and train, 8 rounds (about 10 minutes)",
+    "uniform:16 / zipf:1.2, uni- and bidirectional, forward and train, 8 rounds, each round of each backend a "
+    "fresh process (about 14 minutes)",
     axes={"backends": RAGGED_BACKENDS, "cells": ["lstm", "gru"], "batch": [32], "seq_len": [128], "input_size": None,
           "hidden": [128], "layers": [1], "dtype": ["float32"], "mode": ["forward", "train"], "device": ["cpu"],
           "bidirectional": [False, True], "lengths": ["full", "uniform:16", "zipf:1.2"]},

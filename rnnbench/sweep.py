@@ -1,6 +1,7 @@
 """Configurations -> records, through an executor.
 
-Executors: ``inline`` (this process; memory probes in a fresh child),
+Executors: ``inline`` (this process; memory probes in a fresh child; with more than one round or a
+thread limit, each round of each backend in one fresh process of its own, ``run_batch_in_child``),
 ``process`` (a fresh process per configuration: a crash, an out-of-memory kill
 or a hang becomes a record and the sweep goes on) and ``ray`` (each
 configuration a Ray task in a fresh worker; see ``rnnbench.ray_executor``).
@@ -93,7 +94,7 @@ def build_configs(suite: str = "quick", overrides: dict | None = None) -> list[T
     axes = dict(preset.axes)
     extra = list(preset.extra)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if set(overrides) - {"backends", "device", "rounds"}:
+    if set(overrides) - {"backends", "device", "rounds", "threads"}:
         extra = []  # a suite's fixed extras belong to the suite's shapes, not to a custom grid
     axes.update(overrides)
     timing = preset.timing
@@ -104,18 +105,21 @@ def build_configs(suite: str = "quick", overrides: dict | None = None) -> list[T
         for backend in backends:
             interpreted = _interpreted(backend, device) and "backends" not in overrides
             cells = ax["cells"] if ax.get("backends") else [c for c in ax["cells"] if runs_cell(backend, c)]
-            for cell, b, t, i, h, layers, dtype, mode, bidirectional, lengths in itertools.product(
+            for cell, b, t, i, h, layers, dtype, mode, bidirectional, lengths, threads in itertools.product(
                 cells, ax["batch"], ax["seq_len"], ax["input_size"] or [None], ax["hidden"],
                 ax["layers"], ax["dtype"], ax["mode"], ax.get("bidirectional") or [False],
-                ax.get("lengths") or [ragged.FULL]):
+                ax.get("lengths") or [ragged.FULL], ax.get("threads") or [0]):
                 shape = dict(batch=b, seq_len=t, input_size=i or h, hidden=h)
                 settings = timing
                 if interpreted:
                     shape, settings = dict(INTERPRETED_SHAPE), {**timing, **INTERPRETED_TIMING}
                 configs.append(TimingJob(backend, cell, layers, dtype=dtype, mode=mode, device=device, **shape,
-                                         bidirectional=bidirectional, lengths=lengths, **settings))
-            for e in (e for e in extra if ax.get("backends") or runs_cell(backend, e["cell"])):
-                configs.append(TimingJob(backend, layers=1, device=device, input_size=e["hidden"], **e, **timing))
+                                         bidirectional=bidirectional, lengths=lengths, thread_limit=threads,
+                                         **settings))
+            for e, threads in itertools.product((e for e in extra if ax.get("backends") or runs_cell(backend, e["cell"])),
+                                                ax.get("threads") or [0]):
+                configs.append(TimingJob(backend, layers=1, device=device, input_size=e["hidden"], **e, **timing,
+                                         thread_limit=threads))
     seen, unique = set(), []
     for cfg in configs:  # interpreted backends collapse to one shape: keep each configuration once
         if cfg.key() not in seen:
@@ -135,21 +139,54 @@ def device_grids(preset, device: str, axes: dict, overrides: dict) -> list[dict]
 
 
 def in_rounds(configs: list[TimingJob], rounds: int) -> list[TimingJob]:
-    """The grid visited ``rounds`` times, each visit in its own shuffled order (seeded by the round),
-    so that a configuration's rounds are minutes apart and no backend always follows the same one.
-    Where a configuration has a ``max_point_s`` its visit goes up in T (shuffled within each T), so the
-    time per token at a shorter T is known when a longer one is predicted (``within_point_cap``)."""
+    """The grid visited ``rounds`` times.  A visit takes the backends (at each thread limit) in a shuffled
+    order, and each backend's configurations in a shuffled order of their own (both seeded by the round),
+    so that a configuration's rounds are minutes apart, no backend always follows the same one, and one
+    round of one backend is one batch (``batches``: with rounds, one fresh process).  Where a
+    configuration has a ``max_point_s`` its batch goes up in T (shuffled within each T), so the time per
+    token at a shorter T is known when a longer one is predicted (``within_point_cap``)."""
     import dataclasses
     import random
 
     ordered = []
     for r in range(rounds):
-        visit = [dataclasses.replace(cfg, round=r) for cfg in configs]
-        random.Random(r).shuffle(visit)
-        if any(getattr(cfg, "max_point_s", None) for cfg in visit):
-            visit.sort(key=lambda cfg: cfg.seq_len)  # stable: the shuffle stands within each T
-        ordered += visit
+        rng = random.Random(r)
+        groups: dict = {}
+        for cfg in configs:
+            groups.setdefault((cfg.backend, cfg.thread_limit), []).append(dataclasses.replace(cfg, round=r))
+        order = list(groups)
+        rng.shuffle(order)
+        for group in order:
+            visit = groups[group]
+            rng.shuffle(visit)
+            if any(getattr(cfg, "max_point_s", None) for cfg in visit):
+                visit.sort(key=lambda cfg: cfg.seq_len)  # stable: the shuffle stands within each T
+            ordered += visit
     return ordered
+
+
+def in_processes(jobs) -> bool:
+    """Whether the inline executor runs ``jobs`` (a run's planned jobs) as ``batches`` in fresh processes:
+    with more than one round (pyperf's rule: a record's spread must include what moves a whole process:
+    allocation, JIT and layout) or a thread limit (XLA fixes its thread count when it starts)."""
+    return any(getattr(j, "round", 0) or getattr(j, "thread_limit", 0) for j in jobs)
+
+
+def batch_key(job) -> tuple:
+    """What one fresh process runs: one round of one backend at one thread limit (and one T where a point
+    cap must read the shorter T's time first)."""
+    return job.round, job.backend, job.thread_limit, job.seq_len if job.max_point_s else None
+
+
+def batches(jobs) -> list[list]:
+    """``jobs`` (in order) cut where ``batch_key`` changes."""
+    out: list[list] = []
+    for job in jobs:
+        if out and batch_key(out[-1][0]) == batch_key(job):
+            out[-1].append(job)
+        else:
+            out.append([job])
+    return out
 
 
 def _family(job) -> tuple:
@@ -269,6 +306,9 @@ def check_axes(axes: dict) -> None:
                 raise ConfigError(f"unknown {label} {v!r}; valid: {', '.join(valid)}")
     for name in axes.get("lengths") or []:
         ragged.parse(name)
+    for n in axes.get("threads") or []:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"threads {n!r} is not a positive integer (intra-op threads of every framework)")
 
 
 def plan(suite: str | None, axes: dict, config_file: str | None = None,
@@ -374,8 +414,8 @@ def run_in_child(job) -> list[dict]:
     cmd = [sys.executable, "-m", "rnnbench.worker", json.dumps(job.to_dict())]
     cgroup = memory_cgroup()  # the worker's too: it inherits ours
     ooms_before = oom_kill_count(cgroup)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
-                            preexec_fn=_die_with_parent(os.getpid()))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_env(getattr(job, "thread_limit", 0)), preexec_fn=_die_with_parent(os.getpid()))
     try:
         stdout, stderr = proc.communicate(timeout=job.timeout_s)
     except subprocess.TimeoutExpired:
@@ -388,17 +428,98 @@ def run_in_child(job) -> list[dict]:
                if line.startswith(RECORD_PREFIX)]
     if proc.returncode == 0 and records:
         return records
-    tail = " | ".join(stderr.strip().splitlines()[-3:])
-    if proc.returncode < 0:
-        sig = signal.Signals(-proc.returncode).name
+    return records + [_exit_failure(job, proc.returncode, stderr.strip().splitlines(), cgroup, ooms_before)]
+
+
+def _exit_failure(job, returncode: int, stderr_lines, cgroup, ooms_before) -> dict:
+    """The record of ``job``, whose worker ended with ``returncode`` before finishing it: oom where the
+    kernel's OOM killer took it (its cgroup's count rose), else error naming the signal or status."""
+    from impls.runtime import oom_kill_count
+
+    tail = " | ".join(list(stderr_lines)[-3:])
+    if returncode < 0:
+        sig = signal.Signals(-returncode).name
         ooms_after = oom_kill_count(cgroup)
         if sig == "SIGKILL" and ooms_before is not None and ooms_after is not None and ooms_after > ooms_before:
-            return records + [job.failure("oom", f"worker killed by SIGKILL from the kernel's OOM killer (oom_kill "
-                                                 f"count of cgroup {cgroup[0]} rose {ooms_before} -> {ooms_after})"
-                                                 + (f": {tail}" if tail else ""))]
+            return job.failure("oom", f"worker killed by SIGKILL from the kernel's OOM killer (oom_kill "
+                                      f"count of cgroup {cgroup[0]} rose {ooms_before} -> {ooms_after})"
+                                      + (f": {tail}" if tail else ""))
         status = "oom" if sig == "SIGKILL" and "memory" in tail.lower() else "error"
-        return records + [job.failure(status, f"worker killed by {sig}: {tail}")]
-    return records + [job.failure("error", f"worker exited with status {proc.returncode}: {tail}")]
+        return job.failure(status, f"worker killed by {sig}: {tail}")
+    return job.failure("error", f"worker exited with status {returncode}: {tail}")
+
+
+def _pump(stream, put) -> None:
+    """Every line of ``stream`` through ``put``, then None (the end)."""
+    for line in stream:
+        put(line.rstrip("\n"))
+    put(None)
+
+
+def run_batch_in_child(jobs):
+    """A batch of jobs (one round of one backend) in one fresh process (``rnnbench.worker --jobs``).
+
+    Yields ``(None, [calibration record])`` when the process has timed its calibration workload, then
+    ``(job, records)`` as each job finishes, so the sweep appends them at once.  A job that crashes its
+    process, or runs past its ``timeout_s``, becomes its failure record (the process is killed), and the
+    rest of the batch goes on in a new process (which calibrates again).  The worker dies with us.
+    """
+    import queue
+    from collections import deque
+
+    from impls.runtime import memory_cgroup, oom_kill_count
+
+    from .measure import RECORD_PREFIX, child_env
+    from .worker import DONE_PREFIX
+
+    todo = list(jobs)
+    while todo:
+        first = todo[0]
+        plan = {"jobs": [j.to_dict() for j in todo],
+                "calibration": {"backend": first.backend, "round_": first.round, "thread_limit": first.thread_limit}}
+        cgroup = memory_cgroup()
+        ooms_before = oom_kill_count(cgroup)
+        proc = subprocess.Popen([sys.executable, "-m", "rnnbench.worker", "--jobs"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=child_env(first.thread_limit), preexec_fn=_die_with_parent(os.getpid()))
+        lines, stderr_tail = queue.Queue(), deque(maxlen=20)
+        threading.Thread(target=_pump, args=(proc.stdout, lines.put), daemon=True).start()
+        threading.Thread(target=_pump, args=(proc.stderr, lambda line: line is not None and stderr_tail.append(line)),
+                         daemon=True).start()
+        try:
+            proc.stdin.write(json.dumps(plan))
+            proc.stdin.close()
+            records, deadline = [], time.monotonic() + first.timeout_s
+            while todo:
+                try:
+                    line = lines.get(timeout=max(deadline - time.monotonic(), 0.0))
+                except queue.Empty:
+                    job = todo.pop(0)
+                    yield job, [job.failure("timeout", f"no result after {job.timeout_s:.0f} s; the process was "
+                                                       "killed and the rest of its batch ran in a new one")]
+                    break
+                if line is None:  # the process ended before its list did
+                    proc.wait()
+                    time.sleep(0.05)  # the stderr pump's last lines
+                    job = todo.pop(0)
+                    yield job, records + [_exit_failure(job, proc.returncode, stderr_tail, cgroup, ooms_before)]
+                    break
+                if line.startswith(RECORD_PREFIX):
+                    rec = json.loads(line[len(RECORD_PREFIX):])
+                    if rec.get("kind") == "calibration":
+                        yield None, [rec]
+                    else:
+                        records.append(rec)
+                elif line.startswith(DONE_PREFIX):
+                    yield todo.pop(0), records
+                    records = []
+                    deadline = time.monotonic() + (todo[0].timeout_s if todo else 0.0)
+            else:
+                proc.wait(timeout=60)  # its list done: it is exiting
+        finally:
+            if proc.poll() is None:  # a hang, an interrupt, a generator closed early: the worker goes with us
+                proc.kill()
+            proc.wait()
 
 
 def _run_watched(job) -> list[dict] | None:
@@ -436,6 +557,13 @@ def execute_inline(jobs):
 def execute_process(jobs):
     for job in jobs:
         yield job, run_in_child(job)
+
+
+def execute_batches(job_batches):
+    """Each batch (an iterable of lists, taken one at a time) in a fresh process of its own."""
+    for batch in job_batches:
+        if batch:
+            yield from run_batch_in_child(batch)
 
 
 def execute_ray(jobs, address: str | None = None):
@@ -487,13 +615,18 @@ def run_sweep(run, jobs, executor: str = "inline", ray_address: str | None = Non
     bar = tqdm(total=len(pending), disable=not progress, unit="config", dynamic_ncols=True, file=sys.stderr)
     start = time.perf_counter()
     try:
-        # Ray runs its tasks at once, so a point cap cannot read the shorter T first there
-        todo = pending if executor == "ray" else within_point_cap(pending, run, written)
-        for job, records in EXECUTORS[executor](todo, **kwargs):
+        if executor == "ray":  # Ray runs its tasks at once, so a point cap cannot read the shorter T first there
+            stream = execute_ray(pending, **kwargs)
+        elif executor == "inline" and in_processes(jobs):  # each batch capped when it is about to start
+            stream = execute_batches(list(within_point_cap(batch, run, written)) for batch in batches(pending))
+        else:
+            stream = EXECUTORS[executor](within_point_cap(pending, run, written))
+        for job, records in stream:
             for rec in records:
                 written.append(run.append(rec))
-            bar.set_postfix_str(job.describe(), refresh=False)
-            bar.update(1)
+            if job is not None:  # None: a process's calibration record
+                bar.set_postfix_str(job.describe(), refresh=False)
+                bar.update(1)
     finally:
         bar.close()
         run.update_info(wall_s=run.info.get("wall_s", 0) + time.perf_counter() - start)

@@ -49,6 +49,16 @@ def timing_record(backend, cell, mode, batch, seq_len, hidden, seconds, rng, *, 
             **extra}
 
 
+CALIBRATION_S = {"calibration_matmul_s": 0.003, "calibration_loop_s": 0.004}  # a quiet process of this machine
+
+
+def calibration_record(backend, round, speed, rng, noise=0.02) -> dict:
+    """One process's calibration: the machine ``speed`` times slower than CALIBRATION_S, with ``noise``."""
+    return {"kind": "calibration", "backend": backend, "round": round, "thread_limit": 0, "pid": 1000 + round,
+            "status": "ok", "message": "", "contention": 0.0, "contended": False,
+            **{k: v * speed * float(np.exp(noise * rng.standard_normal())) for k, v in CALIBRATION_S.items()}}
+
+
 def stability_record(backend, cell, batch, seq_len, hidden) -> dict:
     kind = COST[backend][0]
     decay = {"lstm": -0.05, "gru": -0.03}[cell] if kind == "rnn" else 0.0
@@ -91,14 +101,19 @@ def depth_record(task, backend, cell, boundary) -> dict:
 
 
 def make_run(root, *, machine="synthbox", seed=0, backends=tuple(COST), slower=None, efficiency=False,
-             extras=True, shapes=SHAPES, rounds=1) -> Run:
+             extras=True, shapes=SHAPES, rounds=1, machine_speed=None) -> Run:
     """A run folder like the cpu suite's.  ``slower``: {backend: factor} multiplies that backend's times;
-    ``rounds``: each configuration's, each round's level spread by 2% around the cost model."""
+    ``rounds``: each configuration's, each round's level spread by 2% around the cost model;
+    ``machine_speed``: the machine ran everything that many times slower, and each (backend, round) process
+    recorded its calibration (None: no calibration records, as a run measured in one process)."""
     rng = np.random.default_rng(seed)
     run = Run.create(root, machine, {"cpu_model": "Synthetic CPU", "gpu": {},
                                      "versions": {"torch": "2.13.0", "jax": "0.10.2", "python": "3.11"}})
-    slower = slower or {}
+    slower = {b: f * (machine_speed or 1.0) for b, f in {**dict.fromkeys(backends, 1.0), **(slower or {})}.items()}
     for backend in backends:
+        if machine_speed is not None:
+            for r in range(rounds):
+                run.append(calibration_record(backend, r, machine_speed, rng))
         for cell in shapes["cells"]:
             for mode in shapes["modes"]:
                 for b in shapes["batch"]:

@@ -47,6 +47,11 @@ CASES = [
     (["run", "--frobnicate"], "unrecognized arguments"),
     # -- run: sizes: integers, positive, within the spec's limits, fitting the machine -------------
     (["run", "--batch", "0"], "not positive"),
+    (["run", "--threads", "0"], "not positive"),
+    (["run", "--threads", "two"], "not an integer"),
+    (["run", "--threads", "1", "--executor", "ray"], "--threads"),
+    (["recommend", "--cell", "lstm", "--batch", "4", "--seq-len", "8", "--mode", "train", "--device", "cpu",
+      "--threads", "0"], "not positive"),
     (["run", "--batch", "-1"], "not positive"),
     (["run", "--batch", "abc"], "not an integer"),
     (["run", "--seq-len", "1.5"], "not an integer"),

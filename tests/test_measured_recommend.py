@@ -69,19 +69,58 @@ def test_picks_the_faster_with_the_known_margin_and_stops_early(synthetic, tmp_p
     assert "impls.get('synth_fast').build(spec, weights" in rec.snippet and "runner.module()" in rec.snippet
 
 
-@pytest.mark.slow
-def test_loaded_rounds_are_dropped_counted_and_the_answer_says_so(synthetic, tmp_path):
-    synthetic("synth_fast", seconds=0.01, seed=1)
-    synthetic("synth_slow", seconds=0.015, seed=2)
+def test_loaded_rounds_never_decide_no_answer_first_with_the_load_and_exit_3(synthetic, tmp_path, capsys,
+                                                                           monkeypatch):
+    from rnnbench import interleaved
+
+    synthetic("synth_fast", seconds=0.005, seed=1)
+    synthetic("synth_slow", seconds=0.02, seed=2)  # 4x slower: any loaded round would "decide" at once
     spec, weights, _ = from_torch_module(model())
-    rec = measure_interleaved(spec, weights, **SHAPE, budget_s=30, backends=["synth_fast", "synth_slow"],
+    rec = measure_interleaved(spec, weights, **SHAPE, budget_s=15, backends=["synth_fast", "synth_slow"],
                               out=tmp_path, contention_threshold=-1.0, results=())  # every round counts as loaded
-    assert rec.loaded_rounds >= 8 and rec.loaded_rounds == rec.rounds
-    assert any("loaded ones included" in n for n in rec.notes)
-    assert "of them under load" in str(rec)
+    assert rec.backend is None and rec.under_load and rec.loaded_rounds >= 8 and rec.rounds == 0
+    first = str(rec).splitlines()[0]
+    assert first.startswith("no answer: others used") and "--threads 1" in first and "--budget-s" in first
+    (run,) = find_runs([tmp_path])
+    timed = [r for r in read_records(run / "records.jsonl") if r["kind"] == "timing"]
+    assert timed and all(r["contended"] for r in timed)  # kept, flagged: no report ranks them
+    # the CLI: that first line, and its own exit status (documented in --help)
+    monkeypatch.setattr(interleaved, "measure_interleaved", lambda *a, **k: rec)
+    status = cli.main(["recommend", "--cell", "lstm", "--batch", "4", "--seq-len", "16", "--hidden", "16",
+                       "--mode", "train", "--device", "cpu", "--measure", "--threads", "1", "--out", str(tmp_path)])
+    assert status == cli.EXIT_NO_ANSWER_UNDER_LOAD == 3
+    assert capsys.readouterr().out.splitlines()[0] == first
+    with pytest.raises(SystemExit):
+        cli.main(["recommend", "--help"])
+    assert f"{cli.EXIT_NO_ANSWER_UNDER_LOAD} --measure gave no answer" in " ".join(capsys.readouterr().out.split())
 
 
-def test_equal_candidates_within_a_small_budget_are_not_separable_exit_0(synthetic, tmp_path, capsys):
+def test_no_answer_under_load_is_the_rule_not_the_clock():
+    from rnnbench.interleaved import no_answer_under_load
+
+    assert no_answer_under_load(8, 5, 1.2, 0.2, 60, 0) is None  # enough quiet rounds: the test decides
+    assert no_answer_under_load(3, 0, 0.0, 0.2, 60, 0) is None  # no load: a small budget is "not separable"
+    verdict = no_answer_under_load(3, 9, 1.2, 0.2, 60, 0)
+    assert "1.2 cores" in verdict and "3 quiet of the 8" in verdict and "--threads 1" in verdict
+    assert "--threads 1" not in no_answer_under_load(3, 9, 1.2, 0.2, 60, 1)  # already one thread
+
+
+class _Quiet:
+    """A contention.Window that saw nobody else: the statistics under test, not this machine's load."""
+
+    cores, wall_s = 0.0, 0.0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def test_equal_candidates_within_a_small_budget_are_not_separable_exit_0(synthetic, tmp_path, capsys, monkeypatch):
+    from rnnbench import contention
+
+    monkeypatch.setattr(contention, "Window", _Quiet)  # a loaded round would make it "no answer" (exit 3)
     synthetic("synth_a", seconds=0.02, jitter=0.1, seed=1)
     synthetic("synth_b", seconds=0.02, jitter=0.1, seed=2)
     status = cli.main(["recommend", "--cell", "lstm", "--batch", "4", "--seq-len", "16", "--hidden", "16",
@@ -124,7 +163,10 @@ def test_recommend_for_writes_nothing_and_its_snippet_runs_as_printed(backend, t
     assert np.allclose(np.asarray(y), expected, atol=1e-5)
 
 
-def test_from_state_dict_and_its_bad_input(synthetic, tmp_path, capsys):
+def test_from_state_dict_and_its_bad_input(synthetic, tmp_path, capsys, monkeypatch):
+    from rnnbench import contention
+
+    monkeypatch.setattr(contention, "Window", _Quiet)  # this machine's load is not under test
     synthetic("synth_fast", seconds=0.01, seed=1)
     synthetic("synth_slow", seconds=0.02, seed=2)
     path = tmp_path / "weights.pt"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnbench import cli, report, results
+from rnnbench import cli, report, results, store
 from rnnbench.store import Run
 from rnnbench.suites import SETTINGS
 
@@ -456,3 +456,60 @@ def test_regime_winners_and_margins_are_the_cost_models(tmp_path):
     md = (md_path / "report.md").read_text()
     for best, _, _ in expected.values():  # the report's table names each regime's winner
         assert f"| {best} " in md
+
+
+def _flagged(section):
+    table = next(block[1] for block in section.blocks if block[0] == "table")
+    return table[table["change"] != ""]
+
+
+def test_machine_drift_is_measured_from_calibrations_and_no_change_within_it_is_flagged(tmp_path):
+    """B ran on a machine 1.25x slower (every backend and the calibration workload), and torch_eager is
+    1.6x slower besides: only torch_eager is flagged, and the section states the drift it used."""
+    a = make_run(tmp_path, shapes=SMALL, seed=1, extras=False, rounds=5, machine_speed=1.0)
+    b = make_run(tmp_path, shapes=SMALL, seed=2, extras=False, rounds=5, machine_speed=1.25,
+                 slower={"torch_eager": 1.6})
+    df = results.load_inputs([a.path, b.path])
+    drift = results.machine_drift(*(results.calibration_rows(df)[lambda d, r=r: d["run_id"] == r.run_id]
+                                    for r in (a, b)))
+    assert drift.factor == pytest.approx(1.25, rel=0.03) and drift.processes == (20, 20)
+    section = report.sections.comparison_section(df)
+    assert set(_flagged(section)["backend"]) == {"torch_eager"}
+    assert section.summary.startswith("flagged beyond x1.3") and "machine drift: x1.2" in section.summary
+    # the same runs without their calibration records: the machine's drift reads as a change of every backend
+    for run in (a, b):
+        records = run.path / store.RECORDS
+        records.write_text("".join(line + "\n" for line in records.read_text().splitlines()
+                                   if '"calibration"' not in line))
+    blind = report.sections.comparison_section(results.load_inputs([a.path, b.path]))
+    assert set(_flagged(blind)["backend"]) == set(_flagged(section)["backend"]) | {"torch_cudnn", "jax_scan",
+                                                                                 "transformer_sdpa"}
+    assert "machine drift not known" in blind.summary
+
+
+def test_agreeing_calibrations_are_no_drift():
+    import pandas as pd
+
+    from .synthetic_results import calibration_record
+
+    rng = np.random.default_rng(0)
+    a, b = (pd.DataFrame([calibration_record("x", r, 1.0, rng) for r in range(8)]) for _ in range(2))
+    drift = results.machine_drift(a, b)
+    assert drift.factor == 1.0 and drift.describe().startswith("machine drift: none")
+    few = results.machine_drift(a.iloc[:2], b.iloc[:2].assign(calibration_loop_s=lambda d: d["calibration_loop_s"] * 1.3))
+    assert few.factor == pytest.approx(1.3, rel=0.1)  # too few to test: a difference is counted, never ignored
+    assert results.machine_drift(a, a.iloc[:0]) is None
+
+
+def test_report_says_first_when_contention_removed_records(tmp_path, capsys):
+    tiny = dict(shapes=dict(cells=("gru",), modes=("forward",), batch=(16,), seq_len=(16,), hidden=(64,)),
+                extras=False, rounds=5, backends=("torch_cudnn", "torch_eager"))
+    a, b = make_run(tmp_path, seed=1, **tiny), make_run(tmp_path, seed=2, **tiny)
+    records = b.path / store.RECORDS
+    records.write_text(records.read_text().replace('"contended": false', '"contended": true'))
+    assert cli.main(["report", str(a.path), str(b.path), "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("note: contention removed 10 of 20 timing records") and f"run {b.run_id} (10 of 10)" in out[0]
+    md = (tmp_path / "cmp" / "report.md").read_text()
+    assert md.index("Contention removed 10 of 20") < md.index("## Comparison of two runs")
+    assert "that contention left" in md

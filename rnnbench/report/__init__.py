@@ -80,6 +80,9 @@ def report_command(inputs, out=None) -> int:
     df = results.load_inputs(inputs)
     check_writable_dir(out)
     result = build_report(df, out)
+    note = results.contention_note(df)
+    if note:  # first: it says why data below is missing
+        print(f"note: {note}")
     print(f"report: {result['html']}  (and {result['md'].name}, {len(result['figures'])} figures)")
     for sec in result["sections"]:
         if sec.title == "Duplicate measurements" and sec.summary:

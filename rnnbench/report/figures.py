@@ -47,7 +47,7 @@ class Figures:
 
 def groups(df, keys, label_run: bool):
     """(title, slug, frame) for each distinct value of ``keys`` (plus the run when several are shown)."""
-    keys = (["run_id"] if label_run else []) + list(keys)
+    keys = (["run_id"] if label_run and "run_id" in df else []) + list(keys)  # a derived frame may have no run
     for values, sub in df.groupby(keys, sort=True, dropna=False):
         parts = [f"{SHAPE_NAMES.get(k, k)}={v}" if k in SHAPE_NAMES or k in ("layers", "lengths") else str(v)
                  for k, v in zip(keys, values)]

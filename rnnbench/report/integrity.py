@@ -16,7 +16,7 @@ from .sections import Section
 MANIFEST = "manifest.json"
 # what identifies one measurement within a run; ``round`` (where recorded) tells rounds apart
 MEASUREMENT_KEY = ("run_id", "kind", "backend", "device", "dtype", "cell", "layers", "batch", "seq_len",
-                   "input_size", "hidden", "mode", "bidirectional", "lengths", "task", "step", "round")
+                   "input_size", "hidden", "mode", "bidirectional", "lengths", "task", "step", "round", "thread_limit")
 
 
 def files_we_wrote(out_dir: Path) -> set[str]:
@@ -61,7 +61,7 @@ def duplicates(df):
     if df.empty:
         return df
     key = [k for k in MEASUREMENT_KEY if k in df]
-    done = df[df["status"] == "ok"]
+    done = df[(df["status"] == "ok") & (df["kind"] != "calibration")]  # a restarted process calibrates again
     counts = done.groupby(key, dropna=False, sort=False).size().rename("records").reset_index()
     return counts[counts["records"] > 1]
 

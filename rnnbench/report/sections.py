@@ -86,6 +86,9 @@ def header_section(df) -> Section:
             "records": len(sub), "source": first["run_dir"],
         })
     s.table(pd.DataFrame(rows))
+    note = results.contention_note(df)
+    if note:
+        s.text(note[0].upper() + note[1:] + ".")
     return s
 
 
@@ -353,26 +356,42 @@ def comparison_section(df) -> Section | None:
     a = {k: results.round_medians(g) for k, g in speed[speed["run_id"] == runs[0]].groupby(key)}
     b = {k: results.round_medians(g) for k, g in speed[speed["run_id"] == runs[1]].groupby(key)}
     both = [k for k in a if k in b]
+    calibration = results.calibration_rows(df)
+    drift = results.machine_drift(calibration[calibration["run_id"] == runs[0]],
+                                  calibration[calibration["run_id"] == runs[1]])
+    factor = SETTINGS.change_factor * (drift.factor if drift else 1.0)  # beyond the factor, past the drift
     s.text(f"A = {runs[0]}, B = {runs[1]}. Ratio = B's median time / A's (medians over rounds). A change is flagged "
-           f"only when the ratio is beyond {SETTINGS.change_factor}x either way and a two-sided Mann-Whitney U test "
-           f"on the per-round medians (one value per round: the spread between processes, which the samples of one "
-           f"round do not show) gives p < {SETTINGS.p_threshold}; unflagged rows are within noise. 'too few rounds': "
-           "the test cannot reach that p with fewer than 5 rounds a side (rnnbench run --rounds).")
+           f"only when the ratio is beyond {factor:.3g}x either way (the change factor {SETTINGS.change_factor} "
+           f"times the machine's drift between the runs) and a two-sided Mann-Whitney U test "
+           f"on the per-round medians (one value per round, each round of a backend a process of its own: the spread "
+           f"between processes, which the samples of one round do not show) gives p < {SETTINGS.p_threshold}; "
+           "unflagged rows are within noise. 'too few rounds': the test cannot reach that p with fewer than 5 rounds "
+           "a side (rnnbench run --rounds).")
+    s.text(drift.describe() if drift else "machine drift: not known (a run without calibration records, measured "
+           "before they existed or in one process); only the change factor applies")
+    removed = results.contended_rows(df)
+    if len(removed):
+        s.text(results.contention_note(df))
     if not both:
-        s.no_data("not comparable: the two runs share no finished timing configuration")
+        s.no_data("not comparable: the two runs share no finished timing configuration"
+                  + (" that contention left (see above)" if len(removed) else ""))
+        s.summary = "no configuration to compare" + (f"; {results.contention_note(df)}" if len(removed) else "")
         return s
     rows = []
     for k in both:
         ra, rb = list(a[k].values()), list(b[k].values())
-        change = results.compare_rounds(ra, rb)
+        change = results.compare_rounds(ra, rb, factor=factor)
         rows.append({**dict(zip(key, k)), "A ms": float(np.median(ra)) * 1e3, "B ms": float(np.median(rb)) * 1e3,
                      "rounds A/B": f"{len(ra)}/{len(rb)}", "ratio B/A": change.ratio, "p": change.p,
                      "change": change.verdict, "_flag": change.significant})
     table = pd.DataFrame(rows).sort_values(["_flag", "ratio B/A"], ascending=[False, False])
     flagged = table[table["_flag"]]
-    s.summary = (f"{len(table)} configurations in both runs: {int((flagged['ratio B/A'] > 1).sum())} significantly "
-                 f"slower in B, {int((flagged['ratio B/A'] < 1).sum())} significantly faster.")
-    s.text(s.summary)
+    counts = (f"{len(table)} configurations in both runs: {int((flagged['ratio B/A'] > 1).sum())} significantly "
+              f"slower in B, {int((flagged['ratio B/A'] < 1).sum())} significantly faster.")
+    s.text(counts)
+    # the terminal's lines: the drift used (flagged beyond which factor), then the counts
+    s.summary = (f"flagged beyond x{factor:.3g}; " + (drift.describe() if drift else "machine drift not known (no "
+                 "calibration records)") + "\n" + counts)
     constant = [c for c in results.CONFIG_KEY if table[c].nunique(dropna=False) == 1]
     named = [c for c in constant if results.AXIS_DEFAULTS.get(c, object()) != table[c].iloc[0]]  # not the usual
     if named:
