@@ -511,5 +511,5 @@ def test_report_says_first_when_contention_removed_records(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("note: contention removed 10 of 20 timing records") and f"run {b.run_id} (10 of 10)" in out[0]
     md = (tmp_path / "cmp" / "report.md").read_text()
-    assert md.index("Contention removed 10 of 20") < md.index("## Comparison of two runs")
+    assert md.index("Contention removed 10 of 20") < md.index("**Comparison of two runs**: not comparable")
     assert "that contention left" in md
