@@ -190,14 +190,43 @@ def _recommend_parser(sub, c) -> None:
 PARSERS = [_run_parser, _train_parser, _report_parser, _recommend_parser]
 
 
+PLUGIN_HELP = ("a module (importable name, or a path to a .py file) whose import registers backends with "
+               "impls.register; repeatable; every process the command starts loads it too (also: "
+               "$RNNBENCH_PLUGINS=mod1,mod2, and installed packages' 'rnnbench.backends' entry points)")
+
+
+def _plugin_option(parser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=PLUGIN_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     c = _choices()
     p = OneLineParser(prog="rnnbench", description="Benchmark recurrent networks across backends.")
+    _plugin_option(p)
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    sub.add_parser("list", help="every backend and baseline, and whether it runs here")
+    _plugin_option(sub.add_parser("list", help="every backend and baseline, and whether it runs here"))
     for add in PARSERS:
         add(sub, c)
+    for command in sub.choices.values():
+        if not any(a.dest == "plugin" for a in command._actions):
+            _plugin_option(command)
     return p
+
+
+def load_plugins(argv) -> None:
+    """The --plugin modules of ``argv``, imported before the parser lists the backends (its help and
+    checks name them); ConfigError in one line when one cannot be imported."""
+    import impls
+
+    pre = argparse.ArgumentParser(add_help=False)
+    _plugin_option(pre)
+    known, _ = pre.parse_known_args(argv)
+    try:
+        impls.discover()
+        for plugin in known.plugin:
+            impls.load_plugin(plugin)
+    except impls.PluginError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -260,6 +289,7 @@ def cmd_run(args) -> int:
         run, jobs, resumed_executor = sweep.resume_run(args.resume)  # locked: one writer per run
         try:
             executor = _executor(args, resumed_executor)  # a Ray run resumes on Ray
+            sweep.check_portable(jobs, executor)
         except BaseException:
             run.release()
             raise
@@ -269,6 +299,7 @@ def cmd_run(args) -> int:
         axes = {**{k: getattr(args, k) for k in SWEEP_AXES}, "rounds": args.rounds}
         # validated, devices present, a single configuration fits here
         jobs, devices = sweep.plan(args.suite, axes, args.config, check_memory=executor != "ray")
+        sweep.check_portable(jobs, executor)
         out = args.out or DEFAULT_OUT
         check_writable_dir(out)
         run = sweep.create_run(jobs, devices, executor, out, args.machine)
@@ -410,7 +441,9 @@ def main(argv=None) -> int:
     from .store import StoreError
 
     prepare_process()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        load_plugins(argv)
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except ConfigError as exc:

@@ -326,6 +326,19 @@ EXECUTORS = {"inline": execute_inline, "process": execute_process, "ray": execut
 FAILED = ("error", "timeout", "oom")
 
 
+def check_portable(jobs, executor: str) -> None:
+    """ConfigError, before anything is written, where a job of the process or Ray executor names a
+    backend that another process cannot register (one a script registered from its ``__main__``)."""
+    import impls
+
+    if executor == "inline":
+        return
+    for name in sorted({job.backend for job in jobs}):
+        ok, reason = impls.portable(name)
+        if not ok:
+            raise ConfigError(f"--executor {executor}: {reason}")
+
+
 def pending_jobs(run, jobs, retry_failed: bool = False) -> list:
     """The jobs with no record in ``run``; with ``retry_failed`` also those whose last record failed."""
     last = {}
@@ -375,7 +388,11 @@ def create_run(jobs, devices, executor: str, out, machine: str | None, argv=None
     from .measure import machine_ceilings
     from .store import Run, environment
 
+    import impls
+
     info = {**environment(devices, argv), "executor": executor, "jobs": [j.to_dict() for j in jobs]}
+    if impls.plugins():  # what a resume must load to find these backends again
+        info["plugins"] = impls.plugins()
     timing = [j for j in jobs if j.RECORD_KIND == "timing"]
     if timing:  # what fraction_of_peak is measured against (cached per machine; see measure)
         info["ceilings"] = machine_ceilings(timing)
@@ -387,9 +404,15 @@ def resume_run(path):
     one, is in use, or its planned jobs are not valid jobs."""
     from .store import RUN_JSON, Run
 
+    import impls
+
     run = Run.resume(path)
     jobs = []
     try:
+        try:
+            impls.load_recorded_plugins(run.info.get("plugins", []), str(run.path / RUN_JSON))
+        except impls.PluginError as exc:
+            raise ConfigError(str(exc)) from None
         for i, d in enumerate(run.info.get("jobs", [])):
             try:
                 job = job_from_dict(d)

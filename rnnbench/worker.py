@@ -2,21 +2,29 @@
 
 ``python -m rnnbench.worker [--memory-only | --ceilings] JSON`` prints each record on
 a line starting with ``RNNBENCH_RECORD``; anything else on stdout is ignored.
+``python -m rnnbench.worker --probe-server`` answers one memory probe per job line on stdin.
+Plugins come with ``$RNNBENCH_PLUGINS``, which the parent exports (``impls.discover``).
 """
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import sys
 
+import impls
 from impls.runtime import prepare_process
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    mode = argv.pop(0) if argv and argv[0] in ("--memory-only", "--ceilings") else None
+    mode = argv.pop(0) if argv and argv[0] in ("--memory-only", "--ceilings", "--probe-server") else None
     prepare_process()
     from .measure import RECORD_PREFIX
 
+    if mode == "--probe-server":
+        serve_probes(sys.stdin, sys.stdout.fileno())
+        return 0
     if mode == "--ceilings":  # the machine's ceilings, measured here so no timing process runs them
         from .measure import measure_ceilings_here
 
@@ -36,6 +44,40 @@ def main(argv=None) -> int:
     for rec in records:
         print(RECORD_PREFIX + json.dumps(rec), flush=True)
     return 0
+
+
+def serve_probes(stdin, stdout_fd: int) -> None:
+    """The probe server (``python -m rnnbench.worker --probe-server``): imports the registered
+    frameworks once, then for each job line on ``stdin`` forks a probe and writes its answer line."""
+    for name in impls.names():
+        try:
+            importlib.import_module(impls.get(name).framework)
+        except ImportError:  # a framework that is not installed has nothing to preload
+            continue
+    from .jobs import job_from_dict
+    from .measure import RECORD_PREFIX, Prepared
+
+    for line in stdin:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the probe: a fresh address space that has run nothing
+            os.close(read_end)
+            try:
+                peak, method = Prepared(job_from_dict(json.loads(line))).peak_memory(fresh_process=True)
+                answer = {"peak_bytes": peak, "peak_method": method}
+            except Exception as exc:  # noqa: BLE001 - the failure is the probe's answer
+                answer = {"peak_bytes": None, "peak_method": f"memory probe failed: {type(exc).__name__}: {exc}"[-500:]}
+            with os.fdopen(write_end, "w") as out:
+                out.write(json.dumps(answer))
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as answers:
+            answer = answers.read()
+        _, status = os.waitpid(pid, 0)
+        if not answer:
+            answer = json.dumps({"peak_bytes": None, "peak_method": "memory probe failed: the process exited with "
+                                 f"status {os.waitstatus_to_exitcode(status)}"})
+        os.write(stdout_fd, (RECORD_PREFIX + answer + "\n").encode())
 
 
 if __name__ == "__main__":
