@@ -187,7 +187,20 @@ def _recommend_parser(sub, c) -> None:
     rec.add_argument("--machine", default=None, help="--measure: folder name for this machine (default: host name)")
 
 
-PARSERS = [_run_parser, _train_parser, _report_parser, _recommend_parser]
+def _check_parser(sub, c) -> None:
+    ch = sub.add_parser("check", help="one backend against the float64 oracle: a table of error vs tolerance",
+                        description="The conformance cases of one backend (outputs, final state, every gradient; "
+                                    "lengths, bidirectional and decode where it declares them) against the float64 "
+                                    "oracle; exit 0 when every tensor is within its dtype's tolerance, else 1.")
+    ch.add_argument("name", metavar="NAME", help=f"the backend; {_one_of(c['backends'])}")
+    ch.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    ch.add_argument("--dtype", type=comma_list(), default=["float64", "float32"], help=f"dtypes (default "
+                    f"float64,float32; those the backend does not declare are listed, not run); {_one_of(c['dtypes'])}")
+    ch.add_argument("--cells", type=comma_list(), default=None, help=f"cells (default: every cell it declares); "
+                    f"{_one_of(c['cells'])}")
+
+
+PARSERS = [_run_parser, _train_parser, _report_parser, _recommend_parser, _check_parser]
 
 
 PLUGIN_HELP = ("a module (importable name, or a path to a .py file) whose import registers backends with "
@@ -395,7 +408,7 @@ def cmd_recommend(args) -> int:
     from .recommend import recommend
 
     if args.measure or args.from_state_dict:
-        from .interleaved import recommend_measured
+        from .recommend_measure import recommend_measured
 
         if args.bidirectional or args.lengths != ragged.FULL:
             raise ConfigError("--measure and --from-state-dict time unidirectional full-length batches; for "
@@ -415,7 +428,30 @@ def cmd_recommend(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report, "recommend": cmd_recommend}
+def cmd_check(args) -> int:
+    import impls
+    from impls.conformance import check, format_table
+
+    from .config import check_common
+
+    for cell in args.cells or ["lstm"]:
+        for dtype in args.dtype:
+            check_common(args.name, cell, dtype, args.device, {})
+    check_devices([args.device])
+    ok, reason = impls.available(args.name, args.device)
+    if not ok:
+        raise ConfigError(f"{args.name} is not available on {args.device}: {reason}")
+    rows = check(args.name, args.device, tuple(args.dtype), args.cells)
+    print(format_table(rows))
+    failed = [r for r in rows if not r.ok]
+    measured = [r for r in rows if r.error is not None]
+    print(f"\n{args.name} on {args.device}: {len({r.case for r in measured})} cases, {len(measured)} tensors; "
+          + (f"{len(failed)} over tolerance or failed" if failed else "every tensor within tolerance"))
+    return 1 if failed else 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report, "recommend": cmd_recommend,
+            "check": cmd_check}
 
 
 def _history_parser(sub, c) -> None:

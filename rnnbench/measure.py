@@ -119,7 +119,7 @@ class Prepared:
         return {
             "forward": lambda: r.forward(x, self.state, **ragged_batch),
             "train": lambda: r.forward_backward(x, self.state, dy, **ragged_batch),
-            "step": lambda: r.step(self.x_t, self.state),
+            "step": lambda: self.hook("step")(self.x_t, self.state),
             "decode": lambda: self.decoder.step_after_prefix(self.x_t),
         }[cfg.mode]
 
@@ -137,10 +137,12 @@ class Prepared:
                               f"the {free / 2**30:.3g} GiB available on {self.cfg.device} ({where})")
 
     def base_fields(self) -> dict:
+        from impls.runner import timed
+
         return {
             "backend_kind": self.kind, "framework": self.backend.framework, "impl_label": self.runner.impl_label(),
             "threads": self.hook("threads")(), "matmul_precision": self.hook("matmul_precision")(),
-            "ranked": self.hook("ranked")()[0],  # False: never in a ranking (report, recommend)
+            "ranked": timed(self.backend, self.cfg.device, self.cfg.cell)[0],  # False: never ranked (report, recommend)
         }
 
     def timer(self):
@@ -262,20 +264,16 @@ def _available(cfg) -> tuple[bool, str]:
 
 def _features(cfg) -> tuple[bool, str]:
     """(ok, reason): what the configuration needs of the backend beyond a plain batch, asked before
-    anything is built (spec.feature_support), so a backend never silently ignores it."""
+    anything is built (the backend's declared capabilities), so a backend never silently ignores it."""
     import impls
-    from impls.spec import feature_support
+    from impls.runner import supports
 
     if cfg.mode in ("step", "decode") and cfg.lengths != ragged.FULL:
         return False, f"{cfg.mode} times one timestep of every row: it takes no lengths"
     if cfg.mode in ("step", "decode") and cfg.bidirectional:
         return False, f"{cfg.mode} is unidirectional only: a bidirectional model has no next step"
-    for feature, needed in (("bidirectional", cfg.bidirectional), ("lengths", cfg.lengths != ragged.FULL)):
-        if needed:
-            ok, reason = feature_support(impls.get(cfg.backend), feature)
-            if not ok:
-                return False, reason
-    return True, ""
+    needed = [f for f, on in (("bidirectional", cfg.bidirectional), ("lengths", cfg.lengths != ragged.FULL)) if on]
+    return supports(impls.get(cfg.backend), cfg.device, cfg.cell, features=needed)
 
 
 def probe_memory_in_child(cfg, timeout_s: float = SETTINGS.memory_probe_timeout_s) -> tuple[int | None, str]:
@@ -460,12 +458,12 @@ def _ceilings_in_child(device: str, dtypes, shapes, tf32: bool) -> dict:
 
 def measure_ceilings_here(device: str, dtypes, shapes, tf32: bool = False) -> dict:
     """The ceilings measured in this process (the child ``machine_ceilings`` starts)."""
-    from impls import runtime
+    from impls import ceilings
 
     def fastest_s(fn, sync):
         """A ceiling is the best the machine did: the fastest sample (a busy neighbour only slows samples)."""
-        timer = runtime.torch_timer(device, sync)
+        timer = ceilings.torch_timer(device, sync)
         timer.time(fn)  # warm-up: allocator, BLAS threads, cuBLAS handles
         return min(repeat(lambda: timer.time(fn), min_repeats=10, min_time_s=0.05, max_time_s=0.5).samples_s)
 
-    return runtime.measure_ceilings(device, dtypes, [tuple(s) for s in shapes], fastest_s, tf32=tf32)
+    return ceilings.measure_ceilings(device, dtypes, [tuple(s) for s in shapes], fastest_s, tf32=tf32)

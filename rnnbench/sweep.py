@@ -34,12 +34,15 @@ from .jobs import TimingJob, TrainJob, job_from_dict, record_key
 from .suites import INTERPRETED_SHAPE, INTERPRETED_TIMING, SWEEP_AXES
 
 
-def _interpreted(backend: str, device: str) -> bool:
+def _untimed(backend: str, device: str, cell: str | None = None) -> bool:
+    """Its timings (of ``cell``; of any cell when None) do not mean speed here: exactness only."""
     import impls
-    from impls.runner import interpreted
+    from impls.runner import capabilities, timed
 
     try:
-        return interpreted(impls.get(backend), device)
+        b = impls.get(backend)
+        cells = [cell] if cell is not None else list(capabilities(b, device))
+        return any(not timed(b, device, c)[0] for c in cells)
     except ImportError:
         return False
 
@@ -59,7 +62,7 @@ def training_backends(device: str) -> list[str]:
     chosen, seen = [], set()
     for name in default_backends(device):
         family = (impls.module_of(name), impls.get(name).framework)
-        if family not in seen and not _interpreted(name, device):
+        if family not in seen and not _untimed(name, device):
             seen.add(family)
             chosen.append(name)
     return chosen
@@ -91,14 +94,15 @@ def build_configs(suite: str = "quick", overrides: dict | None = None) -> list[T
                        for g in device_grids(preset, d, axes, overrides)):
         backends = ax.get("backends") or default_backends(device)
         for backend in backends:
-            interpreted = _interpreted(backend, device) and "backends" not in overrides
+            # not timed as speed here (an interpreter): one tiny shape, unless the backends were named
+            tiny = {c: "backends" not in overrides and _untimed(backend, device, c) for c in ax["cells"]}
             for cell, b, t, i, h, layers, dtype, mode, bidirectional, lengths in itertools.product(
                 ax["cells"], ax["batch"], ax["seq_len"], ax["input_size"] or [None], ax["hidden"],
                 ax["layers"], ax["dtype"], ax["mode"], ax.get("bidirectional") or [False],
                 ax.get("lengths") or [ragged.FULL]):
                 shape = dict(batch=b, seq_len=t, input_size=i or h, hidden=h)
                 settings = timing
-                if interpreted:
+                if tiny[cell]:
                     shape, settings = dict(INTERPRETED_SHAPE), {**timing, **INTERPRETED_TIMING}
                 configs.append(TimingJob(backend, cell, layers, dtype=dtype, mode=mode, device=device, **shape,
                                          bidirectional=bidirectional, lengths=lengths, **settings))

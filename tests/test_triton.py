@@ -17,7 +17,8 @@ import torch
 
 import impls
 from impls import reference
-from impls.spec import RNNSpec, Unsupported, feature_support, init_weights, make_inputs
+from impls.runner import supports
+from impls.spec import RNNSpec, Unsupported, init_weights, make_inputs
 from impls.triton import FEATURE_REASONS, make_backend
 from impls.triton.plan import Plan, make_plan
 
@@ -137,7 +138,7 @@ def test_unsupported_configurations_give_reasons():
     with pytest.raises(Unsupported, match="cannot run under the Triton interpreter"):
         make_plan("gru", 32, "float32", "cpu", interpreted=True, path="persistent", block_h=16)
     for name in ("triton", "triton_stepwise", "triton_wt"):  # the kernels' own reasons, not a generic line
-        assert feature_support(impls.get(name), "lengths") == (False, FEATURE_REASONS["lengths"])
+        assert supports(impls.get(name), DEVICE, "lstm", features=("lengths",)) == (False, FEATURE_REASONS["lengths"])
         bi = RNNSpec("lstm", 3, 5, bidirectional=True)
         with pytest.raises(Unsupported, match="no reverse pass"):
             impls.get(name).build(bi, init_weights(bi), DEVICE, "float32")

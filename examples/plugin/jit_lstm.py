@@ -35,7 +35,7 @@ class JitLSTMRunner:
         return a if a is None or isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a), dtype=self.dtype)
 
     def get(self, a):
-        return a.detach().float().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        return a.detach().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
     def _run(self, x, state):
         zeros = torch.zeros(self.spec.state_shape(x.shape[1]), dtype=self.dtype)  # [1, B, H]
@@ -50,7 +50,7 @@ class JitLSTMRunner:
     def forward_backward(self, x, state, dy):
         x = self.put(x).detach().requires_grad_(True)
         zeros = torch.zeros(self.spec.state_shape(x.shape[1]), dtype=self.dtype)
-        h0, c0 = (self.put(s).detach().requires_grad_(True) for s in (state or (zeros, zeros)))
+        h0, c0 = (self.put(s).detach().requires_grad_(True) for s in (state if state is not None else (zeros, zeros)))
         leaves = [w.detach().requires_grad_(True) for w in self.weights]
         y, _, _ = lstm_loop(x, h0[0], c0[0], *leaves)
         grads = torch.autograd.grad(y, leaves + [x, h0, c0], self.put(dy))
