@@ -48,8 +48,19 @@ def _skip_unless_runnable(backend: str, device: str) -> None:
     ok, reason = impls.available(backend, device)
     if not ok:
         raise NotImplementedError(reason)
-    if getattr(impls.get(backend), "interpreted_on", lambda _: False)(device):
-        raise NotImplementedError(f"{backend} runs under an interpreter on {device}: not timed")
+    if not _timed(backend, device):
+        raise NotImplementedError(f"{backend} on {device}: exactness only, not timed as speed")
+
+
+def _timed(backend: str, device: str) -> bool:
+    """Its timings mean speed: the ``timed`` its ``capabilities(device)`` declares for the gate's cell
+    (a backend that declares nothing is timed); on a commit before that contract, not ``interpreted_on``."""
+    b = impls.get(backend)
+    declared = getattr(b, "capabilities", None)
+    if declared is None:
+        return not getattr(b, "interpreted_on", lambda _: False)(device)
+    support = declared(device).get(CELL)
+    return support is None or support.timed
 
 
 class Gate:

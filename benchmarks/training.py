@@ -15,8 +15,9 @@ class Training:
     timeout = 900
 
     def setup(self, backend):
-        skip_unless_runnable(backend, device())
-        self.records = checked(run_training(TrainJob(task=TASK, backend=backend, steps=STEPS, device=device())))
+        job = TrainJob(task=TASK, backend=backend, steps=STEPS, device=device())
+        skip_unless_runnable(backend, job.device, job.cell)
+        self.records = checked(run_training(job))
 
     def track_final_loss(self, backend):
         """Mean loss over the last steps: one batch's loss alone varies more than a regression does."""

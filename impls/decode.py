@@ -65,14 +65,16 @@ class RecurrentDecoder(Decoder):
     on the context.  Unidirectional models only.
     """
 
-    def __init__(self, runner, x_prefix, state=None):
+    def __init__(self, runner, x_prefix, state=None, step=None):
+        """``step(x_t, state) -> state``: the runner's ``step`` hook (its own, or forward with T=1)."""
         require_unidirectional(runner.spec, "decode")
+        self._step = step or runner.step
         _, prefix_state = runner.forward(runner.put(x_prefix), state)
         runner.sync()
         super().__init__(runner, prefix_state, len(x_prefix), nbytes(prefix_state))
 
     def _advance(self, x_t, state):
-        return self.runner.step(x_t, state)
+        return self._step(x_t, state)
 
     def output(self):
         h = self.state[0] if self.runner.spec.has_cell_state else self.state  # [L, B, H]

@@ -18,8 +18,11 @@ FlashRNN has no sequence lengths and no reverse direction: both ``Unsupported``.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
+from .spec import split_state
 from .torch_common import TorchBackend, TorchRunner
 
 FUNCTIONS = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "elman"}
@@ -58,10 +61,7 @@ class FlashRNNModule(torch.nn.Module):
         T, B, _ = x.shape
         H = spec.hidden_size
         zeros = x.new_zeros(spec.state_shape(B))
-        if spec.has_cell_state:
-            h0, c0 = state if state is not None else (zeros, zeros)
-        else:
-            h0, c0 = (state if state is not None else zeros), None
+        h0, c0 = split_state(state, spec.has_cell_state, zeros)
         h_n, c_n, layer_in = [], [], x
         dtype = {torch.float64: "float64", torch.float32: "float32", torch.bfloat16: "bfloat16",
                  torch.float16: "float16"}[x.dtype]
@@ -86,10 +86,6 @@ class FlashRNNRunner(TorchRunner):
 
     def impl_label(self) -> str:
         return "flashrnn-" + self._module.kernel.replace("_", "-")
-
-    def ranked(self) -> tuple[bool, str]:
-        """Whether this runner's times may enter a ranking (False, with the reason, for vanilla)."""
-        return (False, VANILLA_REASON) if self._module.kernel == "vanilla" else (True, "")
 
 
 class FlashRNNBackend(TorchBackend):
@@ -116,9 +112,11 @@ class FlashRNNBackend(TorchBackend):
             return "vanilla"
         return "cuda_fused" if self.cuda_kernel == "triton_fused" and cell != "lstm" else self.cuda_kernel
 
-    def interpreted(self, device: str) -> bool:
-        """True on a CPU: only the vanilla reference loop runs there (see VANILLA_REASON)."""
-        return not device.startswith("cuda")
+    def capabilities(self, device: str) -> dict:
+        """Not timed where its kernel is the vanilla reference loop (a CPU: see VANILLA_REASON)."""
+        caps = super().capabilities(device)
+        return {cell: s if self.kernel_for(device, cell) != "vanilla" else
+                replace(s, timed=False, reasons={**s.reasons, "timed": VANILLA_REASON}) for cell, s in caps.items()}
 
 
 def make_backend(name: str, cuda_kernel: str = "cuda_fused") -> FlashRNNBackend:

@@ -24,8 +24,9 @@ import functools
 
 import numpy as np
 
-from .jax_common import JaxArrays, _jax, _jax_device, jax_available, jax_dtype_support
-from .spec import (FEATURES, RNNSpec, Unsupported, check_buildable, check_device, require_feature)
+from .jax_common import JaxArrays, _jax, jax_available, jax_dtypes
+from .spec import (FEATURES, RNNSpec, Unsupported, check_buildable, check_device, declare, require_feature,
+                   split_state)
 
 _GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn_tanh": ("",)}
 
@@ -66,10 +67,7 @@ def apply(spec: RNNSpec, dtype, params: dict, x, state=None, lengths=None):
     _, jnp = _jax()
     T, B = x.shape[0], x.shape[1]
     zeros = jnp.zeros(spec.state_shape(B), x.dtype)  # [L*D, B, H]
-    if spec.has_cell_state:
-        h0, c0 = state if state is not None else (zeros, zeros)
-    else:
-        h0, c0 = (state if state is not None else zeros), None
+    h0, c0 = split_state(state, spec.has_cell_state, zeros)
     valid = None if lengths is None else (jnp.arange(T)[:, None] < lengths)[..., None]  # [T, B, 1]
     cell = _cell_module(spec.cell, spec.hidden_size, dtype)
     h_n, c_n, layer_in = [], [], x
@@ -119,13 +117,9 @@ class FlaxRunner(JaxArrays):
     """Runner contract of DESIGN.md; ``params`` and ``apply`` are the trainable form."""
 
     def __init__(self, backend, spec: RNNSpec, weights, device: str, dtype: str):
-        _, jnp = _jax()
-        self.backend, self.spec, self.device, self.dtype = backend, spec, device, dtype
-        self._jax_device = _jax_device(device)
-        self._np_dtype = np.dtype(jnp.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+        self._setup(backend, spec, device, dtype)
         self.params = {name: self.put(weights[name]) for name in spec.weight_names()}
         self._forward, self._forward_backward = _jitted(spec, "bfloat16" if dtype == "bfloat16" else dtype)
-        self._last = None
 
     def apply(self, params: dict, x, state=None):
         """Pure: (y [T, B, D*H], final state) from params with the canonical names."""
@@ -138,11 +132,6 @@ class FlaxRunner(JaxArrays):
         platform = "gpu" if self._on_gpu() else "cpu"
         return f"flax-{flax.__version__}-nn.RNN-xla-{platform}"
 
-    def sync(self) -> None:
-        jax, _ = _jax()
-        if self._last is not None:
-            jax.block_until_ready(self._last)
-
     def _state(self, state, batch: int):
         if state is not None:
             return self.put(state)
@@ -151,7 +140,7 @@ class FlaxRunner(JaxArrays):
 
     def _lengths(self, lengths, x):
         if lengths is not None:
-            require_feature(self.backend, "lengths")
+            require_feature(self, "lengths")
         return self.put_lengths(lengths, x)
 
     def forward(self, x, state=None, lengths=None):
@@ -172,8 +161,6 @@ class FlaxBackend:
 
     framework = "jax"
     kind = "rnn"
-    features = tuple(FEATURES)
-
     def __init__(self, name: str, cell: str):
         self.name, self.cell = name, cell
 
@@ -185,13 +172,15 @@ class FlaxBackend:
             return False, f"flax is not installed: {exc}"
         return jax_available(device)
 
-    def supports(self, device: str, dtype: str) -> tuple[bool, str]:
-        return jax_dtype_support(self.name, device, dtype)
+    def capabilities(self, device: str) -> dict:
+        dtypes, reasons = jax_dtypes(self.name, device)
+        return declare(dtypes, cells=(self.cell,), features=FEATURES, reasons={
+            **reasons, "cell": f"{self.name} runs {self.cell} cells only (Flax has one cell class per cell)"})
 
     def build(self, spec: RNNSpec, weights, device: str = "cpu", dtype: str = "float32") -> FlaxRunner:
-        check_buildable(self, spec, weights, device, dtype)
-        if spec.cell != self.cell:
+        if spec.cell != self.cell:  # before the dtype: the cell is what this name means
             raise Unsupported(f"{self.name} runs {self.cell} cells only (Flax has one cell class per cell), not {spec.cell}")
+        check_buildable(self, spec, weights, device, dtype)
         return FlaxRunner(self, spec, weights, device, dtype)
 
 

@@ -71,18 +71,33 @@ X64_REASON = (
 )
 
 
-def jax_dtype_support(name: str, device: str, dtype: str) -> tuple[bool, str]:
-    """(ok, reason) for a JAX backend called ``name``: the one dtype rule every JAX backend answers with."""
+def jax_dtypes(name: str, device: str) -> tuple[tuple, dict]:
+    """(dtypes, reasons for the others) of a JAX backend called ``name``: the one dtype rule every JAX
+    backend declares in its ``capabilities``; float64 only while jax_enable_x64 is on."""
+    from .spec import DTYPES
+
     allowed = CUDA_DTYPES if device.startswith("cuda") else CPU_DTYPES
-    if dtype not in allowed:
-        return False, f"{name} on {device} supports dtypes {', '.join(allowed)}, not {dtype}"
-    if dtype == "float64" and not _jax()[0].config.jax_enable_x64:
-        return False, X64_REASON
-    return True, ""
+    reasons = {d: f"{name} on {device} supports dtypes {', '.join(allowed)}, not {d}" for d in DTYPES if d not in allowed}
+    if not _jax()[0].config.jax_enable_x64:
+        reasons["float64"] = X64_REASON
+    return tuple(d for d in allowed if d not in reasons), reasons
 
 
 class JaxArrays(RunnerDefaults):
-    """Arrays at a JAX runner's boundary; subclasses set ``_np_dtype`` and ``_jax_device``."""
+    """Arrays at a JAX runner's boundary; a runner's ``__init__`` starts with ``_setup``."""
+
+    def _setup(self, backend, spec, device: str, dtype: str) -> None:
+        """What every JAX runner sets first: who it is, its device, its NumPy dtype, no call yet."""
+        _, jnp = _jax()
+        self.backend, self.spec, self.device, self.dtype = backend, spec, device, dtype
+        self._jax_device = _jax_device(device)
+        self._np_dtype = np.dtype(jnp.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+        self._last = None  # the last call's outputs, which sync waits for
+
+    def sync(self) -> None:
+        """Wait for the last call's results (JAX dispatches asynchronously)."""
+        if self._last is not None:
+            _jax()[0].block_until_ready(self._last)
 
     def put(self, a):
         jax, _ = _jax()

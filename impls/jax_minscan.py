@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import functools
 
-from .jax_common import _jax, jax_available, jax_dtype_support
+from .jax_common import _jax, jax_available, jax_dtypes
 from .jax_scan import JaxScanRunner, _matmul_precision, _sigmoid, _time_reversal
-from .spec import FEATURES, GATES, PARALLEL_CELLS, RNNSpec, check_buildable, check_device
+from .spec import FEATURES, GATES, PARALLEL_CELLS, RNNSpec, check_buildable, check_device, declare
 
 FORMS = ("sequential", "associative")
 
@@ -141,8 +141,6 @@ class MinScanRunner(JaxScanRunner):
 class MinScanBackend:
     framework = "jax"
     kind = "rnn"
-    features = tuple(FEATURES)
-    cells = PARALLEL_CELLS
     unroll = 1  # the executables' cache key of jax_scan's runner; ``bptt`` below names the form there
 
     def __init__(self, name: str, form: str):
@@ -155,8 +153,10 @@ class MinScanBackend:
         check_device(device)
         return jax_available(device)
 
-    def supports(self, device: str, dtype: str) -> tuple[bool, str]:
-        return jax_dtype_support(self.name, device, dtype)
+    def capabilities(self, device: str) -> dict:
+        """minGRU and minLSTM; bidirectional and lengths, in JAX's dtypes."""
+        dtypes, reasons = jax_dtypes(self.name, device)
+        return declare(dtypes, cells=PARALLEL_CELLS, features=FEATURES, reasons=reasons)
 
     def build(self, spec: RNNSpec, weights, device: str = "cpu", dtype: str = "float32") -> MinScanRunner:
         check_buildable(self, spec, weights, device, dtype)

@@ -43,8 +43,8 @@ import time
 
 import numpy as np
 
-from .jax_common import JaxArrays, _jax, _jax_device, jax_available, jax_dtype_support
-from .spec import FEATURES, RNNSpec, check_buildable, check_device, require_unidirectional
+from .jax_common import JaxArrays, _jax, jax_available, jax_dtypes
+from .spec import FEATURES, RNNSpec, check_buildable, check_device, declare, require_unidirectional, split_state
 
 
 
@@ -281,10 +281,7 @@ def apply(cell: str, unroll: int, bptt: str, params: dict, x, state=None, length
     layers = sum(1 for name in params if name.startswith("weight_ih_l") and not name.endswith("_reverse"))
     T, B, H = x.shape[0], x.shape[1], params["weight_hh_l0"].shape[1]
     zeros = jnp.zeros((layers * len(suffixes), B, H), x.dtype)  # [L*D, B, H]
-    if cell == "lstm":
-        h0, c0 = state if state is not None else (zeros, zeros)
-    else:
-        h0, c0 = (state if state is not None else zeros), None
+    h0, c0 = split_state(state, cell == "lstm", zeros)
     valid = None if lengths is None else (jnp.arange(T)[:, None] < lengths)[..., None]  # [T, B, 1]
     layer = _layer_custom() if bptt == "custom" else _layer_autodiff
     h_n, c_n = [], []
@@ -332,14 +329,10 @@ class JaxScanRunner(JaxArrays):
     """Runner contract of DESIGN.md; ``params`` and ``apply`` are the trainable form."""
 
     def __init__(self, backend, spec: RNNSpec, weights, device: str, dtype: str):
-        jax, jnp = _jax()
-        self.backend, self.spec, self.device, self.dtype = backend, spec, device, dtype
-        self._jax_device = _jax_device(device)
-        self._np_dtype = np.dtype(jnp.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+        self._setup(backend, spec, device, dtype)
         self.params = {name: self.put(weights[name]) for name in spec.weight_names()}
         self._fns = dict(zip(("forward", "forward_backward", "step"), _jitted(spec.cell, backend.unroll, backend.bptt)))
         self._zeros = {}
-        self._last = None
 
     def apply(self, params: dict, x, state=None, lengths=None):
         """Pure: (y [T, B, D*H], final state) from params with the canonical names; see ``apply``."""
@@ -348,12 +341,6 @@ class JaxScanRunner(JaxArrays):
     def impl_label(self) -> str:
         return "xla-gpu" if self._jax_device.platform in ("gpu", "cuda", "rocm") else "xla-cpu"
 
-
-    def sync(self) -> None:
-        """Wait for the last call's results (JAX dispatches asynchronously)."""
-        jax, _ = _jax()
-        if self._last is not None:
-            jax.block_until_ready(self._last)
 
     def _state(self, state, batch: int):
         """None | h0 | (h0, c0) -> device arrays; zeros [L*D, B, H] made once per batch size, so that
@@ -416,7 +403,6 @@ class JaxScanBackend:
 
     framework = "jax"
     kind = "rnn"
-    features = tuple(FEATURES)  # bidirectional and lengths, in both bptt modes
 
     def __init__(self, name: str, unroll: int = 1, bptt: str = "custom"):
         if bptt not in ("custom", "autodiff"):
@@ -427,8 +413,10 @@ class JaxScanBackend:
         check_device(device)
         return jax_available(device)
 
-    def supports(self, device: str, dtype: str) -> tuple[bool, str]:
-        return jax_dtype_support(self.name, device, dtype)
+    def capabilities(self, device: str) -> dict:
+        """Every cell; bidirectional and lengths in both bptt modes."""
+        dtypes, reasons = jax_dtypes(self.name, device)
+        return declare(dtypes, features=FEATURES, reasons=reasons)
 
     def build(self, spec: RNNSpec, weights, device: str = "cpu", dtype: str = "float32") -> JaxScanRunner:
         check_buildable(self, spec, weights, device, dtype)

@@ -22,7 +22,8 @@ import numpy as np
 
 from . import runtime
 from .runner import RunnerDefaults
-from .spec import (FEATURES, RNNSpec, Unsupported, check_buildable, check_device, check_lengths, require_feature)
+from .spec import (DTYPES, FEATURES, RNNSpec, Unsupported, check_buildable, check_device, check_lengths, declare,
+                   require_feature)
 
 OPS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN"}
 GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn_tanh": (0,)}  # ONNX block k = torch block ORDER[k]
@@ -173,7 +174,7 @@ class OnnxRunner(RunnerDefaults):
         for name, part in zip(self.spec.state_names(), parts):
             feeds[name] = np.zeros(self.spec.state_shape(batch), self._np_dtype) if part is None else self.put(part)
         if lengths is not None:
-            require_feature(self.backend, "lengths")
+            require_feature(self, "lengths")
             feeds["lengths"] = check_lengths(np.asarray(lengths), x.shape[0], batch).astype(np.int32)
         return feeds
 
@@ -190,8 +191,6 @@ class OnnxRunner(RunnerDefaults):
 class OnnxBackend:
     framework = "onnxruntime"
     kind = "rnn"
-    features = tuple(FEATURES)
-    modes = ("forward", "step")  # no train: see TRAIN_REASON
 
     def __init__(self, name: str):
         self.name = name
@@ -207,13 +206,14 @@ class OnnxBackend:
             return False, f"onnxruntime has no CUDAExecutionProvider (has {', '.join(ort.get_available_providers())}); install onnxruntime-gpu"
         return True, ""
 
-    def supports(self, device: str, dtype: str) -> tuple[bool, str]:
+    def capabilities(self, device: str) -> dict:
+        """Every cell and feature; no train (TRAIN_REASON); decode is steps."""
         allowed = CUDA_DTYPES if device.startswith("cuda") else CPU_DTYPES
-        if dtype not in allowed:
-            why = {"bfloat16": " (ONNX's LSTM/GRU/RNN operators have no bfloat16)",
-                   "float64": " (onnxruntime's CPU LSTM/RNN kernels have no double)"}.get(dtype, "")
-            return False, f"{self.name} on {device} supports dtypes {', '.join(allowed)}, not {dtype}{why}"
-        return True, ""
+        why = {"bfloat16": " (ONNX's LSTM/GRU/RNN operators have no bfloat16)",
+               "float64": " (onnxruntime's CPU LSTM/RNN kernels have no double)"}
+        reasons = {d: f"{self.name} on {device} supports dtypes {', '.join(allowed)}, not {d}{why.get(d, '')}"
+                   for d in DTYPES if d not in allowed}
+        return declare(allowed, modes=("forward", "step", "decode"), features=FEATURES, reasons=reasons)
 
     def build(self, spec: RNNSpec, weights, device: str = "cpu", dtype: str = "float32") -> OnnxRunner:
         check_buildable(self, spec, weights, device, dtype)

@@ -1,4 +1,12 @@
-"""The Runner protocol: the calls every runner makes, and the optional hooks with their defaults.
+"""The contract the harness reads, written once: ``Backend`` and ``Runner`` (typing.Protocols), what a
+backend runs (``capabilities``), and the runner's optional hooks with their defaults.
+
+A backend's ``capabilities(device)`` says, per cell, the dtypes, modes and features it runs and whether
+its timings mean speed (``Support.timed``: False under an interpreter or for a reference loop, with
+the reason); the harness asks only ``capabilities``, ``supports`` and ``timed`` (written in ``spec``, below which
+nothing in impls sits, so that every backend's ``build`` can check them).  A backend that
+declares nothing gets what its ``build`` accepts at tiny shapes (``Unsupported`` means no), and no
+feature (so it never silently ignores ``lengths`` or the reverse direction).
 
 Required (DESIGN.md "Runner"): ``put``, ``get``, ``forward``, ``forward_backward``,
 ``step``, ``sync``, ``impl_label``.  Optional hooks, which the harness asks
@@ -10,24 +18,50 @@ through ``hook(runner, name)`` and never by switching on a framework's name:
 * ``memory_probe() -> MemoryProbe``: how the peak memory of one iteration is read.
 * ``threads() -> int`` and ``matmul_precision() -> str``: fair-play fields of a record.
 * ``attention_kernel() -> str | None``: which attention kernel a baseline ran.
-* ``ranked() -> (bool, reason)``: whether its times may enter a ranking (False for a reference loop that
-  checks a mapping, as flashrnn's vanilla backend on a CPU): the record's ``ranked`` field.
 * ``output_size() -> int``: width of y (a baseline's d_model; else hidden, times 2 when bidirectional).
 * ``decoder(x_prefix, state=None, capacity=None) -> Decoder``: decode mode's set-up, the state after
   the prefix x_prefix [S, B, I]; its ``step_after_prefix(x_t)`` is the timed call (``impls.decode``).
 
-A backend's optional hook is ``interpreted(device) -> bool`` (its kernels run
-under an interpreter there: exactness only, never timed).  Framework runners
-get their hooks from their family's base (``torch_common``, ``jax_common``); a
+Framework runners get their hooks from their family's base (``torch_common``, ``jax_common``); a
 new framework adds its own base and leaves the harness untouched.
 """
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
-HOOKS = ("compile", "timer", "memory_probe", "threads", "matmul_precision", "attention_kernel", "output_size",
-         "decoder", "ranked")
+from .spec import (MODES, Support, capabilities, declare, probed_capabilities, supports,  # noqa: F401
+                   timed)  # the contract's queries, written in spec (below which nothing in impls sits)
+
+HOOKS = ("step", "compile", "timer", "memory_probe", "threads", "matmul_precision", "attention_kernel",
+         "output_size", "decoder")
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """A built model on one device (DESIGN.md "Runner").  Required: the calls below.  Optional, with
+    defaults in ``RunnerDefaults``: ``step``, ``module()`` (torch) or ``params``/``apply`` (JAX),
+    ``dims`` (a baseline's sizes), and the hooks named in HOOKS."""
+
+    def put(self, a) -> Any: ...  # NumPy -> a framework array on the device
+    def get(self, a) -> Any: ...  # back to NumPy
+    def forward(self, x, state=None, lengths=None) -> tuple: ...  # (y [T, B, D*H], final state), no graph
+    def forward_backward(self, x, state, dy, lengths=None) -> dict: ...  # canonical weight names, x, h0 (c0)
+    def sync(self) -> None: ...
+    def impl_label(self) -> str: ...  # what really ran, detected at run time
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A registered backend.  ``capabilities(device) -> {cell: Support}`` is optional (see above);
+    ``kind`` is set by the registry."""
+
+    name: str
+    kind: str  # rnn | baseline
+    framework: str  # torch | jax | onnxruntime | ...
+
+    def available(self, device: str) -> tuple[bool, str]: ...
+    def build(self, spec, weights, device: str, dtype: str) -> Runner: ...
 
 
 class Timer(Protocol):
@@ -80,7 +114,8 @@ class RunnerDefaults:
         unidirectional models only."""
         from .spec import require_unidirectional
 
-        require_unidirectional(self.spec, "step")
+        if getattr(self, "spec", None) is not None:
+            require_unidirectional(self.spec, "step")
         return self.forward(self.put(x_t)[None], state)[1]
 
     def timer(self, sync=None) -> Timer:
@@ -100,9 +135,6 @@ class RunnerDefaults:
     def attention_kernel(self) -> str | None:
         return None
 
-    def ranked(self) -> tuple[bool, str]:
-        return True, ""
-
     def output_size(self) -> int:
         spec = self.spec
         return spec.hidden_size * (2 if getattr(spec, "bidirectional", False) else 1)
@@ -112,7 +144,7 @@ class RunnerDefaults:
         RNN's state has a fixed size)."""
         from .decode import RecurrentDecoder
 
-        return RecurrentDecoder(self, x_prefix, state)
+        return RecurrentDecoder(self, x_prefix, state, step=hook(self, "step"))
 
 
 def hook(runner, name: str):
@@ -125,9 +157,3 @@ def hook(runner, name: str):
     if own is None:
         return getattr(RunnerDefaults, name).__get__(runner)
     return own if callable(own) else (lambda: own)
-
-
-def interpreted(backend, device: str) -> bool:
-    """Whether the backend runs under an interpreter on ``device`` (exactness checks only)."""
-    fn = getattr(backend, "interpreted", None) or getattr(backend, "interpreted_on", None)
-    return bool(fn and fn(device))

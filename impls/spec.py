@@ -13,7 +13,8 @@ recurrent (DESIGN.md "Parallel-in-time cells").
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
@@ -27,6 +28,7 @@ MAX_SIZE = 1 << 16
 MAX_LAYERS = 64
 # What a backend may or may not implement, and the words a reason uses for it.
 FEATURES = {"bidirectional": "bidirectional models", "lengths": "variable-length batches (lengths)"}
+MODES = ("forward", "train", "step", "decode")  # what is timed (DESIGN.md "Records": mode)
 
 
 class SpecError(ValueError):
@@ -191,27 +193,100 @@ def make_inputs(spec: RNNSpec, seq_len: int, batch: int, seed: int = 1, with_sta
     return x, state, dy
 
 
+def split_state(state, has_cell_state: bool, zeros):
+    """None | h0 | (h0, c0) -> (h0, c0), ``zeros`` [L*D, B, H] where absent; c0 None without a cell state."""
+    if has_cell_state:
+        return state if state is not None else (zeros, zeros)
+    return (state if state is not None else zeros), None
+
+
 class Unsupported(RuntimeError):
     """This backend cannot run this configuration; the sweep records status ``unsupported``."""
 
 
-def feature_support(backend, feature: str) -> tuple[bool, str]:
-    """(ok, reason) for one of FEATURES: a backend declares what it implements in ``features``
-    (and may give its own reasons in ``feature_reasons``); one that declares nothing supports
-    neither, so it can never silently ignore ``lengths`` or the reverse direction."""
-    if feature not in FEATURES:
-        raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
-    if feature in getattr(backend, "features", ()):
+@dataclass(frozen=True)
+class Support:
+    """What a backend runs of one cell on one device."""
+
+    dtypes: tuple[str, ...]
+    modes: tuple[str, ...] = MODES
+    features: tuple[str, ...] = ()  # of spec.FEATURES: bidirectional, lengths
+    timed: bool = True  # False: its timings do not mean speed (never ranked); the reason under "timed"
+    # why not: a dtype, mode or feature; "timed"; "cell" (why the cells it does not list are not run)
+    reasons: Mapping[str, str] = field(default_factory=dict)
+
+
+def declare(dtypes, cells=CLASSIC_CELLS, modes=MODES, features=(), reasons=None, timed=True, untimed_reason=""):
+    """The same ``Support`` for every cell in ``cells`` (default the classic three: a backend written
+    before the parallel-in-time cells refuses them with a reason): a backend's ``capabilities``."""
+    reasons = {**(reasons or {}), **({"timed": untimed_reason} if not timed else {})}
+    support = Support(tuple(dtypes), tuple(modes), tuple(features), timed, reasons)
+    return {cell: support for cell in cells}
+
+
+def capabilities(backend, device: str) -> dict:
+    """``{cell: Support}``: the backend's own declaration, else what its ``build`` accepts (cached)."""
+    own = getattr(backend, "capabilities", None)
+    if own is not None:
+        return own(device)
+    key = (backend.name, id(backend), device)
+    if key not in _PROBED:
+        _PROBED[key] = probed_capabilities(backend, device)
+    return _PROBED[key]
+
+
+_PROBED: dict = {}
+
+
+def probed_capabilities(backend, device: str) -> dict:
+    """What ``build`` accepts at tiny shapes, per cell and dtype (``Unsupported``: no); bidirectional
+    where it builds one; never lengths, which ``build`` cannot show."""
+    def builds(spec, dtype) -> bool:
+        try:
+            backend.build(spec, init_weights(spec) if getattr(backend, "kind", "rnn") == "rnn" else None, device, dtype)
+        except Unsupported:
+            return False
+        return True
+
+    if not backend.available(device)[0]:
+        return {}
+    caps = {}
+    for cell in CELLS:
+        dtypes = tuple(d for d in DTYPES if builds(RNNSpec(cell, 3, 4), d))
+        if dtypes:
+            bidirectional = builds(RNNSpec(cell, 3, 4, bidirectional=True), dtypes[0])
+            caps[cell] = Support(dtypes, features=("bidirectional",) if bidirectional else ())
+    return caps
+
+
+def supports(backend, device: str, cell: str, dtype: str | None = None, mode: str | None = None,
+             features=()) -> tuple[bool, str]:
+    """(ok, reason) from the declaration: the cell, then the dtype, mode and each feature asked."""
+    caps = capabilities(backend, device)
+    if cell not in caps:
+        own = next((s.reasons["cell"] for s in caps.values() if "cell" in s.reasons), None)
+        return False, own or f"{backend.name} on {device} runs {', '.join(caps) or 'no'} cells, not {cell}"
+    s = caps[cell]
+    if dtype is not None and dtype not in s.dtypes:
+        return False, s.reasons.get(dtype) or f"{backend.name} on {device} supports dtypes {', '.join(s.dtypes)}, not {dtype}"
+    if mode is not None and mode not in s.modes:
+        return False, s.reasons.get(mode) or f"{backend.name} runs {', '.join(s.modes)} only, not {mode}"
+    for feature in features:
+        if feature not in FEATURES:
+            raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
+        if feature not in s.features:
+            return False, s.reasons.get(feature) or f"{backend.name} does not implement {FEATURES[feature]}"
+    return True, ""
+
+
+def timed(backend, device: str, cell: str) -> tuple[bool, str]:
+    """(True, "") when its timings of ``cell`` on ``device`` mean speed; else False and why (the
+    record's ``ranked``; suites give it one tiny shape, rankings leave it out)."""
+    s = capabilities(backend, device).get(cell)
+    if s is None or s.timed:
         return True, ""
-    reason = getattr(backend, "feature_reasons", {}).get(feature)
-    return False, reason or f"{backend.name} does not implement {FEATURES[feature]}"
+    return False, s.reasons.get("timed") or f"{backend.name} on {device}: exactness only, not timed as speed"
 
-
-def require_feature(backend, feature: str) -> None:
-    """Unsupported with the backend's reason unless it implements ``feature``."""
-    ok, reason = feature_support(backend, feature)
-    if not ok:
-        raise Unsupported(reason)
 
 
 def require_unidirectional(spec: RNNSpec, call: str) -> None:
@@ -220,25 +295,21 @@ def require_unidirectional(spec: RNNSpec, call: str) -> None:
         raise Unsupported(f"{call} is unidirectional only: a bidirectional model has no next step")
 
 
-def cell_support(backend, cell: str) -> tuple[bool, str]:
-    """(ok, reason) for one of CELLS: a backend declares the cells it runs in ``cells`` (the classic
-    three when it declares nothing, so a backend written before the parallel-in-time cells refuses
-    them with a reason instead of failing inside)."""
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
-    cells = tuple(getattr(backend, "cells", CLASSIC_CELLS))
-    if cell in cells:
-        return True, ""
-    return False, f"{backend.name} runs the cells {', '.join(cells)}, not {cell}"
-
-
 def check_buildable(backend, spec: RNNSpec, weights, device: str, dtype: str) -> None:
     """What every backend's ``build`` checks first: valid arguments, then Unsupported with the reason."""
     check_device(device)
     check_dtype(dtype)
     check_weights(spec, weights)
-    for ok, reason in (backend.available(device), backend.supports(device, dtype), cell_support(backend, spec.cell)):
-        if not ok:
-            raise Unsupported(reason)
-    if spec.bidirectional:
-        require_feature(backend, "bidirectional")
+    ok, reason = backend.available(device)
+    if ok:
+        ok, reason = supports(backend, device, spec.cell, dtype=dtype,
+                              features=("bidirectional",) if spec.bidirectional else ())
+    if not ok:
+        raise Unsupported(reason)
+
+
+def require_feature(runner, feature: str) -> None:
+    """Unsupported with the backend's reason unless it declares ``feature`` for the runner's cell."""
+    ok, reason = supports(runner.backend, str(runner.device), runner.spec.cell, features=(feature,))
+    if not ok:
+        raise Unsupported(reason)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .spec import CLASSIC_CELLS, DTYPES, RNNSpec, check_buildable, check_device, check_lengths, require_feature, require_unidirectional
+from .runtime import cuda_device_ok
+from .spec import CLASSIC_CELLS, DTYPES, RNNSpec, check_buildable, check_device, check_lengths, declare, require_feature
 from .torch_hooks import TorchHooks
 
 TORCH_DTYPES = {
@@ -19,17 +20,6 @@ TORCH_DTYPES = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
-
-
-def cuda_device_ok(device: str) -> tuple[bool, str]:
-    if not device.startswith("cuda"):
-        return True, ""
-    if not torch.cuda.is_available():
-        return False, "no CUDA device visible to torch"
-    index = int(device.split(":")[1]) if ":" in device else 0
-    if index >= torch.cuda.device_count():
-        return False, f"{device} absent: torch sees {torch.cuda.device_count()} CUDA device(s)"
-    return True, ""
 
 
 def sync(device: str) -> None:
@@ -60,20 +50,19 @@ class TorchBackend:
         self.name = name
         self.runner_cls = runner_cls
         self.cells = tuple(cells)  # spec.CELLS this backend runs
-        self.dtypes = {"cpu": tuple(cpu_dtypes), "cuda": tuple(cuda_dtypes)}
+        self._dtypes = {"cpu": tuple(cpu_dtypes), "cuda": tuple(cuda_dtypes)}
         # spec.FEATURES this backend implements (none unless it says so), and its reasons for the rest
-        self.features = tuple(features)
-        self.feature_reasons = dict(feature_reasons or {})
+        self._features = tuple(features)
+        self._feature_reasons = dict(feature_reasons or {})
 
     def available(self, device: str = "cpu") -> tuple[bool, str]:
         check_device(device)
         return cuda_device_ok(device)
 
-    def supports(self, device: str, dtype: str) -> tuple[bool, str]:
-        allowed = self.dtypes["cuda" if device.startswith("cuda") else "cpu"]
-        if dtype not in allowed:
-            return False, f"{self.name} on {device} supports dtypes {', '.join(allowed)}, not {dtype}"
-        return True, ""
+    def capabilities(self, device: str) -> dict:
+        """Its cells, in the device's dtypes, with the features given at construction."""
+        return declare(self._dtypes["cuda" if device.startswith("cuda") else "cpu"], cells=self.cells,
+                       features=self._features, reasons=self._feature_reasons)
 
     def build(self, spec: RNNSpec, weights, device: str = "cpu", dtype: str = "float32"):
         check_buildable(self, spec, weights, device, dtype)
@@ -135,7 +124,7 @@ class TorchRunner(TorchArrays):
         reason) where the backend does not implement them."""
         if lengths is None:
             return None
-        require_feature(self.backend, "lengths")
+        require_feature(self, "lengths")
         return torch.from_numpy(check_lengths(to_numpy(lengths), x.shape[0], x.shape[1]))
 
     def _run(self, x, state, lengths, need_final: bool = True):
@@ -177,9 +166,3 @@ class TorchRunner(TorchArrays):
         y, _ = self._run(x, self._pack(states), lengths, need_final=False)
         grads = torch.autograd.grad(y, self._params + [x] + states, self.put(dy))
         return dict(zip(self.spec.weight_names() + ["x"] + self.spec.state_names(), grads))
-
-    def step(self, x_t, state=None):
-        """One timestep: x_t [B, I] -> the new state (unidirectional models only)."""
-        require_unidirectional(self.spec, "step")
-        x_t = self.put(x_t)
-        return self.forward(x_t[None], state)[1]

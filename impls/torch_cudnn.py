@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .spec import FEATURES
+from .spec import FEATURES, split_state
 from .torch_common import TorchBackend, TorchRunner
 
 _MODULES = {"rnn_tanh": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
@@ -71,10 +71,7 @@ class LayerByLayer(torch.nn.Module):
     def forward(self, x, state=None, lengths=None, need_final: bool = True):
         spec = self.spec
         zeros = x.new_zeros(spec.state_shape(x.shape[1]))  # [L, B, H]
-        if spec.has_cell_state:
-            h0, c0 = state if state is not None else (zeros, zeros)
-        else:
-            h0, c0 = (state if state is not None else zeros), None
+        h0, c0 = split_state(state, spec.has_cell_state, zeros)
         ys, finals, layer_in = [], [], x
         for k, layer in enumerate(self.layers):
             layer_in, final = layer(layer_in, (h0[k:k + 1], c0[k:k + 1]) if c0 is not None else h0[k:k + 1])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .spec import CELLS, FEATURES
+from .spec import CELLS, FEATURES, split_state
 from .torch_common import TorchBackend, TorchRunner
 
 
@@ -76,10 +76,7 @@ class EagerRNN(torch.nn.Module):
         spec = self.spec
         T, B, _ = x.shape
         zeros = x.new_zeros(spec.state_shape(B))
-        if spec.has_cell_state:
-            h0, c0 = state if state is not None else (zeros, zeros)
-        else:
-            h0, c0 = (state if state is not None else zeros), None
+        h0, c0 = split_state(state, spec.has_cell_state, zeros)
         valid = None if lengths is None else (torch.arange(T)[:, None] < lengths).to(x.device)[..., None]  # [T, B, 1]
         h_n, c_n, layer_in = [], [], x
         for k in range(spec.num_layers):

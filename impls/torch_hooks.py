@@ -35,12 +35,30 @@ class CudaPeakProbe(MemoryProbe):
         self.device = device
 
     def peak(self, fn, fn_one_step) -> int:
-        from . import runtime
-
-        runtime.cuda_peak_reset(self.device)
-        before = runtime.cuda_allocated_bytes(self.device)
+        cuda_peak_reset(self.device)
+        before = cuda_allocated_bytes(self.device)
         fn()
-        return runtime.cuda_peak_bytes(self.device) - before
+        return cuda_peak_bytes(self.device) - before
+
+
+def cuda_peak_reset(device: str) -> None:
+    import torch
+
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+
+
+def cuda_peak_bytes(device: str) -> int:
+    import torch
+
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device))
+
+
+def cuda_allocated_bytes(device: str) -> int:
+    import torch
+
+    return int(torch.cuda.memory_allocated(device))
 
 
 class TorchHooks(RunnerDefaults):

@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from .decode import Decoder
-from .jax_common import JaxArrays, _jax, _jax_device, jax_available, jax_dtype_support
-from .spec import (DTYPES, FEATURES, RNNSpec, Unsupported, check_device, check_dtype, check_lengths,
-                   require_unidirectional)
+from .jax_common import JaxArrays, _jax, jax_available, jax_dtypes
+from .spec import (CELLS, DTYPES, FEATURES, RNNSpec, Unsupported, check_device, check_dtype, check_lengths, declare,
+                   require_unidirectional, supports)
 from .torch_common import TORCH_DTYPES, TorchArrays, cuda_device_ok, to_numpy
 
 TOLERANCE = 0.10  # the baseline's parameter count is within this fraction of the RNN's
@@ -445,17 +445,13 @@ class JaxTransformerRunner(KVCacheDecoding, JaxArrays):
     """The RNN runner contract on ``jax.nn.dot_product_attention``; ``params``/``apply`` are trainable."""
 
     def __init__(self, backend, spec: RNNSpec, dims: TransformerDims, params: dict, device: str, dtype: str):
-        _, jnp = _jax()
-        self.backend, self.spec, self.dims, self.device, self.dtype = backend, spec, dims, device, dtype
-        self.output_size = dims.d_model
-        self._jax_device = _jax_device(device)
-        self._np_dtype = np.dtype(jnp.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+        self._setup(backend, spec, device, dtype)
+        self.dims, self.output_size = dims, dims.d_model
         self.params = {name: self.put(params[name]) for name in dims.param_shapes()}
         self.implementation = self._pick_implementation()
         self.causal = not spec.bidirectional  # the encoder a bidirectional RNN is compared with
         self._forward, self._forward_backward, self._forward_cached = _jax_fns(dims, self.implementation, self.causal)
         self._pe_tables = {}  # capacity -> positional encodings [C, d_model] on the device
-        self._last = None
 
     def _pick_implementation(self) -> str:
         """cuDNN's fused attention where it accepts this GPU and dtype (float16/bfloat16), else XLA's."""
@@ -473,10 +469,6 @@ class JaxTransformerRunner(KVCacheDecoding, JaxArrays):
         """The trainable form: pure, from an empty cache (``state`` None)."""
         _no_cache(state)
         return jax_apply(self.dims, self.implementation, params, x, causal=self.causal)
-
-    def sync(self) -> None:
-        if self._last is not None:
-            _jax()[0].block_until_ready(self._last)
 
     def forward(self, x, state: KVCache | None = None, lengths=None):
         """y [T, B, d_model] and the KV cache after x: ``state`` written in place, or, without one,
@@ -549,7 +541,6 @@ class TransformerBackend:
     """
 
     kind = "baseline"
-    features = tuple(FEATURES)  # bidirectional (non-causal) and lengths (key-padding mask)
 
     def __init__(self, name: str, framework: str):
         if framework not in ("torch", "jax"):
@@ -562,20 +553,22 @@ class TransformerBackend:
             return cuda_device_ok(device)
         return jax_available(device)
 
-    def supports(self, device: str, dtype: str) -> tuple[bool, str]:
+    def capabilities(self, device: str) -> dict:
+        """Sized against any cell (parameter-matched); bidirectional (non-causal) and lengths (key-padding mask)."""
         if self.framework == "jax":
-            return jax_dtype_support(self.name, device, dtype)
-        allowed = DTYPES if device.startswith("cuda") else CPU_DTYPES
-        if dtype not in allowed:
-            return False, f"{self.name} on {device} supports dtypes {', '.join(allowed)}, not {dtype}"
-        return True, ""
+            dtypes, reasons = jax_dtypes(self.name, device)
+        else:
+            dtypes, reasons = (DTYPES if device.startswith("cuda") else CPU_DTYPES), {}
+        return declare(dtypes, cells=CELLS, features=FEATURES, reasons=reasons)
 
     def build(self, spec: RNNSpec, weights=None, device: str = "cpu", dtype: str = "float32", seed: int = 0):
         check_device(device)
         check_dtype(dtype)
-        for ok, reason in (self.available(device), self.supports(device, dtype)):
-            if not ok:
-                raise Unsupported(reason)
+        ok, reason = self.available(device)
+        if ok:
+            ok, reason = supports(self, device, spec.cell, dtype=dtype)
+        if not ok:
+            raise Unsupported(reason)
         dims = dims_for(spec)
         params = init_params(dims, seed) if weights is None else weights
         runner_cls = TorchTransformerRunner if self.framework == "torch" else JaxTransformerRunner

@@ -7,8 +7,8 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(".recommend", __name__)
-    if name == "recommend_for":  # measured here and now, from a torch module (rnnbench.interleaved)
-        from .interleaved import recommend_for
+    if name == "recommend_for":  # measured here and now, from a torch module (rnnbench.recommend_measure)
+        from .recommend_measure import recommend_for
 
         return recommend_for
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

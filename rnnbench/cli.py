@@ -236,19 +236,61 @@ def _recommend_parser(sub, c) -> None:
                      "(default: host name)")
 
 
-PARSERS = [_run_parser, _train_parser, _report_parser, _recommend_parser]
+def _check_parser(sub, c) -> None:
+    ch = sub.add_parser("check", help="one backend against the float64 oracle: a table of error vs tolerance",
+                        description="The conformance cases of one backend (outputs, final state, every gradient; "
+                                    "lengths, bidirectional and decode where it declares them) against the float64 "
+                                    "oracle; exit 0 when every tensor is within its dtype's tolerance, else 1.")
+    ch.add_argument("name", metavar="NAME", help=f"the backend; {_one_of(c['backends'])}")
+    ch.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    ch.add_argument("--dtype", type=comma_list(), default=["float64", "float32"], help=f"dtypes (default "
+                    f"float64,float32; those the backend does not declare are listed, not run); {_one_of(c['dtypes'])}")
+    ch.add_argument("--cells", type=comma_list(), default=None, help=f"cells (default: every cell it declares); "
+                    f"{_one_of(c['cells'])}")
+
+
+PARSERS = [_run_parser, _train_parser, _report_parser, _recommend_parser, _check_parser]
+
+
+PLUGIN_HELP = ("a module (importable name, or a path to a .py file) whose import registers backends with "
+               "impls.register; repeatable; every process the command starts loads it too (also: "
+               "$RNNBENCH_PLUGINS=mod1,mod2, and installed packages' 'rnnbench.backends' entry points)")
+
+
+def _plugin_option(parser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=PLUGIN_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
     c = _choices()
     p = OneLineParser(prog="rnnbench", description="Benchmark recurrent networks across backends.")
+    _plugin_option(p)
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    sub.add_parser("list", help="every backend and baseline, and whether it runs here",
-                   description="Every registered backend and transformer baseline, its kind, and per device "
-                               "(cpu, cuda) whether it runs on this machine, and why not.")
+    _plugin_option(sub.add_parser("list", help="every backend and baseline, and whether it runs here",
+                                  description="Every registered backend and transformer baseline, its kind, and per "
+                                              "device (cpu, cuda) whether it runs on this machine, and why not."))
     for add in PARSERS:
         add(sub, c)
+    for command in sub.choices.values():
+        if not any(a.dest == "plugin" for a in command._actions):
+            _plugin_option(command)
     return p
+
+
+def load_plugins(argv) -> None:
+    """The --plugin modules of ``argv``, imported before the parser lists the backends (its help and
+    checks name them); ConfigError in one line when one cannot be imported."""
+    import impls
+
+    pre = argparse.ArgumentParser(add_help=False)
+    _plugin_option(pre)
+    known, _ = pre.parse_known_args(argv)
+    try:
+        impls.discover()
+        for plugin in known.plugin:
+            impls.load_plugin(plugin)
+    except impls.PluginError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -347,6 +389,7 @@ def cmd_run(args) -> int:
         run, jobs, resumed_executor = sweep.resume_run(args.resume)  # locked: one writer per run
         try:
             executor = _executor(args, resumed_executor)  # a Ray run resumes on Ray
+            sweep.check_portable(jobs, executor)
         except BaseException:
             run.release()
             raise
@@ -360,6 +403,7 @@ def cmd_run(args) -> int:
         # validated, devices present, a single configuration fits here
         jobs, devices = sweep.plan(args.suite, axes, args.config, check_memory=executor != "ray",
                                    metric=args.metric or "time")
+        sweep.check_portable(jobs, executor)
         out = args.out or DEFAULT_OUT
         check_writable_dir(out)
         run = sweep.create_run(jobs, devices, executor, out, args.machine)
@@ -473,7 +517,7 @@ def cmd_recommend(args) -> int:
         raise ConfigError(f"rnnbench recommend: the following arguments are required: {', '.join(missing)} "
                           "(or --from-state-dict FILE, which gives the cell; --device defaults to cpu there)")
     if args.measure or args.from_state_dict:
-        from .interleaved import recommend_measured
+        from .recommend_measure import recommend_measured
 
         if args.bidirectional or args.lengths != ragged.FULL:
             raise ConfigError("--measure and --from-state-dict time unidirectional full-length batches; for "
@@ -499,7 +543,30 @@ def cmd_recommend(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report, "recommend": cmd_recommend}
+def cmd_check(args) -> int:
+    import impls
+    from impls.conformance import check, format_table
+
+    from .config import check_common
+
+    for cell in args.cells or ["lstm"]:
+        for dtype in args.dtype:
+            check_common(args.name, cell, dtype, args.device, {})
+    check_devices([args.device])
+    ok, reason = impls.available(args.name, args.device)
+    if not ok:
+        raise ConfigError(f"{args.name} is not available on {args.device}: {reason}")
+    rows = check(args.name, args.device, tuple(args.dtype), args.cells)
+    print(format_table(rows))
+    failed = [r for r in rows if not r.ok]
+    measured = [r for r in rows if r.error is not None]
+    print(f"\n{args.name} on {args.device}: {len({r.case for r in measured})} cases, {len(measured)} tensors; "
+          + (f"{len(failed)} over tolerance or failed" if failed else "every tensor within tolerance"))
+    return 1 if failed else 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report, "recommend": cmd_recommend,
+            "check": cmd_check}
 
 
 def _history_parser(sub, c) -> None:
@@ -536,7 +603,9 @@ def main(argv=None) -> int:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     prepare_process()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        load_plugins(argv)
         parser = build_parser()
         args = parser.parse_args(argv)
         _check_text(parser, args)

@@ -13,6 +13,8 @@ Linux only; elsewhere every reading is 0 (``available`` says why).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -145,3 +147,21 @@ class Window:
             others = max(others, group1 - group0 - self.own_s)
         self.others_s = max(others, 0.0)
         self.cores = self.others_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+BUSY = "import time\nwhile True: pass\n"
+
+
+def start_detached_busy() -> int:
+    """A busy loop outside this process tree, as a neighbour's job would be (setsid, then a second fork
+    whose parent exits at once): its pid.  The contention test and scripts/contention_bench.py load
+    the machine with it."""
+    launcher = (
+        "import os, subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {BUSY!r}], start_new_session=True,\n"
+        "                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(p.pid, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())

@@ -107,8 +107,8 @@ def curves(df):
     import numpy as np
     import pandas as pd
 
-    finished = df[(df["kind"] == "timing") & (df["status"] == "ok") & (df["impl_label"] != "interpreted")
-                  & df["mode"].isin(MODES)]
+    finished = results.timed_rows(df)
+    finished = finished[finished["mode"].isin(MODES)]
     timed = set(results.speed_rows(finished).index)
     rows = []
     for key, sub in finished.groupby([*GROUP, "backend", "backend_kind", "seq_len"], sort=True, dropna=False):

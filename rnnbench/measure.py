@@ -164,7 +164,7 @@ class Prepared:
         return {
             "forward": lambda: r.forward(x, self.state, **ragged_batch),
             "train": lambda: r.forward_backward(x, self.state, dy, **ragged_batch),
-            "step": lambda: r.step(self.x_t, self.state),
+            "step": lambda: self.hook("step")(self.x_t, self.state),
             "decode": lambda: self.decoder.step_after_prefix(self.x_t),
         }[cfg.mode]
 
@@ -182,10 +182,12 @@ class Prepared:
                               f"the {free / 2**30:.3g} GiB available on {self.cfg.device} ({where})")
 
     def base_fields(self) -> dict:
+        from impls.runner import timed
+
         return {
             "backend_kind": self.kind, "framework": self.backend.framework, "impl_label": self.runner.impl_label(),
             "threads": self.hook("threads")(), "matmul_precision": self.hook("matmul_precision")(),
-            "ranked": self.hook("ranked")()[0],  # False: never in a ranking (report, recommend)
+            "ranked": timed(self.backend, self.cfg.device, self.cfg.cell)[0],  # False: never ranked (report, recommend)
             "param_count": self.param_count(),
             # minGRU/minLSTM: whether the backend runs the recurrence as a parallel scan over T or step by step
             **({"scan_form": getattr(self.backend, "scan_form", "sequential")} if self.cfg.cell in cost.PARALLEL
@@ -318,76 +320,86 @@ def _available(cfg) -> tuple[bool, str]:
 
 def _features(cfg) -> tuple[bool, str]:
     """(ok, reason): what the configuration needs of the backend beyond a plain batch, asked before
-    anything is built (spec.feature_support), so a backend never silently ignores it."""
+    anything is built (the backend's declared capabilities), so a backend never silently ignores it."""
     import impls
-    from impls.spec import feature_support
+    from impls.runner import supports
 
     if cfg.mode in ("step", "decode") and cfg.lengths != ragged.FULL:
         return False, f"{cfg.mode} times one timestep of every row: it takes no lengths"
     if cfg.mode in ("step", "decode") and cfg.bidirectional:
         return False, f"{cfg.mode} is unidirectional only: a bidirectional model has no next step"
-    for feature, needed in (("bidirectional", cfg.bidirectional), ("lengths", cfg.lengths != ragged.FULL)):
-        if needed:
-            ok, reason = feature_support(impls.get(cfg.backend), feature)
-            if not ok:
-                return False, reason
-    return True, ""
+    needed = [f for f, on in (("bidirectional", cfg.bidirectional), ("lengths", cfg.lengths != ragged.FULL)) if on]
+    return supports(impls.get(cfg.backend), cfg.device, cfg.cell, features=needed)
 
 
 def probe_memory_in_child(cfg, timeout_s: float = SETTINGS.memory_probe_timeout_s) -> tuple[int | None, str]:
     """Peak memory of one iteration measured in a fresh process that has run nothing else.
 
-    The process is forked from a server process started once per sweep that has only imported the
-    registered frameworks (``multiprocessing``'s forkserver), so each probe is a new process with
-    its own address space without paying a new interpreter's imports (2-4 s a configuration).
+    The process is forked from a server process started once per sweep (``python -m rnnbench.worker
+    --probe-server``) that has only imported the registered frameworks and plugins, so each probe is
+    a new process with its own address space without paying a new interpreter's imports (2-4 s a
+    configuration).  Not multiprocessing's forkserver: its children import the user's ``__main__``
+    again, so a script without a ``__main__`` guard would run its sweep once per probe.
     """
-    parent, child = _probe_context().Pipe(duplex=False)
-    proc = _probe_context().Process(target=_probe_here, args=(cfg, child), daemon=True)
-    proc.start()
-    child.close()
+    import impls
+
+    portable, reason = impls.portable(cfg.backend)
+    if not portable:
+        return None, f"memory probe skipped: {reason}"
+    global _PROBE_SERVER
+    if _PROBE_SERVER is None or _PROBE_SERVER.poll() is not None:
+        _PROBE_SERVER = subprocess.Popen([sys.executable, "-m", "rnnbench.worker", "--probe-server"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                         env=child_env(), start_new_session=True, bufsize=0)
+    server = _PROBE_SERVER
     try:
-        if not parent.poll(timeout_s):
-            return None, "memory probe timed out"
-        return parent.recv()
-    except EOFError:
-        return None, f"memory probe failed: the process exited with status {proc.exitcode}"
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
-        parent.close()
+        server.stdin.write((json.dumps(cfg.to_dict()) + "\n").encode())
+        line = _read_record_line(server.stdout.fileno(), timeout_s)
+    except OSError as exc:  # the server died: the next probe starts another
+        line = None
+        _stop_probe_server()
+        return None, f"memory probe failed: the probe server is gone ({exc})"
+    if line is None:
+        _stop_probe_server()
+        return None, "memory probe timed out"
+    answer = json.loads(line)
+    return answer["peak_bytes"], answer["peak_method"]
 
 
-def _probe_here(cfg, conn) -> None:
-    """In the fresh probe process: build, compile ahead, baseline, one iteration, the rise."""
-    try:
-        conn.send(Prepared(cfg).peak_memory(fresh_process=True))
-    except Exception as exc:  # noqa: BLE001 - the failure is the probe's answer
-        conn.send((None, f"memory probe failed: {type(exc).__name__}: {exc}"[-500:]))
-    finally:
-        conn.close()
+_PROBE_SERVER = None
 
 
-_PROBE_CONTEXT = None
+def _read_record_line(fd: int, timeout_s: float) -> str | None:
+    """The next RECORD_PREFIX line on ``fd`` (other output is skipped), or None after ``timeout_s``."""
+    import select
+
+    deadline, buf = time.monotonic() + timeout_s, b""
+    while True:
+        while b"\n" in buf:
+            line, _, buf = buf.partition(b"\n")
+            if line.startswith(RECORD_PREFIX.encode()):
+                return line[len(RECORD_PREFIX):].decode()
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise OSError("its output ended")
+        buf += chunk
 
 
-def _probe_context():
-    """The forkserver context, its server preloading every registered framework (once per process)."""
-    global _PROBE_CONTEXT
-    if _PROBE_CONTEXT is None:
-        import multiprocessing
+def _stop_probe_server() -> None:
+    """Kill the probe server and the probe it forked (one session: they go together)."""
+    global _PROBE_SERVER
+    if _PROBE_SERVER is not None:
+        import signal
 
-        import impls
-
-        frameworks = set()
-        for name in impls.names():
-            try:
-                frameworks.add(impls.get(name).framework)
-            except ImportError:  # a framework that is not installed has nothing to preload
-                continue
-        _PROBE_CONTEXT = multiprocessing.get_context("forkserver")
-        _PROBE_CONTEXT.set_forkserver_preload(sorted(frameworks) + ["impls", "impls.spec", "rnnbench.measure"])
-    return _PROBE_CONTEXT
+        try:
+            os.killpg(_PROBE_SERVER.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _PROBE_SERVER.wait()
+        _PROBE_SERVER = None
 
 
 def child_env(threads: int = 0) -> dict:
@@ -514,12 +526,12 @@ def _last_error_line(stderr: str) -> str:
 
 def measure_ceilings_here(device: str, dtypes, shapes, tf32: bool = False) -> dict:
     """The ceilings measured in this process (the child ``machine_ceilings`` starts)."""
-    from impls import runtime
+    from impls import ceilings
 
     def fastest_s(fn, sync):
         """A ceiling is the best the machine did: the fastest sample (a busy neighbour only slows samples)."""
-        timer = runtime.torch_timer(device, sync)
+        timer = ceilings.torch_timer(device, sync)
         timer.time(fn)  # warm-up: allocator, BLAS threads, cuBLAS handles
         return min(repeat(lambda: timer.time(fn), min_repeats=10, min_time_s=0.05, max_time_s=0.5).samples_s)
 
-    return runtime.measure_ceilings(device, dtypes, [tuple(s) for s in shapes], fastest_s, tf32=tf32)
+    return ceilings.measure_ceilings(device, dtypes, [tuple(s) for s in shapes], fastest_s, tf32=tf32)

@@ -19,9 +19,12 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import shutil
 import socket
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import ray
 from ray import exceptions as ray_errors
@@ -81,8 +84,7 @@ def connect(address: str | None = None, **local_options) -> None:
     nodes of an existing cluster need only the dependencies.  ``local_options``
     go to ``ray.init`` when a cluster is started here (``num_cpus`` in tests).
     """
-    common = dict(runtime_env={"py_modules": [str(REPO_ROOT / "rnnbench"), str(REPO_ROOT / "impls")]},
-                  log_to_driver=False, logging_level=logging.WARNING)
+    common = dict(runtime_env=runtime_env(), log_to_driver=False, logging_level=logging.WARNING)
     # a cluster at 127.0.0.1 is reached, as one started here is, on the loopback
     on_loopback = not address or _on_loopback(address)
     with loopback_node() if on_loopback else contextlib.nullcontext():
@@ -99,6 +101,37 @@ def connect(address: str | None = None, **local_options) -> None:
             raise ConfigError(f"cannot connect to the Ray cluster at {address} ({exc}); a cluster with token "
                               "authentication needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or "
                               "~/.ray/auth_token)") from None
+
+
+def runtime_env() -> dict:
+    """What every worker gets: our packages, each plain-file or uninstalled plugin module (a package's
+    folder, or a one-file module as a package of its own), and $RNNBENCH_PLUGINS, so that a worker on
+    any node registers the driver's backends.  A plugin from an installed package (entry point) must be
+    installed on every node: a worker without it fails its jobs with a line that says so."""
+    import impls
+
+    modules = [str(REPO_ROOT / "rnnbench"), str(REPO_ROOT / "impls")]
+    names = []
+    for plugin in impls.plugins():
+        if plugin["source"] != "plugin":
+            continue
+        names.append(plugin["module"])
+        path = Path(plugin.get("path") or "")
+        if "." in plugin["module"] or not path.is_file():
+            continue  # a submodule comes with its top-level package, which must be importable on the nodes
+        modules.append(str(path.parent) if path.name == "__init__.py" else _as_package(path))
+    env = {"py_modules": modules}
+    if names:
+        env["env_vars"] = {impls.PLUGINS_ENV: ",".join(names)}
+    return env
+
+
+def _as_package(path: Path) -> str:
+    """A one-file module ``m.py`` as a folder ``m/__init__.py`` (Ray ships folders, not single files)."""
+    folder = Path(tempfile.mkdtemp(prefix="rnnbench-plugin-")) / path.stem
+    folder.mkdir()
+    shutil.copyfile(path, folder / "__init__.py")
+    return str(folder)
 
 
 ADDRESS_FORMS = "HOST:PORT (port 1-65535), ray://HOST:PORT or auto"

@@ -107,14 +107,20 @@ def load_pytest_benchmark(path: Path):
     return pd.DataFrame(rows)
 
 
-def speed_rows(df):
-    """Finished timing records that measure speed: not Triton under its interpreter, not a runner whose
-    ``ranked()`` said no (flashrnn's reference loop on a CPU), not contended (``contended_rows``: the
-    report and recommend say how many they left out)."""
+def timed_rows(df):
+    """Finished timing records of a backend whose timings mean speed: ``ranked`` is the backend's
+    declared ``timed`` (impls.runner), False for Triton under its interpreter and flashrnn's reference
+    loop on a CPU; records older than that field say ``impl_label`` interpreted instead."""
     df = df.assign(**{c: None for c in ("ranked", "contended") if c not in df})  # a frame of raw records
     return df[(df["kind"] == "timing") & (df["status"] == "ok") & (df["impl_label"] != "interpreted")
-              & (df["ranked"] != False)  # noqa: E712 - a runner's ranked() said no (None: an older record)
-              & df["median_s"].notna() & (df["contended"] != True)]  # noqa: E712 - None is not contended
+              & (df["ranked"] != False)]  # noqa: E712 - None: an older record
+
+
+def speed_rows(df):
+    """``timed_rows`` with a time, not contended (``contended_rows``: the report and recommend say how
+    many they left out)."""
+    df = timed_rows(df)
+    return df[df["median_s"].notna() & (df["contended"] != True)]  # noqa: E712 - None is not contended
 
 
 # -- significance -----------------------------------------------------------------------------
@@ -376,3 +382,50 @@ def training_summary(records):
             "status": last["status"],
         })
     return pd.DataFrame(rows)
+
+
+# -- queries on recorded runs (recommend --measure asks them before it measures) ---------------------
+
+
+def recorded_rows(results, backend: str, query: dict):
+    """Finished timing records of this backend, cell, mode and dtype on this device type under ``results``."""
+    paths = [p for p in results if Path(p).is_dir()]
+    try:
+        df = load_inputs(paths) if paths else None
+    except ConfigError:
+        df = None
+    if df is None or df.empty:
+        return None
+    return df[(df["kind"] == "timing") & (df["status"] == "ok") & (df["backend"] == backend)
+              & (df["cell"] == query["cell"]) & (df["mode"] == query["mode"]) & (df["dtype"] == query["dtype"])
+              & (df["device"].astype(str).str.split(":").str[0] == query["device"].split(":")[0])]
+
+
+def recorded_cost_s(rows, query: dict) -> tuple[float | None, str]:
+    """(seconds, why) this candidate needs at least, as recorded: its largest compile_s, plus 10 calls
+    (2 warm-ups, 8 rounds) at the median recorded at exactly this shape; (None, "") when nothing is."""
+    if rows is None or rows.empty:
+        return None, ""
+    compile_values = rows["compile_s"].dropna()
+    compile_s = float(compile_values.max()) if len(compile_values) else 0.0
+    exact = rows[(rows["batch"] == query["batch"]) & (rows["seq_len"] == query["seq_len"])
+                 & (rows["hidden"] == query["hidden"]) & (rows["input_size"] == query["input_size"])
+                 & (rows["layers"] == query["layers"])]["median_s"].dropna()
+    if not len(exact):
+        return compile_s, f"its compile and warm-up took {compile_s:.3g} s"
+    call_s = float(exact.median())
+    return compile_s + 10 * call_s, (f"its compile and warm-up took {compile_s:.3g} s and one call "
+                                     f"{call_s:.3g} s (10 calls are the fewest measured)")
+
+
+def recorded_peak(rows, query: dict) -> tuple[int | None, str]:
+    """(peak_bytes, how) recorded at exactly the query's shape, the latest run's."""
+    if rows is None:
+        return None, "not measured"
+    exact = rows[(rows["batch"] == query["batch"]) & (rows["seq_len"] == query["seq_len"])
+                 & (rows["hidden"] == query["hidden"]) & (rows["input_size"] == query["input_size"])
+                 & (rows["layers"] == query["layers"]) & rows["peak_bytes"].notna()]
+    if exact.empty:
+        return None, "not measured"
+    row = exact.sort_values("run_id").iloc[-1]
+    return int(row["peak_bytes"]), f"{row['peak_method']}, recorded in run {row['run_id']}"

@@ -84,11 +84,10 @@ def max_rel_err(runner, spec, weights, x, lengths=None) -> float:
     """Forward output against the float64 oracle on the same weights, over at most 64 steps
     (a ragged batch's lengths cut to them: both sides run the same shortened batch)."""
     from impls import reference
+    from impls.conformance import rel_err
 
     x = x[:SETTINGS.max_oracle_steps]
     kw = {} if lengths is None else {"lengths": np.minimum(lengths, x.shape[0])}
     y_ref, _ = reference.forward(spec, weights, x, None, **kw)
     y, _ = runner.forward(runner.put(x), None, **kw)
-    y = np.asarray(runner.get(y), dtype=np.float64)
-    scale = np.max(np.abs(y_ref))
-    return float(np.max(np.abs(y - y_ref)) / (scale if scale > 0 else 1.0))
+    return rel_err(runner.get(y), y_ref)

@@ -35,12 +35,15 @@ from .jobs import DepthJob, InstructionJob, TimingJob, TrainJob, job_from_dict, 
 from .suites import INTERPRETED_SHAPE, INTERPRETED_TIMING, SWEEP_AXES
 
 
-def _interpreted(backend: str, device: str) -> bool:
+def _untimed(backend: str, device: str, cell: str | None = None) -> bool:
+    """Its timings (of ``cell``; of any cell when None) do not mean speed here: exactness only."""
     import impls
-    from impls.runner import interpreted
+    from impls.runner import capabilities, timed
 
     try:
-        return interpreted(impls.get(backend), device)
+        b = impls.get(backend)
+        cells = [cell] if cell is not None else list(capabilities(b, device))
+        return any(not timed(b, device, c)[0] for c in cells)
     except ImportError:
         return False
 
@@ -52,13 +55,13 @@ def default_backends(device: str) -> list[str]:
     return [n for n in impls.names() if impls.available(n, device)[0]]
 
 
-def runs_cell(backend: str, cell: str) -> bool:
-    """Whether ``backend`` declares ``cell``: a suite that names no backends pairs each cell only with
-    those (a backend named outright still gets its ``unsupported`` record, with the reason)."""
+def runs_cell(backend: str, device: str, cell: str) -> bool:
+    """Whether ``backend`` declares ``cell`` on ``device``: a suite that names no backends pairs each cell
+    only with those (a backend named outright still gets its ``unsupported`` record, with the reason)."""
     import impls
-    from impls.spec import cell_support
+    from impls.spec import supports
 
-    return cell_support(impls.get(backend), cell)[0]
+    return supports(impls.get(backend), device, cell)[0]
 
 
 def training_backends(device: str) -> list[str]:
@@ -69,7 +72,7 @@ def training_backends(device: str) -> list[str]:
     chosen, seen = [], set()
     for name in default_backends(device):
         family = (impls.module_of(name), impls.get(name).framework)
-        if family not in seen and not _interpreted(name, device):
+        if family not in seen and not _untimed(name, device):
             seen.add(family)
             chosen.append(name)
     return chosen
@@ -103,21 +106,22 @@ def build_configs(suite: str = "quick", overrides: dict | None = None) -> list[T
                        for g in device_grids(preset, d, axes, overrides)):
         backends = ax.get("backends") or default_backends(device)
         for backend in backends:
-            interpreted = _interpreted(backend, device) and "backends" not in overrides
-            cells = ax["cells"] if ax.get("backends") else [c for c in ax["cells"] if runs_cell(backend, c)]
+            # not timed as speed here (an interpreter): one tiny shape, unless the backends were named
+            tiny = {c: "backends" not in overrides and _untimed(backend, device, c) for c in ax["cells"]}
+            cells = ax["cells"] if ax.get("backends") else [c for c in ax["cells"] if runs_cell(backend, device, c)]
             for cell, b, t, i, h, layers, dtype, mode, bidirectional, lengths, threads in itertools.product(
                 cells, ax["batch"], ax["seq_len"], ax["input_size"] or [None], ax["hidden"],
                 ax["layers"], ax["dtype"], ax["mode"], ax.get("bidirectional") or [False],
                 ax.get("lengths") or [ragged.FULL], ax.get("threads") or [0]):
                 shape = dict(batch=b, seq_len=t, input_size=i or h, hidden=h)
                 settings = timing
-                if interpreted:
+                if tiny[cell]:
                     shape, settings = dict(INTERPRETED_SHAPE), {**timing, **INTERPRETED_TIMING}
                 configs.append(TimingJob(backend, cell, layers, dtype=dtype, mode=mode, device=device, **shape,
                                          bidirectional=bidirectional, lengths=lengths, thread_limit=threads,
                                          **settings))
-            for e, threads in itertools.product((e for e in extra if ax.get("backends") or runs_cell(backend, e["cell"])),
-                                                ax.get("threads") or [0]):
+            extras = [e for e in extra if ax.get("backends") or runs_cell(backend, device, e["cell"])]
+            for e, threads in itertools.product(extras, ax.get("threads") or [0]):
                 configs.append(TimingJob(backend, layers=1, device=device, input_size=e["hidden"], **e, **timing,
                                          thread_limit=threads))
     seen, unique = set(), []
@@ -250,7 +254,7 @@ def training_jobs(axes: dict) -> list[TrainJob]:
             variable = tasks.TASKS[name].variable_length
             for backend in axes.get("backends") or training_backends(device):
                 for cell in axes.get("cells") or ["lstm"]:
-                    if not axes.get("backends") and not runs_cell(backend, cell):
+                    if not axes.get("backends") and not runs_cell(backend, device, cell):
                         continue
                     for hidden in axes.get("hidden") or [None]:
                         for seq_len in (axes.get("seq_len") if variable else None) or [None]:
@@ -585,6 +589,19 @@ EXECUTORS = {"inline": execute_inline, "process": execute_process, "ray": execut
 FAILED = ("error", "timeout", "oom")
 
 
+def check_portable(jobs, executor: str) -> None:
+    """ConfigError, before anything is written, where a job of the process or Ray executor names a
+    backend that another process cannot register (one a script registered from its ``__main__``)."""
+    import impls
+
+    if executor == "inline":
+        return
+    for name in sorted({job.backend for job in jobs}):
+        ok, reason = impls.portable(name)
+        if not ok:
+            raise ConfigError(f"--executor {executor}: {reason}")
+
+
 def pending_jobs(run, jobs, retry_failed: bool = False) -> list:
     """The jobs with no record in ``run``; with ``retry_failed`` also those whose last record failed."""
     last = {}
@@ -641,7 +658,11 @@ def create_run(jobs, devices, executor: str, out, machine: str | None, argv=None
     from .measure import ceilings_or_none
     from .store import Run, environment
 
+    import impls
+
     info = {**environment(devices, argv), "executor": executor, "jobs": [j.to_dict() for j in jobs]}
+    if impls.plugins():  # what a resume must load to find these backends again
+        info["plugins"] = impls.plugins()
     timing = [j for j in jobs if j.RECORD_KIND == "timing"]
     if timing:  # what fraction_of_peak is measured against (cached per machine; see measure)
         info["ceilings"] = ceilings_or_none(timing)
@@ -653,9 +674,15 @@ def resume_run(path):
     one, is in use, or its planned jobs are not valid jobs."""
     from .store import RUN_JSON, Run
 
+    import impls
+
     run = Run.resume(path)
     jobs = []
     try:
+        try:
+            impls.load_recorded_plugins(run.info.get("plugins", []), str(run.path / RUN_JSON))
+        except impls.PluginError as exc:
+            raise ConfigError(str(exc)) from None
         for i, d in enumerate(run.info.get("jobs", [])):
             try:
                 job = job_from_dict(d)

@@ -8,12 +8,17 @@ counts every job of the file in this one process.
 stdin: it times the calibration workload first (``measure.calibration_record``), then runs
 the jobs in order, printing each one's records as it finishes and then ``RNNBENCH_DONE i``,
 so the parent appends them at once and knows where a crash or a hang fell.
+``python -m rnnbench.worker --probe-server`` answers one memory probe per job line on stdin.
+Plugins come with ``$RNNBENCH_PLUGINS``, which the parent exports (``impls.discover``).
 """
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import sys
 
+import impls
 from impls.runtime import prepare_process
 
 DONE_PREFIX = "RNNBENCH_DONE "
@@ -35,7 +40,8 @@ def run_jobs(plan: dict, emit) -> None:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    mode = argv.pop(0) if argv and argv[0] in ("--memory-only", "--ceilings", "--instructions", "--jobs") else None
+    mode = argv.pop(0) if argv and argv[0] in ("--memory-only", "--ceilings", "--instructions", "--jobs",
+                                              "--probe-server") else None
     prepare_process()
     from .measure import RECORD_PREFIX
 
@@ -48,6 +54,9 @@ def main(argv=None) -> int:
         return 0
     if mode == "--jobs":
         run_jobs(json.loads(sys.stdin.read()), lambda line: print(line, flush=True))
+        return 0
+    if mode == "--probe-server":
+        serve_probes(sys.stdin, sys.stdout.fileno())
         return 0
     if mode == "--ceilings":  # the machine's ceilings, measured here so no timing process runs them
         from .measure import measure_ceilings_here
@@ -68,6 +77,40 @@ def main(argv=None) -> int:
     for rec in records:
         print(RECORD_PREFIX + json.dumps(rec), flush=True)
     return 0
+
+
+def serve_probes(stdin, stdout_fd: int) -> None:
+    """The probe server (``python -m rnnbench.worker --probe-server``): imports the registered
+    frameworks once, then for each job line on ``stdin`` forks a probe and writes its answer line."""
+    for name in impls.names():
+        try:
+            importlib.import_module(impls.get(name).framework)
+        except ImportError:  # a framework that is not installed has nothing to preload
+            continue
+    from .jobs import job_from_dict
+    from .measure import RECORD_PREFIX, Prepared
+
+    for line in stdin:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the probe: a fresh address space that has run nothing
+            os.close(read_end)
+            try:
+                peak, method = Prepared(job_from_dict(json.loads(line))).peak_memory(fresh_process=True)
+                answer = {"peak_bytes": peak, "peak_method": method}
+            except Exception as exc:  # noqa: BLE001 - the failure is the probe's answer
+                answer = {"peak_bytes": None, "peak_method": f"memory probe failed: {type(exc).__name__}: {exc}"[-500:]}
+            with os.fdopen(write_end, "w") as out:
+                out.write(json.dumps(answer))
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as answers:
+            answer = answers.read()
+        _, status = os.waitpid(pid, 0)
+        if not answer:
+            answer = json.dumps({"peak_bytes": None, "peak_method": "memory probe failed: the process exited with "
+                                 f"status {os.waitstatus_to_exitcode(status)}"})
+        os.write(stdout_fd, (RECORD_PREFIX + answer + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def busy_elsewhere() -> int:
     """A busy loop outside this process tree, as a neighbour's job would be (the unit test's own: our
     own children's CPU is ours, not contention); its pid, once it has reached its loop."""
-    from tests.test_contention import start_detached_busy
+    from rnnbench.contention import start_detached_busy
 
     pid = start_detached_busy()
     time.sleep(0.5)

@@ -2,7 +2,7 @@
 
 Three runs of one 24-configuration grid (torch_cudnn_planted, torch_eager, jax_scan; LSTM and
 GRU forward; B=16; T 32, 64; H 32, 64), each in a fresh process set up as the CLI sets up its own
-and visited in ``--rounds`` shuffled rounds: A, A' with no change, and B where the test-only backend ``tests/planted_backend.py`` is 1.5x slower
+and visited in ``--rounds`` shuffled rounds: A, A' with no change, and B where the test-only backend ``scripts/planted_backend.py`` is 1.5x slower
 ($RNNBENCH_PLANTED_FACTOR).  Prints, per configuration, A' vs A and B vs A by the report's rule
 (``rnnbench.results.compare_rounds``), next to the old rule (Mann-Whitney on every sample of one
 round), with the contention each run saw.  Contended records are compared too (and counted): on a
@@ -41,7 +41,7 @@ def one_run(rounds: int, factor: float) -> list[dict]:
     os.environ["RNNBENCH_PLANTED_FACTOR"] = str(factor)
     from rnnbench.measure import measure
     from rnnbench.sweep import in_rounds
-    from tests import planted_backend
+    import planted_backend  # scripts/, beside this file
 
     planted_backend.register()
     return [rec for job in in_rounds(grid(), rounds) for rec in measure(job, memory="skip", ceilings={})

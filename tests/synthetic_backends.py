@@ -75,8 +75,11 @@ class SyntheticBackend:
     def available(self, device="cpu"):
         return (True, "") if device == "cpu" else (False, "synthetic backends run on the CPU only")
 
-    def supports(self, device, dtype):
-        return (True, "") if dtype == "float32" else (False, f"{self.name} supports float32 only")
+    def capabilities(self, device):
+        from impls.runner import declare
+
+        return declare(("float32",), reasons={d: f"{self.name} supports float32 only"
+                                              for d in ("float64", "bfloat16", "float16")})
 
     def build(self, spec, weights, device="cpu", dtype="float32"):
         return SyntheticRunner(self, spec, weights, device, dtype)

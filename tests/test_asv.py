@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import impls
+from impls.runner import timed
 from benchmarks import backends, common, gate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,11 +53,11 @@ def test_every_registered_backend_is_benchmarked():
 def test_setup_skips_what_this_machine_cannot_run():
     if not impls.available("torch_cudnn", "cuda")[0]:
         with pytest.raises(NotImplementedError, match="CUDA"):
-            common.skip_unless_runnable("torch_cudnn", "cuda")
-    interpreted = [n for n in impls.names() if getattr(impls.get(n), "interpreted_on", lambda _: False)("cpu")]
-    for name in interpreted:  # Triton without a GPU: exact, but its interpreter's speed means nothing
-        with pytest.raises(NotImplementedError, match="interpreter"):
-            common.skip_unless_runnable(name, "cpu")
+            common.skip_unless_runnable("torch_cudnn", "cuda", "lstm")
+    untimed = [n for n in impls.names() if impls.available(n, "cpu")[0] and not timed(impls.get(n), "cpu", "lstm")[0]]
+    for name in untimed:  # Triton without a GPU: exact, but its interpreter's speed means nothing
+        with pytest.raises(NotImplementedError, match="exactness only"):
+            common.skip_unless_runnable(name, "cpu", "lstm")
 
 
 def test_measured_tracks_report_the_harness_record(monkeypatch):

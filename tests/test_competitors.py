@@ -7,7 +7,8 @@ import pytest
 import impls
 from impls import reference
 from impls.onednn_isa import onednn_isa, parse_isa
-from impls.spec import RNNSpec, Unsupported, feature_support, init_weights, make_inputs
+from impls.runner import capabilities, supports, timed
+from impls.spec import RNNSpec, Unsupported, init_weights, make_inputs
 
 from .conftest import rel_err
 
@@ -25,7 +26,9 @@ def test_onnxruntime_is_inference_only_and_records_its_settings():
     x, state, dy = make_inputs(spec, 4, 2, with_state=True)
     with pytest.raises(Unsupported, match="inference backend"):
         runner.forward_backward(x, state, dy)
-    assert impls.get("onnxruntime").modes == ("forward", "step")
+    assert capabilities(impls.get("onnxruntime"), "cpu")["gru"].modes == ("forward", "step", "decode")
+    assert supports(impls.get("onnxruntime"), "cpu", "gru", mode="train") == (
+        False, "onnxruntime runs forward, step, decode only, not train")
     assert runner.execution_provider() == "CPUExecutionProvider"
     assert runner.threads() == runner._options.intra_op_num_threads >= 1
     assert runner._options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
@@ -69,10 +72,9 @@ def test_flashrnn_on_cpu_is_vanilla_and_never_ranked():
     spec = RNNSpec("gru", 3, 5)
     runner = backend.build(spec, init_weights(spec), "cpu", "float64")
     assert runner.impl_label() == "flashrnn-vanilla"
-    ranked, reason = runner.ranked()
+    ranked, reason = timed(backend, "cpu", "gru")
     assert not ranked and "exactness only" in reason
-    assert backend.interpreted("cpu")
-    assert feature_support(backend, "lengths") == (False, "flashrnn's API takes no sequence lengths")
+    assert supports(backend, "cpu", "gru", features=("lengths",)) == (False, "flashrnn's API takes no sequence lengths")
     with pytest.raises(Unsupported, match="no reverse direction"):
         backend.build(RNNSpec("gru", 3, 5, bidirectional=True), init_weights(RNNSpec("gru", 3, 5, bidirectional=True)))
 

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 
 import impls
-from impls import reference
-from impls.spec import PARALLEL_CELLS, RNNSpec, Unsupported, feature_support, init_weights, make_inputs
+from impls import conformance, reference
+from impls.conformance import TOLERANCE, Case
+from impls.runner import capabilities, supports
+from impls.spec import RNNSpec, Unsupported, init_weights, make_inputs
 
 from .conftest import DEVICES, rel_err
 
-# Per-dtype bounds (DESIGN.md): float64 1e-10, float32 1e-4 for T <= 16; the half
-# types keep 8 (bf16) or 11 (fp16) mantissa bits, so a short sequence agrees to a few 1e-2.
-TOLERANCE = {"float64": 1e-10, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 CASES = [  # (cell, layers, T, B, I, H, with_state)
     (cell, layers, 7, 2, 3, 5, with_state)
     for cell in ("rnn_tanh", "lstm", "gru", "mingru", "minlstm")
@@ -38,7 +37,7 @@ RAGGED_AXES = {
     "dtype": ("float64", "float32"),
 }
 T_RAGGED, B_RAGGED = 7, 3
-LENGTHS = {"none": None, "full": np.full(B_RAGGED, T_RAGGED), "ragged": np.array([T_RAGGED, 1, 4])}  # [B]
+LENGTHS = {"none": None, "full": "full", "ragged": "ragged"}  # impls.conformance.lengths_of: [B] = [7, 1, 4]
 
 
 # minGRU/minLSTM run on their own backends (torch_scan, jax_assoc, ...): a covering subset of their own,
@@ -95,62 +94,22 @@ def assert_within(errors, dtype, label):
     assert errors[worst] <= TOLERANCE[dtype], f"{label}: {worst} off by {errors[worst]:.3g} ({errors})"
 
 
-def _rounded(a, dtype):
-    """``a`` (an array, a dict or tuple of them, or None) rounded to a half type and back to float64."""
-    import torch
-
-    if a is None:
-        return None
-    if isinstance(a, dict):
-        return {k: _rounded(v, dtype) for k, v in a.items()}
-    if isinstance(a, tuple):
-        return tuple(_rounded(v, dtype) for v in a)
-    return torch.from_numpy(np.asarray(a)).to(getattr(torch, dtype)).double().numpy()
-
-
 def run_case(name, device, dtype, cell, layers, T, B, I, H, with_state, seed=0, bidirectional=False, lengths=None):
-    """Build the backend, run forward and forward_backward; return the worst error per tensor.
-
-    With ``lengths``, y and dx must also be exactly 0 at every padded position (t >= len).  A
-    backend without gradients (``Unsupported`` from forward_backward) skips once its forward
-    has passed."""
-    spec = RNNSpec(cell, I, H, layers, bidirectional)
-    weights = init_weights(spec, seed=seed)
-    x, state, dy = make_inputs(spec, T, B, seed=seed + 1, with_state=with_state)
+    """The worst error per tensor of one case (``impls.conformance.run_case``, which ``rnnbench check``
+    runs too); ``lengths``: None, full or ragged.  A case the backend cannot build skips with its reason;
+    a backend without gradients (``Unsupported`` from forward_backward) skips once its forward passed."""
+    if lengths is not None and not isinstance(lengths, str):
+        lengths = tuple(int(v) for v in lengths)  # explicit lengths [B] (a Case is hashable)
+    case = Case(cell, dtype, layers, with_state, bidirectional, lengths, T=T, B=B, I=I, H=H)
     try:
-        runner = impls.get(name).build(spec, weights, device, dtype)
+        errors = conformance.run_case(name, case, device, seed=seed)
     except Unsupported as exc:
         pytest.skip(str(exc))
-    label = f"{name} {dtype} {spec} lengths={lengths}"
-    kwargs = {} if lengths is None else {"lengths": lengths}
-    padded = None if lengths is None else np.arange(T)[:, None] >= lengths  # [T, B]
-
-    y, final = runner.forward(runner.put(x), runner.put(state), **kwargs)
-    if dtype in ("bfloat16", "float16") and spec.cell in PARALLEL_CELLS:
-        # g(v) of minGRU/minLSTM has slope 1 above 0 and 1/4 below: rounding x and the weights to 8 bits moves
-        # a pre-activation near 0 across, so the oracle of the unrounded inputs differs by up to 0.43 in dW
-        # (measured, mingru T=7); the oracle takes the inputs the backend was given (then 3e-3 off)
-        weights, x, state, dy = (_rounded(v, dtype) for v in (weights, x, state, dy))
-    y_ref, final_ref = reference.forward(spec, weights, x, state, lengths=lengths)
-    errors = {"y": rel_err(runner.get(y), y_ref)}
-    finals = final if spec.has_cell_state else (final,)
-    finals_ref = final_ref if spec.has_cell_state else (final_ref,)
-    for sname, a, b in zip(("h_n", "c_n"), finals, finals_ref):
-        errors[sname] = rel_err(runner.get(a), b)
-    if padded is not None:
-        assert np.all(runner.get(y)[padded] == 0), f"{label}: y is not exactly 0 past the lengths"
-
-    grads_ref = reference.forward_backward(spec, weights, x, state, dy, lengths=lengths)
-    try:
-        grads = runner.forward_backward(runner.put(x), runner.put(state), runner.put(dy), **kwargs)
-    except Unsupported as exc:
-        assert_within(errors, dtype, label)
-        pytest.skip(f"forward matches the oracle; gradients: {exc}")
-    assert set(grads) == set(grads_ref), sorted(grads)
-    for gname, ref in grads_ref.items():
-        errors["d" + gname] = rel_err(runner.get(grads[gname]), ref)
-    if padded is not None:
-        assert np.all(runner.get(grads["x"])[padded] == 0), f"{label}: dx is not exactly 0 at padded steps"
+    if "gradients" in errors:
+        why = errors.pop("why")
+        errors.pop("gradients")
+        assert_within(errors, dtype, f"{name} {case.label()}")
+        pytest.skip(f"forward matches the oracle; gradients: {why}")
     return errors
 
 
@@ -199,7 +158,7 @@ def test_bidirectional_and_lengths_match_oracle(name, ragged, device):
         pytest.skip(reason)
     lengths = LENGTHS[ragged["lengths"]]
     if lengths is not None:
-        ok, reason = feature_support(impls.get(name), "lengths")
+        ok, reason = supports(impls.get(name), device, ragged["cell"], features=("lengths",))
         if not ok:
             pytest.skip(reason)
     errors = run_case(name, device, ragged["dtype"], ragged["cell"], ragged["layers"], T_RAGGED, B_RAGGED, 3, 5,
@@ -224,12 +183,14 @@ def test_undeclared_features_are_unsupported_never_ignored(name):
     if not impls.available(name, "cpu")[0]:
         pytest.skip(impls.available(name, "cpu")[1])
     backend = impls.get(name)
-    spec = RNNSpec("gru", 3, 4)
-    if not feature_support(backend, "bidirectional")[0]:
-        bi = RNNSpec("gru", 3, 4, bidirectional=True)
-        with pytest.raises(Unsupported, match=re.escape(feature_support(backend, "bidirectional")[1])):
+    cell = next(iter(capabilities(backend, "cpu")))  # one it declares: an LSTM-only backend builds an LSTM
+    spec = RNNSpec(cell, 3, 4)
+    ok, reason = supports(backend, "cpu", cell, features=("bidirectional",))
+    if not ok:
+        bi = RNNSpec(cell, 3, 4, bidirectional=True)
+        with pytest.raises(Unsupported, match=re.escape(reason)):
             backend.build(bi, init_weights(bi), "cpu", "float32")
-    if not feature_support(backend, "lengths")[0]:
+    if not supports(backend, "cpu", cell, features=("lengths",))[0]:
         runner = backend.build(spec, init_weights(spec), "cpu", "float32")
         x, _, _ = make_inputs(spec, 3, 2)
         with pytest.raises(Unsupported, match="lengths"):
@@ -338,3 +299,22 @@ def test_weights_match_torch_state_dict_layout(bidirectional):
     bound = 1 / np.sqrt(5)
     assert all(np.all(np.abs(v) <= bound) for v in w.values())
     np.testing.assert_array_equal(init_weights(spec, seed=7)["weight_hh_l1"], w["weight_hh_l1"])
+
+
+def test_check_reports_every_tensor_and_fails_a_planted_error(monkeypatch, capsys):
+    """``rnnbench check``'s function: the declared cases, per tensor; a backend 1e-3 off fails (exit 1)."""
+    from rnnbench.cli import main
+
+    rows = conformance.check("torch_eager", cells=["gru"], dtypes=("float32",))
+    assert rows and all(r.ok and r.error is not None for r in rows)
+    assert {"gru float32 L2 h0 bidirectional", "gru float32 L2 h0 lengths=ragged", "gru float32 L1 h0 decode"} \
+        <= {r.case for r in rows}
+    assert {"y", "h_n", "dweight_hh_l1", "dbias_ih_l1_reverse", "dx", "dh0", "h after one step"} <= {r.tensor for r in rows}
+    monkeypatch.setitem(impls._REGISTRY, "planted_error", ("rnn", "tests.synthetic_backends",
+                                                           {"seconds": 0.0, "error": 1e-3}))
+    monkeypatch.delitem(impls._CACHE, "planted_error", raising=False)
+    rows = conformance.check("planted_error", cells=["lstm"], dtypes=("float32",))
+    assert [r.tensor for r in rows if not r.ok] and all(r.error > r.tolerance for r in rows if not r.ok)
+    assert main(["check", "planted_error", "--cells", "lstm", "--dtype", "float32"]) == 1
+    out = capsys.readouterr().out
+    assert "dweight_ih_l0" in out and "over tolerance or failed" in out

@@ -10,29 +10,16 @@ import time
 import pytest
 
 from rnnbench import contention
+from rnnbench.contention import BUSY, start_detached_busy
 from rnnbench.suites import SETTINGS
 
 pytestmark = pytest.mark.skipif(not contention.available()[0], reason="needs Linux /proc")
 
-BUSY = "import time\nwhile True: pass\n"
 
 
 def _cpu_s(pid: int) -> float:
     f = contention._stat_fields(pid)
     return (int(f[11]) + int(f[12])) / contention._HZ
-
-
-def start_detached_busy() -> int:
-    """A busy loop outside this process tree: setsid, then a second fork whose parent exits at once."""
-    launcher = (
-        "import os, subprocess, sys\n"
-        f"p = subprocess.Popen([sys.executable, '-c', {BUSY!r}], start_new_session=True,\n"
-        "                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-        "print(p.pid, flush=True)\n"
-        "os._exit(0)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip())
 
 
 def test_detached_busy_process_counts_as_contention_and_sets_the_flag():

@@ -6,10 +6,11 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rnnbench"
+IMPLS = PACKAGE.parent / "impls"
 # rank of each module (a package's submodules take the package's rank); DESIGN.md "Harness layers"
 RANKS = {
     "cli": 5, "__main__": 5,
-    "sweep": 4, "report": 4, "recommend": 4, "interleaved": 4, "ray_executor": 4, "worker": 4, "history": 4,
+    "sweep": 4, "report": 4, "recommend": 4, "recommend_measure": 4, "ray_executor": 4, "worker": 4, "history": 4,
     "jobs": 3, "train": 3, "measure": 3, "tasks": 3, "instructions": 3,
     "store": 2, "results": 2, "stability": 2, "crossover": 2, "contention": 2,
     "cost": 1, "suites": 1, "config": 1, "__init__": 1, "ragged": 1, "callgrind": 1,
@@ -22,7 +23,9 @@ def module_name(path: Path, root: Path = PACKAGE) -> str:
 
 
 def harness_imports(root: Path = PACKAGE) -> dict[str, set[str]]:
-    """module -> the harness modules it imports (``rnnbench.x`` and relative imports), at any depth."""
+    """module -> the package's modules it imports (``rnnbench.x`` and relative imports), at any depth;
+    the package is the folder ``root`` (rnnbench, or impls)."""
+    top_name = root.name
     graph = {}
     for path in sorted(root.rglob("*.py")):
         name = module_name(path, root)
@@ -33,8 +36,8 @@ def harness_imports(root: Path = PACKAGE) -> dict[str, set[str]]:
                 if node.level:
                     base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
                     mod = ".".join([*base, *([node.module] if node.module else [])])
-                elif node.module and node.module.split(".")[0] == "rnnbench":
-                    mod = node.module[len("rnnbench."):] if node.module != "rnnbench" else ""
+                elif node.module and node.module.split(".")[0] == top_name:
+                    mod = node.module[len(top_name) + 1:] if node.module != top_name else ""
                 else:
                     continue
                 if node.module is None or not mod:  # from . import x, y: each name may be a module
@@ -42,7 +45,7 @@ def harness_imports(root: Path = PACKAGE) -> dict[str, set[str]]:
                 else:
                     targets.add(mod)
             elif isinstance(node, ast.Import):
-                targets |= {a.name[len("rnnbench."):] for a in node.names if a.name.startswith("rnnbench.")}
+                targets |= {a.name[len(top_name) + 1:] for a in node.names if a.name.startswith(top_name + ".")}
         known = {module_name(p, root) for p in root.rglob("*.py")}
         resolved = set()
         for t in targets:
@@ -102,6 +105,14 @@ def test_no_upward_import():
 def test_no_import_circle():
     found = circles(harness_imports())
     assert not found, "import circles:\n" + "\n".join(" -> ".join(f"rnnbench/{m}" for m in c) for c in found)
+
+
+def test_no_import_circle_in_impls():
+    """impls/ has no ranks, but no circle either: each helper lives with its one user, the contract
+    (spec, runner) below the backends, the ceiling measurement in a module of its own."""
+    found = circles(harness_imports(IMPLS))
+    assert not found, "import circles:\n" + "\n".join(" -> ".join(f"impls/{m}" for m in c) for c in found)
+    assert harness_imports(IMPLS)["spec"] == set()  # the bottom: every backend's build checks against it
 
 
 def test_the_walker_sees_lazy_imports_circles_and_upward_edges(tmp_path):

@@ -12,7 +12,7 @@ import torch
 import impls
 import rnnbench
 from rnnbench import cli
-from rnnbench.interleaved import measure_interleaved
+from rnnbench.recommend_measure import measure_interleaved
 from rnnbench.store import find_runs, read_records
 
 from impls.convert import from_torch_module
@@ -193,7 +193,7 @@ def test_inference_and_training_candidates_apart():
     import pandas as pd
 
     from impls.spec import RNNSpec
-    from rnnbench.interleaved import candidate_names
+    from rnnbench.recommend_measure import candidate_names
     from rnnbench.results import speed_rows
 
     spec = RNNSpec("lstm", 8, 16)

@@ -17,7 +17,8 @@ import torch
 
 import impls
 from impls import reference
-from impls.spec import RNNSpec, Unsupported, feature_support, init_weights, make_inputs
+from impls.runner import supports
+from impls.spec import RNNSpec, Unsupported, init_weights, make_inputs
 from impls.triton import make_backend
 from impls.triton.plan import Plan, make_plan
 
@@ -86,7 +87,7 @@ def test_persistent_kernel_with_one_hidden_tile(backend, cell):
 def test_ragged_bidirectional_matches_oracle(name, cell, with_state, lengths):
     """Each backend's fused or stepwise path, both directions, two layers (layer 1 takes 2H), against the
     float64 oracle: y and dx exactly 0 where padded (run_case asserts it), every gradient within bound."""
-    assert feature_support(impls.get(name), "lengths") == (True, "")
+    assert supports(impls.get(name), DEVICE, cell, features=("lengths", "bidirectional")) == (True, "")
     errors = run_case(name, DEVICE, "float32", cell, 2, 7, 3, 3, 5, with_state, bidirectional=True,
                       lengths=np.array(lengths))
     worst = max(errors, key=errors.get)

@@ -13,6 +13,7 @@ listing backends works without it; on CPU the kernels run under Triton's interpr
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from ..spec import FEATURES, check_device
 from ..torch_common import TorchBackend, TorchRunner
@@ -43,6 +44,9 @@ class TritonRunner(TorchRunner):
         return f"{self.plan.label}/{'eager-launches' if 'eager-launches' in ran else 'graph'}"
 
 
+INTERPRETED_REASON = "runs under Triton's interpreter on a CPU: exactness only, not timed as speed"
+
+
 class TritonBackend(TorchBackend):
     def __init__(self, name: str, options: dict):
         # lengths and the reverse direction are kernel arguments (RAGGED, REVERSE) on every path
@@ -50,9 +54,13 @@ class TritonBackend(TorchBackend):
                          features=FEATURES)
         self.options = options
 
-    def interpreted_on(self, device: str) -> bool:
-        """Runs under the interpreter there: suites keep it to one tiny shape, out of speed rankings."""
-        return device == "cpu" and interpreted()
+    def capabilities(self, device: str) -> dict:
+        """Under the interpreter (a CPU) exact but not timed: suites keep it to one tiny shape, out of rankings."""
+        caps = super().capabilities(device)
+        if device == "cpu" and interpreted():
+            caps = {cell: replace(s, timed=False, reasons={**s.reasons, "timed": INTERPRETED_REASON})
+                    for cell, s in caps.items()}
+        return caps
 
     def available(self, device: str = "cpu") -> tuple[bool, str]:
         check_device(device)

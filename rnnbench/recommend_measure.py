@@ -34,13 +34,10 @@ import numpy as np
 from .config import MODES, ConfigError
 from .suites import SETTINGS
 
-PARITY_T = 8  # parity check's sequence length: the conformance test's float32 bound holds for T <= 16
 CONFIDENCE = 0.95  # of the margins' bootstrap intervals
 ROUNDS_SHARE = 0.4  # of the budget: once two candidates are ready, no other is set up in the last 40%
 WRITE_SHARE = 0.15  # of the budget, kept for the answer (bootstrap) and the records after the last round
 LOOK_GROWTH = 1.5  # the test is looked at when the clean rounds have grown by this factor
-# tolerance of the parity check, as the conformance test states it (DESIGN.md "Conformance")
-PARITY_TOLERANCE = {"float64": 1e-10, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 
 
 @dataclass
@@ -152,8 +149,7 @@ class MeasuredRecommendation:
 def candidate_names(spec, mode: str, device: str, dtype: str, backends=None) -> tuple[list[str], list[Excluded]]:
     """The RNN backends that can run this configuration here, and the others with why not."""
     import impls
-    from impls.runner import interpreted
-    from impls.spec import feature_support
+    from impls.runner import supports, timed
 
     names = impls.names(kind="rnn") if backends is None else list(backends)
     chosen, excluded = [], []
@@ -163,104 +159,17 @@ def candidate_names(spec, mode: str, device: str, dtype: str, backends=None) -> 
             excluded.append(Excluded(name, "unavailable", reason))
             continue
         backend = impls.get(name)
-        modes = getattr(backend, "modes", MODES)
-        if mode not in modes:
-            excluded.append(Excluded(name, "unsupported", f"{name} runs {', '.join(modes)} only, not {mode}"))
-            continue
-        ok, reason = backend.supports(device, dtype)
-        if ok and spec.bidirectional:
-            ok, reason = feature_support(backend, "bidirectional")
+        ok, reason = supports(backend, device, spec.cell, dtype=dtype, mode=mode,
+                              features=("bidirectional",) if spec.bidirectional else ())
         if not ok:
             excluded.append(Excluded(name, "unsupported", reason))
             continue
-        if interpreted(backend, device):
-            excluded.append(Excluded(name, "unranked", f"runs under an interpreter on {device}: exactness only"))
+        ok, reason = timed(backend, device, spec.cell)
+        if not ok:
+            excluded.append(Excluded(name, "unranked", reason))
             continue
         chosen.append(name)
     return chosen, excluded
-
-
-def recorded_rows(results, backend: str, query: dict):
-    """Finished timing records of this backend, cell, mode and dtype on this device type under ``results``."""
-    from .results import load_inputs
-
-    paths = [p for p in results if Path(p).is_dir()]
-    try:
-        df = load_inputs(paths) if paths else None
-    except ConfigError:
-        df = None
-    if df is None or df.empty:
-        return None
-    return df[(df["kind"] == "timing") & (df["status"] == "ok") & (df["backend"] == backend)
-              & (df["cell"] == query["cell"]) & (df["mode"] == query["mode"]) & (df["dtype"] == query["dtype"])
-              & (df["device"].astype(str).str.split(":").str[0] == query["device"].split(":")[0])]
-
-
-def recorded_cost_s(rows, query: dict) -> tuple[float | None, str]:
-    """(seconds, why) this candidate needs at least, as recorded: its largest compile_s, plus 10 calls
-    (2 warm-ups, 8 rounds) at the median recorded at exactly this shape; (None, "") when nothing is."""
-    if rows is None or rows.empty:
-        return None, ""
-    compile_values = rows["compile_s"].dropna()
-    compile_s = float(compile_values.max()) if len(compile_values) else 0.0
-    exact = rows[(rows["batch"] == query["batch"]) & (rows["seq_len"] == query["seq_len"])
-                 & (rows["hidden"] == query["hidden"]) & (rows["input_size"] == query["input_size"])
-                 & (rows["layers"] == query["layers"])]["median_s"].dropna()
-    if not len(exact):
-        return compile_s, f"its compile and warm-up took {compile_s:.3g} s"
-    call_s = float(exact.median())
-    return compile_s + 10 * call_s, (f"its compile and warm-up took {compile_s:.3g} s and one call "
-                                     f"{call_s:.3g} s (10 calls are the fewest measured)")
-
-
-def recorded_peak(rows, query: dict) -> tuple[int | None, str]:
-    """(peak_bytes, how) recorded at exactly the query's shape, the latest run's."""
-    if rows is None:
-        return None, "not measured"
-    exact = rows[(rows["batch"] == query["batch"]) & (rows["seq_len"] == query["seq_len"])
-                 & (rows["hidden"] == query["hidden"]) & (rows["input_size"] == query["input_size"])
-                 & (rows["layers"] == query["layers"]) & rows["peak_bytes"].notna()]
-    if exact.empty:
-        return None, "not measured"
-    row = exact.sort_values("run_id").iloc[-1]
-    return int(row["peak_bytes"]), f"{row['peak_method']}, recorded in run {row['run_id']}"
-
-
-def parity_error(runner, spec, weights, mode: str, batch: int, seed: int = 0) -> tuple[float, str]:
-    """(worst relative error, the tensor) of the runner against the oracle at T = PARITY_T.
-
-    Forward: y and the final state; train: also every gradient (as the conformance test).
-    """
-    from impls import reference
-    from impls.spec import make_inputs
-
-    def err(a, b):
-        a, b = np.asarray(runner.get(a), dtype=np.float64), np.asarray(b, dtype=np.float64)
-        scale = np.max(np.abs(b))
-        return float(np.max(np.abs(a - b)) / (scale if scale > 0 else 1.0))
-
-    x, state, dy = make_inputs(spec, PARITY_T, batch, seed=seed + 1, with_state=True)  # [T, B, I], [L*D, B, H]
-    errors = {}
-    if mode == "step":
-        x = x[:1]
-        new = runner.step(runner.put(x[0]), runner.put(state))
-        _, final = reference.forward(spec, weights, x, state)
-        for name, a, b in zip(spec.state_names(), new if spec.has_cell_state else [new],
-                              final if spec.has_cell_state else [final]):
-            errors[f"{name} after one step"] = err(a, b)
-    else:
-        y, final = runner.forward(runner.put(x), runner.put(state))
-        y_ref, final_ref = reference.forward(spec, weights, x, state)
-        errors["y"] = err(y, y_ref)
-        for name, a, b in zip(("h_n", "c_n"), final if spec.has_cell_state else [final],
-                              final_ref if spec.has_cell_state else [final_ref]):
-            errors[name] = err(a, b)
-        if mode == "train":
-            grads = runner.forward_backward(runner.put(x), runner.put(state), runner.put(dy))
-            ref = reference.forward_backward(spec, weights, x, state, dy)
-            errors.update({f"d{name}": err(grads[name], ref[name]) for name in ref})
-    worst = max(errors, key=errors.get)
-    return errors[worst], worst
 
 
 @dataclass
@@ -268,7 +177,7 @@ class _Candidate:
     name: str
     prepared: object  # rnnbench.measure.Prepared at the query's shape
     setup_s: float  # the backend's own build, compile and warm-up time (parity stage included)
-    y_err: float  # forward output against the oracle at T = PARITY_T: the record's max_rel_err
+    y_err: float  # forward output against the oracle at T = conformance.PARITY_T: the record's max_rel_err
     last_s: float  # its second warm-up call: what the next round is expected to cost
     times: list = field(default_factory=list)  # one per clean round
     loaded_times: list = field(default_factory=list)  # one per dropped round
@@ -278,7 +187,7 @@ class _Candidate:
 def _setup(name, job, spec, weights, mode, tolerance, excluded, log) -> _Candidate | None:
     """Parity check, build at the query's shape, compile, two warm-up calls; None (and a reason) on failure."""
     import impls
-    from impls.runner import hook
+    from impls.conformance import parity_error
     from impls.spec import Unsupported
 
     from .measure import Prepared, classify
@@ -287,10 +196,6 @@ def _setup(name, job, spec, weights, mode, tolerance, excluded, log) -> _Candida
     try:
         t0 = time.perf_counter()
         small = backend.build(spec, weights, job.device, job.dtype)
-        ranked, why = hook(small, "ranked")()
-        if not ranked:
-            excluded.append(Excluded(name, "unranked", why))
-            return None
         build_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         error, worst = parity_error(small, spec, weights, mode, job.batch, seed=job.seed)
@@ -368,7 +273,10 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
     ``batch_first``: the layout the printed snippet's batch takes, as the user's model does;
     ``threads``: intra-op threads of every framework (``impls.runtime.limit_threads``; 0: their defaults)."""
     import impls
+    from impls.conformance import PARITY_T, TOLERANCE
     from impls.convert import usage_snippet
+
+    from .results import recorded_cost_s, recorded_rows
 
     from .jobs import TimingJob
     from .sweep import create_run
@@ -397,7 +305,7 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
         rec.notes += [n for n in [limit_threads(threads)] if n]
     run = None if out is None else create_run([job_of[n] for n in names], [device], "inline", out, machine, argv)
     rec.run_dir = None if run is None else run.path  # made inside the budget
-    tolerance = PARITY_TOLERANCE[dtype]
+    tolerance = TOLERANCE[dtype]  # the parity check's: the conformance table (DESIGN.md "Conformance")
     log(f"parity check at T={PARITY_T} and warm-up of {len(names)} candidates ({', '.join(names)})")
     recorded = {name: recorded_rows(results, name, query) for name in names}
     predicted = {name: recorded_cost_s(recorded[name], query) for name in names}
@@ -555,6 +463,8 @@ def _peak(winner, rows, query: dict) -> tuple[int | None, str]:
     p = winner.prepared
     if p.memory_probe.in_process:
         return p.peak_memory(fresh_process=False)
+    from .results import recorded_peak
+
     peak, how = recorded_peak(rows, query)
     if peak is None:
         how = (f"not measured here (a fresh process per configuration): rnnbench run --backends {winner.name} "

@@ -1,10 +1,10 @@
-"""A test-only backend: torch_cudnn with a planted slowdown, to check that comparisons see a real change.
+"""A measurement-only backend: torch_cudnn with a planted slowdown, to check that comparisons see a real change.
 
 Each forward and forward-backward call sleeps ``factor - 1`` times its own duration after it
 returns, so its time is ``factor`` times torch_cudnn's with the same spread; the factor is
 ``$RNNBENCH_PLANTED_FACTOR`` when the backend is built (default 1.5), so that two runs can time the
-same backend name with and without it.  Never registered in ``impls``: a test or measurement script
-adds it to the registry of its own process with ``register``.
+same backend name with and without it.  Never registered in ``impls``: scripts/rounds_noise_bench.py
+adds it with ``impls.register`` (as any plugin), in its own process.
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ def make_backend(name: str) -> TorchBackend:
 
 
 def register(name: str = "torch_cudnn_planted") -> str:
-    """Add the planted backend to this process's registry (the inline executor only)."""
-    impls._REGISTRY[name] = ("rnn", __name__, {})
-    impls._CACHE.pop(name, None)
+    """Add the planted backend to this process's registry."""
+    impls.register(name, lambda: make_backend(name))
     return name
