@@ -4,7 +4,7 @@ The harness reaches torch, triton and jax only through the objects returned by
 ``get(name)``.  Modules are imported lazily, so listing backends never imports a
 framework that is not installed.  Adding one of ours is one new module (exposing
 ``make_backend(name, **options)``) and one line below; a backend from outside the package
-is added with ``register`` (DESIGN.md "Backends from outside the package"): by an installed
+is added with ``register`` (docs/design.md "Backends from outside the package"): by an installed
 package's entry point in the group ``rnnbench.backends``, or by a module named with
 ``--plugin MODULE`` / ``$RNNBENCH_PLUGINS`` whose import calls ``register``.
 """

@@ -1,6 +1,6 @@
 """The machine's ceilings, measured with torch as the instrument (any backend runs on the same chip):
 a large matmul's FLOP/s per dtype, a large copy's bytes/s, the recurrent matmul's FLOP/s.  Only the
-child process ``rnnbench.measure`` starts for them imports this (DESIGN.md "Harness layers")."""
+child process ``rnnbench.measure`` starts for them imports this (docs/design.md "Harness layers")."""
 from __future__ import annotations
 
 import os

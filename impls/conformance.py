@@ -1,4 +1,4 @@
-"""Conformance of one backend against the float64 oracle (DESIGN.md "Conformance"): the cases, the one
+"""Conformance of one backend against the float64 oracle (docs/design.md "Conformance"): the cases, the one
 relative error and the one tolerance table of the project.
 
 ``rnnbench check NAME`` and ``tests/test_conformance.py`` run these same cases: outputs, final state
@@ -15,7 +15,7 @@ from . import reference
 from .runner import hook
 from .spec import PARALLEL_CELLS, RNNSpec, Unsupported, capabilities, init_weights, make_inputs, supports
 
-# Per-dtype bounds (DESIGN.md): float64 1e-10, float32 1e-4 for T <= 16; the half
+# Per-dtype bounds (docs/design.md): float64 1e-10, float32 1e-4 for T <= 16; the half
 # types keep 8 (bf16) or 11 (fp16) mantissa bits, so a short sequence agrees to a few 1e-2.
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 T, B, I, H = 7, 3, 3, 5  # the cases' shape; T <= 16: the float32 bound holds
@@ -35,7 +35,7 @@ def lengths_of(form, seq_len: int, batch: int):
 
 
 def rel_err(a, b) -> float:
-    """max|a - b| / max|b| (max|a - b| where b is all zeros): the error measure of DESIGN.md."""
+    """max|a - b| / max|b| (max|a - b| where b is all zeros): the error measure of docs/design.md."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} against the oracle's {b.shape}")

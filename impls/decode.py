@@ -1,4 +1,4 @@
-"""Decode mode (DESIGN.md "Decode"): the state a prefix leaves, then one position at a time.
+"""Decode mode (docs/design.md "Decode"): the state a prefix leaves, then one position at a time.
 
 A ``Decoder`` is made by a runner's ``decoder(x_prefix, state=None, capacity=None)``
 hook (``impls.runner``): its set-up runs the prefix once, outside any timing, and

@@ -114,7 +114,7 @@ def _jitted(spec: RNNSpec, dtype_name: str):
 
 
 class FlaxRunner(JaxArrays):
-    """Runner contract of DESIGN.md; ``params`` and ``apply`` are the trainable form."""
+    """Runner contract of docs/design.md; ``params`` and ``apply`` are the trainable form."""
 
     def __init__(self, backend, spec: RNNSpec, weights, device: str, dtype: str):
         self._setup(backend, spec, device, dtype)

@@ -1,6 +1,6 @@
 """JAX minGRU / minLSTM under ``jit``: sequential (``lax.scan``) or parallel (``lax.associative_scan``).
 
-A layer is h_t = a_t h_{t-1} + b_t, a_t and b_t from x_t alone (DESIGN.md "Parallel-in-time
+A layer is h_t = a_t h_{t-1} + b_t, a_t and b_t from x_t alone (docs/design.md "Parallel-in-time
 cells").  ``jax_minscan`` runs it step by step in ``lax.scan``; ``jax_minscan_assoc`` runs
 ``lax.associative_scan`` over T with the composition (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2),
 log2(T) levels of work instead of T dependent steps, and adds the h0 term apart: h_t = A_t h0 +

@@ -326,7 +326,7 @@ def _jitted(cell: str, unroll: int, bptt: str):
 
 
 class JaxScanRunner(JaxArrays):
-    """Runner contract of DESIGN.md; ``params`` and ``apply`` are the trainable form."""
+    """Runner contract of docs/design.md; ``params`` and ``apply`` are the trainable form."""
 
     def __init__(self, backend, spec: RNNSpec, weights, device: str, dtype: str):
         self._setup(backend, spec, device, dtype)

@@ -1,6 +1,6 @@
 """Sequence models for training: input layer -> any backend's core -> head, and a trainer per framework.
 
-The core is a runner's trainable form (DESIGN.md): ``module()`` for torch
+The core is a runner's trainable form (docs/design.md): ``module()`` for torch
 runners (the RNN backends and the SDPA transformer), ``params`` and a pure
 ``apply(params, x, state)`` for JAX runners.  Around it: an embedding (token
 tasks) or a linear layer (feature tasks) from the task's inputs to the core's

@@ -100,7 +100,7 @@ def build_model(spec: RNNSpec, weights, np_dtype, with_lengths: bool):
 
 
 class OnnxRunner(RunnerDefaults):
-    """Runner contract of DESIGN.md over an ``InferenceSession`` (NumPy arrays at the boundary)."""
+    """Runner contract of docs/design.md over an ``InferenceSession`` (NumPy arrays at the boundary)."""
 
     def __init__(self, backend, spec: RNNSpec, weights, device: str, dtype: str):
         import onnxruntime as ort

@@ -11,7 +11,7 @@ reverse direction starts from its h0 at t = len-1 and runs down to t = 0; y is
 exactly 0 at t >= len.  A padded step is spelled out as "the state passes
 through unchanged, the output is 0", so the backward gives exactly 0 there.
 
-minGRU and minLSTM (DESIGN.md "Parallel-in-time cells") run here as the sequential
+minGRU and minLSTM (docs/design.md "Parallel-in-time cells") run here as the sequential
 recurrence h_t = a_t h_{t-1} + b_t, a_t and b_t from x_t alone: the oracle of every
 parallel (scan) form, which is the same sum reassociated.
 """

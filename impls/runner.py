@@ -8,7 +8,7 @@ nothing in impls sits, so that every backend's ``build`` can check them).  A bac
 declares nothing gets what its ``build`` accepts at tiny shapes (``Unsupported`` means no), and no
 feature (so it never silently ignores ``lengths`` or the reverse direction).
 
-Required (DESIGN.md "Runner"): ``put``, ``get``, ``forward``, ``forward_backward``,
+Required (docs/design.md "Runner"): ``put``, ``get``, ``forward``, ``forward_backward``,
 ``step``, ``sync``, ``impl_label``.  Optional hooks, which the harness asks
 through ``hook(runner, name)`` and never by switching on a framework's name:
 
@@ -39,7 +39,7 @@ HOOKS = ("step", "compile", "timer", "memory_probe", "threads", "matmul_precisio
 
 @runtime_checkable
 class Runner(Protocol):
-    """A built model on one device (DESIGN.md "Runner").  Required: the calls below.  Optional, with
+    """A built model on one device (docs/design.md "Runner").  Required: the calls below.  Optional, with
     defaults in ``RunnerDefaults``: ``step``, ``module()`` (torch) or ``params``/``apply`` (JAX),
     ``dims`` (a baseline's sizes), and the hooks named in HOOKS."""
 
@@ -110,7 +110,7 @@ class RunnerDefaults:
         return 0.0
 
     def step(self, x_t, state=None):
-        """One timestep as ``forward`` with T=1 (DESIGN.md's default): x_t [B, I] -> the new state;
+        """One timestep as ``forward`` with T=1 (docs/design.md's default): x_t [B, I] -> the new state;
         unidirectional models only."""
         from .spec import require_unidirectional
 

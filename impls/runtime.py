@@ -36,7 +36,8 @@ def fix_malloc_thresholds() -> bool:
         return False
 
 
-# This process's intra-op thread limit (DESIGN.md "threads"), as ``thread_env`` set it for the frameworks
+# This process's intra-op thread limit (docs/design.md "Comparisons: rounds in processes, drift, threads"),
+# as ``thread_env`` set it for the frameworks
 THREADS_ENV = "RNNBENCH_THREADS"
 # XLA takes its CPU thread count when its client starts: one thread is these flags, more is its default
 XLA_ONE_THREAD = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")

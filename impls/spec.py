@@ -9,7 +9,7 @@ direction's weights with torch's ``_reverse`` suffix, and its state stacks
 
 The parallel-in-time cells (``mingru``, ``minlstm``; Feng et al. 2024) read only x_t in their
 gates, so a layer has ``weight_ih_l{k}`` [G*H, I_k] and ``bias_ih_l{k}`` [G*H] and nothing
-recurrent (DESIGN.md "Parallel-in-time cells").
+recurrent (docs/design.md "Parallel-in-time cells").
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ MAX_SIZE = 1 << 16
 MAX_LAYERS = 64
 # What a backend may or may not implement, and the words a reason uses for it.
 FEATURES = {"bidirectional": "bidirectional models", "lengths": "variable-length batches (lengths)"}
-MODES = ("forward", "train", "step", "decode")  # what is timed (DESIGN.md "Records": mode)
+MODES = ("forward", "train", "step", "decode")  # what is timed (docs/design.md "Records": mode)
 
 
 class SpecError(ValueError):

@@ -94,7 +94,7 @@ class TorchArrays(TorchHooks):
 
 
 class TorchRunner(TorchArrays):
-    """Runner contract of DESIGN.md for any module with canonical parameter names."""
+    """Runner contract of docs/design.md for any module with canonical parameter names."""
 
     def __init__(self, backend: TorchBackend, spec: RNNSpec, weights, device: str, dtype: str):
         self.backend, self.spec, self.device, self.dtype = backend, spec, device, dtype

@@ -1,6 +1,6 @@
 """minGRU and minLSTM as a parallel scan over T, in log space (torch ops; autograd for the backward).
 
-The gates read x_t alone (DESIGN.md "Parallel-in-time cells"), so a layer is the linear
+The gates read x_t alone (docs/design.md "Parallel-in-time cells"), so a layer is the linear
 recurrence h_t = a_t h_{t-1} + b_t with a_t in (0, 1) and b_t > 0, whose solution is
 
     h_t = A_t h_0 + sum_{k=1..t} (prod_{j=k+1..t} a_j) b_k,    A_t = prod_{j<=t} a_j.

@@ -1,4 +1,4 @@
-"""How much of the machine others used while we timed (DESIGN.md "Measurement hygiene fields").
+"""How much of the machine others used while we timed (docs/design.md "Measurement hygiene fields").
 
 A timed window is trusted only if nobody else ran on our cores meanwhile.  Others'
 CPU time is the machine's busy time (``/proc/stat``: user, nice, system, irq,

@@ -1,4 +1,4 @@
-"""Where an RNN and a transformer cross against T (DESIGN.md "Decode"; the ``crossover`` suite).
+"""Where an RNN and a transformer cross against T (docs/design.md "Decode"; the ``crossover`` suite).
 
 For each pair (RNN backend, transformer baseline) at one shape and mode, two
 curves against T: time per token (1 / tokens_per_s: decode, forward, train) and

@@ -4,7 +4,7 @@ run in one process under valgrind (its start-up, torch's import under emulation,
 The parent starts ``valgrind --tool=callgrind --instr-atstart=no python -m rnnbench.worker
 --instructions JOBS_FILE`` (``execute``); the worker builds each configuration as ``measure`` does
 (``Prepared``), warms it up outside any window, and counts two windows of fixed call counts
-(``callgrind.Collector``).  A count is deterministic to about 0.01% under load (DESIGN.md
+(``callgrind.Collector``).  A count is deterministic to about 0.01% under load (docs/design.md
 "Instruction counts"); it measures the code path on valgrind's emulated CPU, which has no AVX-512
 or AMX (oneDNN and XLA take their AVX2 paths), never this CPU's speed: docs/instructions.md.
 """

@@ -1,6 +1,6 @@
 """The one timing path (CLI, asv and training all use it) and the memory probes.
 
-Rules (DESIGN.md): warm up first (jit/compile/autotune time goes to
+Rules (docs/design.md): warm up first (jit/compile/autotune time goes to
 ``compile_s``), sync the device around every sample (CUDA events for torch on a
 GPU), repeat until a minimum total time and count, keep every sample, report
 median and IQR.  Peak memory is the rise during one iteration over what the

@@ -305,7 +305,7 @@ def measure_interleaved(spec, weights, *, batch: int, seq_len: int, mode: str, d
         rec.notes += [n for n in [limit_threads(threads)] if n]
     run = None if out is None else create_run([job_of[n] for n in names], [device], "inline", out, machine, argv)
     rec.run_dir = None if run is None else run.path  # made inside the budget
-    tolerance = TOLERANCE[dtype]  # the parity check's: the conformance table (DESIGN.md "Conformance")
+    tolerance = TOLERANCE[dtype]  # the parity check's: the conformance table (docs/design.md "Conformance")
     log(f"parity check at T={PARITY_T} and warm-up of {len(names)} candidates ({', '.join(names)})")
     recorded = {name: recorded_rows(results, name, query) for name in names}
     predicted = {name: recorded_cost_s(recorded[name], query) for name in names}

@@ -124,7 +124,7 @@ register(Suite(
           "hidden": [64, 256], "layers": [1], "dtype": ["float32"], "mode": ["train"], "device": ["cpu"]},
     timing={"min_time_s": 0.1, "max_time_s": 0.5}, rounds=5))
 register(Suite(
-    "kernels", "GPU kernels (DESIGN.md): LSTM grid, plus GRU and tanh RNN at one point",
+    "kernels", "GPU kernels (docs/design.md): LSTM grid, plus GRU and tanh RNN at one point",
     axes={"cells": ["lstm"], "batch": [16, 64], "seq_len": [256, 1024], "input_size": None,
           "hidden": [64, 128, 256], "layers": [1], "dtype": ["float32", "bfloat16"], "mode": ["forward", "train"],
           "device": ["cuda"]},
@@ -166,7 +166,7 @@ register(Suite(
 SURFACE_PAIR = ["torch_cudnn", "transformer_sdpa"]
 register(Suite(
     # Where an RNN and a parameter-matched transformer cross: a surface over width H (I = H), T and
-    # precision, not a line (DESIGN.md "RNN or transformer").  LSTM on the fastest backend of each family
+    # precision, not a line (docs/design.md "RNN or transformer").  LSTM on the fastest backend of each family
     # here (jax_scan_unroll8 won most rows of the committed cpu run) vs both baselines at H 64 and 256;
     # torch_cudnn vs transformer_sdpa at H=1024, train to T=1024, forward and decode to 4096.  float32 and
     # bfloat16; decode at B 1 and 16, forward and train at B 16.  A point predicted to take over 120 s

@@ -16,7 +16,7 @@ if not _HAS_CUDA:
 DEVICES = ["cpu"] + (["cuda"] if _HAS_CUDA else [])
 
 
-from impls.conformance import rel_err  # noqa: E402,F401 - the one error measure (DESIGN.md), for every test
+from impls.conformance import rel_err  # noqa: E402,F401 - the one error measure (docs/design.md), for every test
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ CASES = [  # (cell, layers, T, B, I, H, with_state)
     for with_state in (False, True)
 ]
 
-# Bidirectional and variable length (DESIGN.md): every axis below, against the oracle.  The
+# Bidirectional and variable length (docs/design.md): every axis below, against the oracle.  The
 # unidirectional full-length corner is CASES above; the default run takes a covering subset in
 # which every pair of values of two axes occurs (every value of every axis at least once), and
 # the whole product is marked slow.

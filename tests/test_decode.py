@@ -1,4 +1,4 @@
-"""Decode mode's structure (DESIGN.md "Decode"), never its clock: what the state costs against the
+"""Decode mode's structure (docs/design.md "Decode"), never its clock: what the state costs against the
 context, that the KV cache is written where it lies, and that a decode step computes what a full
 forward computes at that position.  Every call goes through the ``decoder`` hook, as the harness's."""
 import numpy as np

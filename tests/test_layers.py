@@ -1,4 +1,4 @@
-"""The harness's imports go one way (DESIGN.md "Harness layers"): walked with ``ast``, no circle,
+"""The harness's imports go one way (docs/design.md "Harness layers"): walked with ``ast``, no circle,
 no import of a higher rank.  Every import counts, a function's lazy ones included."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rnnbench"
 IMPLS = PACKAGE.parent / "impls"
-# rank of each module (a package's submodules take the package's rank); DESIGN.md "Harness layers"
+# rank of each module (a package's submodules take the package's rank); docs/design.md "Harness layers"
 RANKS = {
     "cli": 5, "__main__": 5,
     "sweep": 4, "report": 4, "recommend": 4, "recommend_measure": 4, "ray_executor": 4, "worker": 4, "history": 4,
@@ -60,7 +60,7 @@ def harness_imports(root: Path = PACKAGE) -> dict[str, set[str]]:
 def rank(module: str) -> int:
     top = module.split(".")[0]
     if top not in RANKS:
-        raise KeyError(f"rnnbench/{top} has no rank in tests/test_layers.py RANKS (DESIGN.md 'Harness layers')")
+        raise KeyError(f"rnnbench/{top} has no rank in tests/test_layers.py RANKS (docs/design.md 'Harness layers')")
     return RANKS[top]
 
 
@@ -99,7 +99,7 @@ def test_every_module_has_a_rank():
 
 def test_no_upward_import():
     bad = upward_imports(harness_imports())
-    assert not bad, "imports against DESIGN.md's ranks:\n" + "\n".join(bad)
+    assert not bad, "imports against docs/design.md's ranks:\n" + "\n".join(bad)
 
 
 def test_no_import_circle():

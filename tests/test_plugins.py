@@ -1,4 +1,4 @@
-"""Backends from outside the package (DESIGN.md): impls.register, entry points, --plugin and
+"""Backends from outside the package (docs/design.md): impls.register, entry points, --plugin and
 $RNNBENCH_PLUGINS, and that every process the suite starts sees the same backends."""
 from __future__ import annotations
 

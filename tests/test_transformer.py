@@ -1,4 +1,4 @@
-"""The transformer baselines' gate (DESIGN.md): the torch SDPA model against float64 plain-math
+"""The transformer baselines' gate (docs/design.md): the torch SDPA model against float64 plain-math
 attention, the JAX model against the torch one with the same weights, and the size rule."""
 import itertools
 import math

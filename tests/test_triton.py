@@ -79,7 +79,7 @@ def test_persistent_kernel_with_one_hidden_tile(backend, cell):
     assert_matches(backend(path="persistent", block_h=16), "cpu", cell, 2, 3, 17, 3, 16, True)
 
 
-# --- lengths and the reverse direction (DESIGN.md "Bidirectional and variable length") ------------------------
+# --- lengths and the reverse direction (docs/design.md "Bidirectional and variable length") ------------------------
 # lengths [B]: the whole row, one step, part of it; or all shorter than T, so the kernels run fewer steps than T
 @pytest.mark.parametrize("name, cell, with_state, lengths", [
     ("triton", "lstm", True, (7, 1, 4)), ("triton_stepwise", "gru", False, (5, 2, 3)),

@@ -1,7 +1,7 @@
 """Which kernel path and tiles a layer runs with, decided from cell, H, dtype and device.
 
 Kept free of triton imports, so options are checked (and plans tested) where triton is absent.
-The sizes follow DESIGN.md's "what fits where": W_hh is [G*H, H]; one H100 SM holds about
+The sizes follow docs/design.md's "what fits where": W_hh is [G*H, H]; one H100 SM holds about
 228 KiB of shared memory and 256 KiB of registers.
 """
 from __future__ import annotations

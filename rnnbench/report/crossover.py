@@ -78,7 +78,7 @@ def _maps(figs: Figures, surf, extent: float, title: str, name: str):
 
 
 def surface_blocks(s: Section, df, figs: Figures) -> None:
-    """The surface (DESIGN.md "RNN or transformer"): a map per mode, dtype and batch, and the verdicts.
+    """The surface (docs/design.md "RNN or transformer"): a map per mode, dtype and batch, and the verdicts.
     Its curves pool every run's records (as ``crossover.curves`` does), so a map is not per run."""
     import numpy as np
 
