@@ -29,14 +29,16 @@ DONE_PREFIX = "RNNBENCH_JOB_DONE "  # the worker's line after each job's records
 def count(cfg, collector: callgrind.Collector | None = None) -> list[dict]:
     """The instructions record of one configuration, counted in this process (which runs under callgrind)."""
     import impls
-    from impls.runner import interpreted
+    from impls.runner import timed
 
     try:
         ok, reason = _available(cfg)
         if ok:
             ok, reason = _features(cfg)
-        if ok and interpreted(impls.get(cfg.backend), cfg.device):
-            ok, reason = False, f"{cfg.backend} runs under an interpreter on {cfg.device}: its count is the interpreter's"
+        if ok:
+            speed, why = timed(impls.get(cfg.backend), cfg.device, cfg.cell)
+            if not speed:  # an interpreter's count is the interpreter's, as its time is
+                ok, reason = False, f"{why}: its count would be the interpreter's"
         if not ok:
             return [failure_record(cfg, "unsupported", reason, kind=METRIC)]
         collector = collector or callgrind.Collector(cache_dir())
