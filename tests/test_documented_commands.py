@@ -140,8 +140,9 @@ def tiny(command: str, made: dict, n: int) -> str:
         verb, rest = command.split(" ", 2)[1], command.split(" ", 2)[2:]
         quick = " --quick" if verb == "run" and "--quick" not in command else ""
         return f"asv {verb} --config {made['asv_conf']} {' '.join(rest)}{quick}"
-    if command == "bash tests/bench/run.sh":
-        return f"BENCH_STORAGE={tmp / f'bench{n}'} {command} {shlex.join(TINY_BENCH)}"
+    if command == "bash tests/bench/run.sh":  # every backend once (the covering subset), at a tiny time
+        return (f"BENCH_STORAGE={tmp / f'bench{n}'} {command} -m 'not slow' --benchmark-max-time=0.001 "
+                "--benchmark-min-rounds=1 --benchmark-warmup-iterations=0")
     return command
 
 
