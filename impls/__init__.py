@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -194,12 +195,21 @@ def load_plugin(plugin: str) -> dict:
     suite starts from here loads it too.  Returns what run.json records of it."""
     path = Path(plugin)
     if plugin.endswith(".py"):
-        if not path.is_file():
+        try:
+            is_file = path.is_file()
+        except OSError as exc:  # a name too long for the file system
+            raise PluginError(f"--plugin {plugin[:60]!r}: {exc.strerror}") from None
+        if not is_file:
             raise PluginError(f"--plugin {plugin}: no such file")
         folder, module = str(path.resolve().parent), path.stem
         _add_to_path(folder)
     else:
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", plugin):
+            raise PluginError(f"--plugin {plugin[:60]!r}: not a module name (dotted Python identifiers) nor a path "
+                              "to a .py file")
         module, folder = plugin, None
+        if len(module) > 255:  # no file system holds such a name
+            raise PluginError(f"--plugin {plugin[:60]!r}...: a module name of {len(module)} characters")
         if "" not in sys.path and os.getcwd() not in sys.path and (Path.cwd() / f"{module.split('.')[0]}.py").exists():
             _add_to_path(os.getcwd())  # `python -m` has the working folder on the path; a console script has not
     if module in _PLUGINS and _PLUGINS[module]["source"] == "plugin":
@@ -211,6 +221,8 @@ def load_plugin(plugin: str) -> dict:
     except ImportError as exc:
         raise PluginError(f"plugin {plugin!r} cannot be imported ({exc}); give an importable module name or a "
                           f"path to a .py file") from None
+    except Exception as exc:  # noqa: BLE001 - the plugin's own code failed while importing: one line, its error
+        raise PluginError(f"plugin {plugin!r} failed while importing: {type(exc).__name__}: {exc}") from None
     finally:
         _DISCOVERING = False
     return _record_plugin(mod, module, str(path.resolve()) if folder else module)
