@@ -71,7 +71,7 @@ def test_picks_the_faster_with_the_known_margin_and_stops_early(synthetic, tmp_p
 
 def test_loaded_rounds_never_decide_no_answer_first_with_the_load_and_exit_3(synthetic, tmp_path, capsys,
                                                                            monkeypatch):
-    from rnnbench import interleaved
+    from rnnbench import recommend_measure
 
     synthetic("synth_fast", seconds=0.005, seed=1)
     synthetic("synth_slow", seconds=0.02, seed=2)  # 4x slower: any loaded round would "decide" at once
@@ -85,7 +85,7 @@ def test_loaded_rounds_never_decide_no_answer_first_with_the_load_and_exit_3(syn
     timed = [r for r in read_records(run / "records.jsonl") if r["kind"] == "timing"]
     assert timed and all(r["contended"] for r in timed)  # kept, flagged: no report ranks them
     # the CLI: that first line, and its own exit status (documented in --help)
-    monkeypatch.setattr(interleaved, "measure_interleaved", lambda *a, **k: rec)
+    monkeypatch.setattr(recommend_measure, "measure_interleaved", lambda *a, **k: rec)
     status = cli.main(["recommend", "--cell", "lstm", "--batch", "4", "--seq-len", "16", "--hidden", "16",
                        "--mode", "train", "--device", "cpu", "--measure", "--threads", "1", "--out", str(tmp_path)])
     assert status == cli.EXIT_NO_ANSWER_UNDER_LOAD == 3
@@ -96,7 +96,7 @@ def test_loaded_rounds_never_decide_no_answer_first_with_the_load_and_exit_3(syn
 
 
 def test_no_answer_under_load_is_the_rule_not_the_clock():
-    from rnnbench.interleaved import no_answer_under_load
+    from rnnbench.recommend_measure import no_answer_under_load
 
     assert no_answer_under_load(8, 5, 1.2, 0.2, 60, 0) is None  # enough quiet rounds: the test decides
     assert no_answer_under_load(3, 0, 0.0, 0.2, 60, 0) is None  # no load: a small budget is "not separable"
