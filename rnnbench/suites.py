@@ -235,8 +235,9 @@ class Quality:
     # speed on a CPU, and the transformer baseline
     backends: tuple = ("torch_cudnn", "torch_eager", "jax_scan", "transformer_sdpa")
     depth_tasks: tuple = ("copy", "adding")
+    # the transformer is parameter-matched to the LSTM; minGRU/minLSTM on their parallel scan (torch_scan)
     depth_models: tuple = (("rnn_tanh", "torch_cudnn"), ("lstm", "torch_cudnn"), ("gru", "torch_cudnn"),
-                           ("lstm", "transformer_sdpa"))  # the transformer is parameter-matched to the LSTM
+                           ("lstm", "transformer_sdpa"), ("mingru", "torch_scan"), ("minlstm", "torch_scan"))
     depth_seq_lens: str = "10,25,50,100,200"
     depth_seeds: int = 3  # at the boundary length
     # a run's budget: max(step_factor x the steps an LSTM needed at the task's shortest length, budget_s)
