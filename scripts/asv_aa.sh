@@ -11,6 +11,7 @@
 # the first environment.  With BUSY=1, about as long again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/plant.sh  # plant_slowdown
 ASV="${ASV:-.venv/bin/asv}"
 PAIRS="${PAIRS:-5}"
 PLANT="${PLANT:-1.15}"
@@ -31,23 +32,7 @@ scratch_commit() {  # scratch_commit BRANCH [planted]: a commit on a scratch bra
     tree=$(mktemp -d)/tree
     git worktree add --force "$tree" "$branch" >/dev/null
     if [ "${2:-}" = planted ]; then
-        cat >> "$tree/impls/torch_common.py" <<PLANTED
-
-# planted by scripts/asv_aa.sh (scratch branch, never merged): torch runners' calls $PLANT times as long
-def _planted(method, factor=$PLANT):
-    import time as _time
-
-    def call(*args, **kwargs):
-        t0 = _time.perf_counter()
-        out = method(*args, **kwargs)
-        _time.sleep((factor - 1.0) * (_time.perf_counter() - t0))
-        return out
-    return call
-
-
-TorchRunner.forward = _planted(TorchRunner.forward)
-TorchRunner.forward_backward = _planted(TorchRunner.forward_backward)
-PLANTED
+        plant_slowdown "$tree/impls/torch_common.py" TorchRunner "$PLANT" "by scripts/asv_aa.sh on a scratch branch"
         git -C "$tree" commit -qam "scratch: planted x$PLANT (never merged)"
     else
         git -C "$tree" commit -q --allow-empty -m "scratch: unchanged (A/A)"

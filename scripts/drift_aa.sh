@@ -12,6 +12,7 @@
 # rounds 1-4: 12 processes, ~15 s each), so about 15 minutes for A, A2 and B; 8-9 minutes a run at 10 rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/plant.sh  # plant_slowdown
 PY="${PY:-.venv/bin/python}"
 ROUNDS="${ROUNDS:-5}"
 FACTOR="${FACTOR:-1.3}"
@@ -32,23 +33,7 @@ a2=$(run A2)
 scratch="$OUT/planted-tree"
 rm -rf "$scratch"
 git worktree add --detach --force "$scratch" HEAD >/dev/null
-cat >> "$scratch/impls/torch_cudnn.py" <<PLANT
-
-# planted by scripts/drift_aa.sh in a scratch tree (never committed): every call $FACTOR times as long
-def _planted(method, factor=$FACTOR):
-    import time as _time
-
-    def call(*args, **kwargs):
-        t0 = _time.perf_counter()
-        out = method(*args, **kwargs)
-        _time.sleep((factor - 1.0) * (_time.perf_counter() - t0))
-        return out
-    return call
-
-
-CudnnRunner.forward = _planted(CudnnRunner.forward)
-CudnnRunner.forward_backward = _planted(CudnnRunner.forward_backward)
-PLANT
+plant_slowdown "$scratch/impls/torch_cudnn.py" CudnnRunner "$FACTOR" "by scripts/drift_aa.sh in a scratch tree"
 b=$(run "B-planted-$FACTOR" "$scratch")
 git worktree remove --force "$scratch"
 
